@@ -1,0 +1,35 @@
+# medyate-mcu: set-up, demo and tests. `make demo` and `make test` work on a fresh machine.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# Debian packages the toolchain needs (installed when missing, as root).
+SYSTEM_PACKAGES := gcc make
+
+.PHONY: install system-packages demo test lint clean
+
+install: $(STAMP) system-packages
+
+# torch is pinned and installed first: that exact pin resolves to the local CPU wheel.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+system-packages:
+	@tools/ensure-system-packages.sh $(SYSTEM_PACKAGES)
+
+# The main job on the bundled default model.
+demo: install
+	$(BIN)/medyate-mcu inspect
+
+lint: install
+	$(BIN)/ruff check medyate_mcu tests
+
+test: lint
+	$(BIN)/pytest -q
+
+clean:
+	rm -rf $(VENV) build .pytest_cache .ruff_cache

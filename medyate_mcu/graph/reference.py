@@ -1,0 +1,92 @@
+"""The reference forward pass: a ``torch.nn.Module`` that executes a graph IR.
+
+This module is the numerical ground truth on the host: later stages train it as the reference
+simulator and compare the C engine with it. Conv and Linear weights are ``nn.Parameter``s.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medyate_mcu.graph.ir import Graph, Node, OpType, Window
+
+
+def parameter_key(node_name: str) -> str:
+    """A ``ParameterDict``-safe key for a node name."""
+    return re.sub(r"\W", "_", node_name)
+
+
+class ReferenceNet(nn.Module):
+    """Runs ``graph`` on a batch ``(N, *graph.input_shape)``."""
+
+    def __init__(self, graph: Graph) -> None:
+        super().__init__()
+        self.graph = graph
+        self.weights = nn.ParameterDict()
+        self.biases = nn.ParameterDict()
+        self.keys: dict[str, str] = {}
+        for node in graph.nodes:
+            if node.op not in (OpType.CONV, OpType.LINEAR):
+                continue
+            key = parameter_key(node.name)
+            assert key not in self.weights, f"two nodes map to parameter key {key!r}"
+            self.keys[node.name] = key
+            self.weights[key] = nn.Parameter(torch.from_numpy(node.params["weight"].copy()))
+            self.biases[key] = nn.Parameter(torch.from_numpy(node.params["bias"].copy()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        values = {self.graph.input: x}
+        for node in self.graph.nodes:
+            values[node.output] = self._run(node, [values[name] for name in node.inputs])
+        return values[self.graph.output]
+
+    def _run(self, node: Node, inputs: list[torch.Tensor]) -> torch.Tensor:
+        x = inputs[0]
+        op = node.op
+        if op is OpType.CONV:
+            key = self.keys[node.name]
+            window = node.conv.window
+            return F.conv2d(_pad(x, window, 0.0), self.weights[key], self.biases[key],
+                            stride=window.stride, groups=node.conv.groups)
+        if op is OpType.LINEAR:
+            key = self.keys[node.name]
+            return F.linear(x, self.weights[key], self.biases[key])
+        if op is OpType.RELU:
+            return F.relu(x)
+        if op is OpType.RELU6:
+            return F.relu6(x)
+        if op is OpType.ADD:
+            return x + inputs[1]
+        if op is OpType.GLOBAL_AVG_POOL:
+            return x.mean(dim=(2, 3), keepdim=True)
+        if op is OpType.FLATTEN:
+            return x.flatten(1)
+        if op is OpType.MAX_POOL:
+            window = node.pool.window
+            return F.max_pool2d(_pad(x, window, float("-inf")), window.kernel, window.stride)
+        if op is OpType.AVG_POOL:
+            return _average_pool(x, node)
+        raise NotImplementedError(f"{op.value} should have been removed by the passes")
+
+
+def _pad(x: torch.Tensor, window: Window, value: float) -> torch.Tensor:
+    top, left, bottom, right = window.pads
+    if not any(window.pads):
+        return x
+    return F.pad(x, (left, right, top, bottom), value=value)
+
+
+def _average_pool(x: torch.Tensor, node: Node) -> torch.Tensor:
+    """Average pool with any (asymmetric) padding; padded cells count only if asked."""
+    window = node.pool.window
+    area = window.kernel[0] * window.kernel[1]
+    sums = F.avg_pool2d(_pad(x, window, 0.0), window.kernel, window.stride) * area
+    if node.pool.count_include_pad or not any(window.pads):
+        return sums / area
+    ones = torch.ones((1, 1, *x.shape[2:]), dtype=x.dtype)
+    counts = F.avg_pool2d(_pad(ones, window, 0.0), window.kernel, window.stride) * area
+    return sums / counts
