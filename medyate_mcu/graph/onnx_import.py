@@ -7,6 +7,7 @@ Anything else stops with a :class:`ModelError` that names the node, its op and w
 
 from __future__ import annotations
 
+import ast
 import math
 from collections import Counter
 from collections.abc import Callable
@@ -81,6 +82,22 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:200]
 
 
+def _module_path_name(onnx_node: onnx.NodeProto, used: set[str]) -> str | None:
+    """The PyTorch module path torch's exporter recorded for a node (``features.3.conv.0``),
+    with the aten op appended when the module already named another node."""
+    props = {prop.key: prop.value for prop in onnx_node.metadata_props}
+    try:
+        scopes = ast.literal_eval(props.get("pkg.torch.onnx.name_scopes", "None"))
+    except (ValueError, SyntaxError):
+        return None
+    if not isinstance(scopes, list) or not scopes or not all(isinstance(s, str) for s in scopes):
+        return None
+    path = scopes[-2] if len(scopes) >= 2 else ""  # scopes are cumulative: '', 'a', 'a.b', op
+    if path and path not in used:
+        return path
+    return f"{path}.{scopes[-1]}" if path else scopes[-1] or None
+
+
 def _default_opset(model: onnx.ModelProto, origin: str) -> int:
     for entry in model.opset_import:
         if entry.domain in ("", "ai.onnx"):
@@ -132,9 +149,9 @@ class _OnnxImporter:
             self.current_name = self._unique_name(onnx_node, index)
             handler = self.handlers.get(onnx_node.op_type)
             if onnx_node.domain not in ("", "ai.onnx") or handler is None:
+                domain = f"{onnx_node.domain}." if onnx_node.domain else ""
                 raise UnsupportedOpError(
-                    f"node {self.current_name!r}: op {onnx_node.domain + '.' if onnx_node.domain else ''}"
-                    f"{onnx_node.op_type} is not supported (supported ops: "
+                    f"node {self.current_name!r}: op {domain}{onnx_node.op_type} is not supported (supported ops: "
                     f"{', '.join(SUPPORTED_OPS)})"
                 )
             attrs = {a.name: helper.get_attribute_value(a) for a in onnx_node.attribute}
@@ -196,7 +213,8 @@ class _OnnxImporter:
 
     # ---- helpers ----------------------------------------------------------------------------
     def _unique_name(self, onnx_node: onnx.NodeProto, index: int) -> str:
-        base = onnx_node.name or f"{onnx_node.op_type}_{index}"
+        base = _module_path_name(onnx_node, self.used_names) or onnx_node.name \
+            or f"{onnx_node.op_type}_{index}"
         name, suffix = base, 1
         while name in self.used_names:
             suffix += 1

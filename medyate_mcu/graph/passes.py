@@ -89,9 +89,9 @@ def output_shape(node: Node, inputs: list[Shape]) -> Shape:
     """The per-sample output shape of ``node`` for inputs of the given shapes."""
     first = inputs[0]
     op = node.op
-    if op in (OpType.CONV, OpType.AVG_POOL, OpType.MAX_POOL, OpType.GLOBAL_AVG_POOL):
-        if len(first) != 3:
-            raise _fail(node, f"needs a (C, H, W) feature map, got shape {first}")
+    spatial = (OpType.CONV, OpType.AVG_POOL, OpType.MAX_POOL, OpType.GLOBAL_AVG_POOL)
+    if op in spatial and len(first) != 3:
+        raise _fail(node, f"needs a (C, H, W) feature map, got shape {first}")
     if op is OpType.CONV:
         weight = node.params["weight"]
         groups = node.conv.groups

@@ -1,0 +1,1 @@
+"""The ``medyate-mcu`` command line."""

@@ -1,0 +1,31 @@
+"""Entry point of the ``medyate-mcu`` command: a click group and the registry of commands."""
+
+from __future__ import annotations
+
+import click
+
+from medyate_mcu import __version__
+from medyate_mcu.cli.common import MedyateGroup
+
+
+@click.group(cls=MedyateGroup,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="medyate-mcu")
+def main() -> None:
+    """Compile a pre-trained network into a C engine that fine-tunes it on a microcontroller.
+
+    \b
+    Typical flow:
+      medyate-mcu inspect model.onnx                 # what the compiler sees
+      medyate-mcu compile model.onnx --budget 300kB --board stm32f746g-disco -o build/
+    """
+
+
+# Commands register here, one module each.
+from medyate_mcu.cli.boards_command import boards_command  # noqa: E402
+from medyate_mcu.cli.compile_command import compile_command  # noqa: E402
+from medyate_mcu.cli.inspect_command import inspect_command  # noqa: E402
+
+main.add_command(inspect_command)
+main.add_command(compile_command)
+main.add_command(boards_command)

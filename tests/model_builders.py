@@ -1,0 +1,185 @@
+"""Small test networks, one per architecture family the importer must handle, and ONNX helpers."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+import torch.nn.functional as F
+from onnx import TensorProto, helper, numpy_helper
+from torch import nn
+
+from medyate_mcu.graph import Graph, ReferenceNet
+
+
+def randomize_batch_norms(module: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every BatchNorm non-trivial statistics, so that folding them is really tested."""
+    generator = torch.Generator().manual_seed(seed)
+    for layer in module.modules():
+        if isinstance(layer, nn.BatchNorm2d):
+            channels = layer.num_features
+            layer.running_mean.copy_(torch.rand(channels, generator=generator) - 0.5)
+            layer.running_var.copy_(torch.rand(channels, generator=generator) + 0.5)
+            layer.weight.data.copy_(torch.rand(channels, generator=generator) + 0.5)
+            layer.bias.data.copy_(torch.rand(channels, generator=generator) - 0.5)
+    return module.eval()
+
+
+def conv_bn(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1,
+            act: type[nn.Module] | None = nn.ReLU6) -> nn.Sequential:
+    layers: list[nn.Module] = [
+        nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(cout),
+    ]
+    if act is not None:
+        layers.append(act())
+    return nn.Sequential(*layers)
+
+
+class InvertedResidual(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int, expand: int) -> None:
+        super().__init__()
+        hidden = cin * expand
+        self.use_residual = stride == 1 and cin == cout
+        self.conv = nn.Sequential(
+            conv_bn(cin, hidden, 1),
+            conv_bn(hidden, hidden, 3, stride, groups=hidden),
+            conv_bn(hidden, cout, 1, act=None),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        return x + y if self.use_residual else y
+
+
+class MobileNetV2Style(nn.Module):
+    """Inverted residuals with ReLU6, residual adds, global average pool, linear head."""
+
+    def __init__(self, classes: int = 10) -> None:
+        super().__init__()
+        self.stem = conv_bn(3, 8, 3, stride=2)
+        self.blocks = nn.Sequential(
+            InvertedResidual(8, 8, 1, 2),
+            InvertedResidual(8, 12, 2, 3),
+            InvertedResidual(12, 12, 1, 3),
+        )
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(12, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.pool(self.blocks(self.stem(x))), 1))
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = conv_bn(cin, cout, 3, stride, act=nn.ReLU)
+        self.conv2 = conv_bn(cout, cout, 3, act=None)
+        self.shortcut = conv_bn(cin, cout, 1, stride, act=None) if stride != 1 or cin != cout \
+            else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.conv2(self.conv1(x)) + self.shortcut(x))
+
+
+class ResNetStyle(nn.Module):
+    """ResNet-8-like: stem, basic blocks with identity and projection shortcuts."""
+
+    def __init__(self, classes: int = 10) -> None:
+        super().__init__()
+        self.stem = conv_bn(3, 8, 3, act=nn.ReLU)
+        self.stage1 = BasicBlock(8, 8, 1)
+        self.stage2 = BasicBlock(8, 16, 2)
+        self.fc = nn.Linear(16, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.stage2(self.stage1(self.stem(x)))
+        return self.fc(F.adaptive_avg_pool2d(y, 1).flatten(1))
+
+
+class PlainCNN(nn.Module):
+    """Conv/ReLU/MaxPool (padded), an average pool that ignores padding, dropout, an MLP head."""
+
+    def __init__(self, classes: int = 10) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 5, padding=2), nn.ReLU(), nn.MaxPool2d(3, 2, padding=1),
+            nn.Conv2d(8, 16, 3), nn.ReLU(), nn.MaxPool2d(2),
+            nn.AvgPool2d(3, 1, padding=1, count_include_pad=False),
+        )
+        self.head = nn.Sequential(nn.Dropout(0.5), nn.Linear(16 * 3 * 3, 24), nn.ReLU(),
+                                  nn.Linear(24, classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.features(x)
+        return self.head(y.view(y.size(0), -1))
+
+
+class DepthwiseSeparable(nn.Module):
+    """MobileNetV1-like: depthwise + pointwise pairs, a grouped conv, mean over H and W."""
+
+    def __init__(self, classes: int = 10) -> None:
+        super().__init__()
+        self.stem = conv_bn(3, 8, 3, stride=2, act=nn.ReLU)
+        self.dw1 = conv_bn(8, 8, 3, groups=8, act=nn.ReLU)
+        self.pw1 = conv_bn(8, 16, 1, act=nn.ReLU)
+        self.grouped = conv_bn(16, 16, 3, stride=2, groups=4, act=nn.ReLU)
+        self.pw2 = nn.Conv2d(16, 24, 1)
+        self.fc = nn.Linear(24, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.pw2(self.grouped(self.pw1(self.dw1(self.stem(x)))))
+        return self.fc(F.relu(y).mean(dim=(2, 3)))
+
+
+TEST_MODELS: dict[str, type[nn.Module]] = {
+    "mobilenetv2": MobileNetV2Style,
+    "resnet": ResNetStyle,
+    "plain_cnn": PlainCNN,
+    "depthwise_separable": DepthwiseSeparable,
+}
+INPUT_SHAPE = (3, 16, 16)
+
+
+def build_test_model(name: str, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return randomize_batch_norms(TEST_MODELS[name](), seed)
+
+
+# ---- hand-made ONNX graphs ------------------------------------------------------------------
+
+def make_model(nodes: list[onnx.NodeProto], input_shape: list[int | str],
+               initializers: dict[str, np.ndarray] | None = None, opset: int = 18,
+               output: str = "y", extra_inputs: list[onnx.ValueInfoProto] | None = None,
+               extra_outputs: list[onnx.ValueInfoProto] | None = None) -> onnx.ModelProto:
+    """An ONNX model with input ``x`` (float32) and output ``output``; shapes left to inference."""
+    graph = helper.make_graph(
+        nodes, "test",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, input_shape), *(extra_inputs or [])],
+        [helper.make_tensor_value_info(output, TensorProto.FLOAT, None), *(extra_outputs or [])],
+        initializer=[numpy_helper.from_array(np.asarray(v), k)
+                     for k, v in (initializers or {}).items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    return model
+
+
+def onnxruntime_outputs(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    """Run ``model`` on each sample of ``x`` (batch 1 at a time) with onnxruntime."""
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return np.concatenate([session.run(None, {name: x[i:i + 1]})[0] for i in range(len(x))])
+
+
+def max_abs_error_vs_onnxruntime(graph: Graph, model: onnx.ModelProto, samples: int = 4,
+                                 seed: int = 0) -> float:
+    """Max |ReferenceNet(graph) - onnxruntime(model)| over random inputs."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((samples, *graph.input_shape)).astype(np.float32)
+    with torch.no_grad():
+        ours = ReferenceNet(graph)(torch.from_numpy(x)).numpy()
+    theirs = onnxruntime_outputs(model, x)
+    assert ours.shape == theirs.shape, (ours.shape, theirs.shape)
+    return float(np.abs(ours - theirs).max())
