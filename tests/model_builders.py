@@ -163,7 +163,10 @@ def make_model(nodes: list[onnx.NodeProto], input_shape: list[int | str],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 8
-    return model
+    try:  # fill in the output's shape, as exporters do (the ONNX checker wants it)
+        return onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    except Exception:
+        return model
 
 
 def onnxruntime_outputs(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:

@@ -69,11 +69,13 @@ def import_onnx_model(model: onnx.ModelProto, name: str, origin: str = "model") 
             f"{origin}: ONNX opset {opset} is not supported (supported: {MIN_OPSET}-{MAX_OPSET}); "
             "re-export the model with opset_version=18"
         )
+    importer = _OnnxImporter(model, name, origin)
+    importer.check_ops_supported()
     try:
         onnx.checker.check_model(model)
     except Exception as exc:
         raise ModelError(f"{origin}: invalid ONNX model: {_first_line(exc)}") from None
-    graph = _OnnxImporter(model, name, origin).run()
+    graph = importer.run()
     return run_default_passes(graph)
 
 
@@ -142,20 +144,27 @@ class _OnnxImporter:
         }
 
     # ---- graph boundary -------------------------------------------------------------------
+    def check_ops_supported(self) -> None:
+        """Stop at the first node whose op the importer has no handler for."""
+        for index, onnx_node in enumerate(self.onnx_graph.node):
+            if onnx_node.domain in ("", "ai.onnx") and onnx_node.op_type in self.handlers:
+                continue
+            name = _module_path_name(onnx_node, set()) or onnx_node.name \
+                or f"{onnx_node.op_type}_{index}"
+            domain = f"{onnx_node.domain}." if onnx_node.domain else ""
+            raise UnsupportedOpError(
+                f"node {name!r}: op {domain}{onnx_node.op_type} is not supported "
+                f"(supported ops: {', '.join(SUPPORTED_OPS)})"
+            )
+
     def run(self) -> Graph:
+        self.check_ops_supported()
         input_name = self._read_input()
         output_name = self._read_output()
         for index, onnx_node in enumerate(self.onnx_graph.node):
             self.current_name = self._unique_name(onnx_node, index)
-            handler = self.handlers.get(onnx_node.op_type)
-            if onnx_node.domain not in ("", "ai.onnx") or handler is None:
-                domain = f"{onnx_node.domain}." if onnx_node.domain else ""
-                raise UnsupportedOpError(
-                    f"node {self.current_name!r}: op {domain}{onnx_node.op_type} is not supported (supported ops: "
-                    f"{', '.join(SUPPORTED_OPS)})"
-                )
             attrs = {a.name: helper.get_attribute_value(a) for a in onnx_node.attribute}
-            handler(onnx_node, attrs)
+            self.handlers[onnx_node.op_type](onnx_node, attrs)
         if output_name not in self.shapes:
             raise ModelError(f"{self.origin}: the output {output_name!r} is not computed from "
                              "the input (a constant output?)")
