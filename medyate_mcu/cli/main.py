@@ -25,7 +25,9 @@ def main() -> None:
 from medyate_mcu.cli.boards_command import boards_command  # noqa: E402
 from medyate_mcu.cli.compile_command import compile_command  # noqa: E402
 from medyate_mcu.cli.inspect_command import inspect_command  # noqa: E402
+from medyate_mcu.cli.zoo_commands import zoo  # noqa: E402
 
 main.add_command(inspect_command)
 main.add_command(compile_command)
 main.add_command(boards_command)
+main.add_command(zoo)

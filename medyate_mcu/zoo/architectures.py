@@ -49,7 +49,8 @@ class _Classifier(nn.Module):
 
 
 class InvertedResidual(nn.Module):
-    """MobileNetV2 block: 1×1 expand, 3×3 depthwise, 1×1 linear project, residual if shapes match."""
+    """MobileNetV2 block: 1×1 expand, 3×3 depthwise, 1×1 linear projection; residual when the
+    shapes match."""
 
     def __init__(self, cin: int, cout: int, stride: int, expand: int) -> None:
         super().__init__()

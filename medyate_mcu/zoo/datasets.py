@@ -188,6 +188,17 @@ def _build_digits(spec: DatasetSpec, train_pc: int, test_pc: int, size: int,
     return train, test
 
 
+def build_test_split(name: str, *, seed: int = 0, test_per_class: int | None = None,
+                     size: int = 32) -> Dataset:
+    """Only the test split of a generated (not real-data) dataset, without building the training
+    split or touching the cache: the same bytes as ``build(...).test`` with these arguments."""
+    spec = _spec(name)
+    if spec.max_per_class is not None:
+        raise MedyateError(f"{name}: a real-data set; use build()")
+    per_class = spec.test_per_class if test_per_class is None else test_per_class
+    return _sample_split(spec, per_class, size, seed, 1)
+
+
 def build(name: str, *, seed: int = 0, train_per_class: int | None = None,
           test_per_class: int | None = None, size: int = 32, cache: bool = True) -> Split:
     """Build (or load from the cache) dataset ``name`` of the panel.

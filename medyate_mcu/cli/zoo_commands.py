@@ -1,0 +1,87 @@
+"""``medyate-mcu zoo``: the bundled panel of datasets, architectures and the demo model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from medyate_mcu.errors import MedyateError
+
+
+def _fail(exc: MedyateError) -> click.ClickException:
+    return click.ClickException(str(exc))
+
+
+@click.group("zoo")
+def zoo() -> None:
+    """Bundled transfer-learning panel: offline datasets, reference architectures and the
+    pre-trained demo model that ships with the package (nothing is downloaded)."""
+
+
+@zoo.command("datasets")
+@click.option("--build/--no-build", "do_build", default=False,
+              help="Build (or load from the cache) every dataset and show its split sizes.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the generators.")
+def datasets_command(do_build: bool, seed: int) -> None:
+    """List the panel's datasets (source task and downstream tasks).
+
+    Built datasets are cached as .npz under $MEDYATE_CACHE (default ~/.cache/medyate-mcu).
+    """
+    from medyate_mcu.zoo import SPECS, build, cache_dir
+
+    table = Table(title=f"medyate-mcu panel (cache: {cache_dir()})")
+    for column in ("name", "role", "classes", "train", "test", "how it is made"):
+        table.add_column(column, overflow="fold")
+    for spec in SPECS.values():
+        train = spec.train_per_class * len(spec.class_names)
+        test = spec.test_per_class * len(spec.class_names)
+        if do_build:
+            try:
+                split = build(spec.name, seed=seed)
+            except MedyateError as exc:
+                raise _fail(exc) from None
+            train, test = len(split.train), len(split.test)
+        table.add_row(spec.name, spec.role, str(len(spec.class_names)), str(train), str(test),
+                      spec.description)
+    Console().print(table)
+
+
+@zoo.command("pretrain")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("demo_mbv2.onnx"), show_default=True,
+              help="Where to write the ONNX model (a .json with settings and results goes "
+                   "next to it).")
+@click.option("--arch", "architecture", type=click.Choice(["mbv2", "resnet8", "mbv1"]),
+              default="mbv2", show_default=True, help="Reference architecture.")
+@click.option("--width", type=float, default=1.0, show_default=True, help="Width multiplier.")
+@click.option("--resolution", type=int, default=32, show_default=True, help="Input side (px).")
+@click.option("--epochs", type=int, default=25, show_default=True)
+@click.option("--train-per-class", type=int, default=400, show_default=True,
+              help="Source-task training images per class.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--threads", type=int, default=2, show_default=True, help="CPU threads for torch.")
+def pretrain_command(output: Path, architecture: str, width: float, resolution: int, epochs: int,
+                     train_per_class: int, seed: int, threads: int) -> None:
+    """Pre-train a reference architecture on the source task (printed characters) on the CPU.
+
+    The defaults reproduce the demo model shipped in the package
+    (medyate_mcu/zoo/models/demo_mbv2.onnx).
+    """
+    from medyate_mcu.zoo.training import PretrainConfig, make_progress, pretrain
+
+    config = PretrainConfig(architecture=architecture, width=width, resolution=resolution,
+                            epochs=epochs, train_per_class=train_per_class, seed=seed,
+                            threads=threads)
+    console = Console()
+    try:
+        with make_progress() as progress:
+            result = pretrain(config, output, progress)
+    except MedyateError as exc:
+        raise _fail(exc) from None
+    console.print(f"wrote {output} ({result.onnx_bytes / 1024:.1f} KiB, "
+                  f"{result.parameters} parameters after BN folding)")
+    console.print(f"source-task test accuracy: {result.source_test_accuracy:.2%} "
+                  f"(training {result.train_seconds:.0f} s)")

@@ -1,0 +1,214 @@
+"""Training loops of the panel: normalisation, a seeded mini-batch trainer, pre-training of the
+demo model on the source task and its export to ONNX with metadata.
+
+Normalisation is applied by the data pipeline, not baked into the model: a uint8 pixel ``p`` of
+channel ``c`` enters the network as ``(p / 255 - mean[c]) / std[c]``, with ``mean`` and ``std``
+stored in the model's metadata (``medyate.input_mean``, ``medyate.input_std``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import nn
+
+from medyate_mcu.errors import MedyateError
+from medyate_mcu.graph import ReferenceNet, export_onnx, import_onnx_model
+from medyate_mcu.zoo import architectures, datasets
+
+META_PREFIX = "medyate."
+
+
+def channel_stats(x: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per-channel mean and standard deviation of uint8 images ``N×C×H×W`` on the [0, 1] scale."""
+    scaled = x.astype(np.float64) / 255.0
+    mean = scaled.mean(axis=(0, 2, 3))
+    std = scaled.std(axis=(0, 2, 3))
+    return [round(float(v), 6) for v in mean], [round(float(v), 6) for v in std]
+
+
+def normalise(x: np.ndarray, mean: Iterable[float], std: Iterable[float]) -> torch.Tensor:
+    """uint8 images -> the float32 tensor the network takes (see the module doc)."""
+    m = torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1)
+    s = torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1)
+    return (torch.from_numpy(np.ascontiguousarray(x)).float() / 255.0 - m) / s
+
+
+def make_progress() -> Progress:
+    """The rich progress bar the zoo commands share."""
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[status]}"), TimeRemainingColumn(), transient=False)
+
+
+def warmup_cosine(step: int, total: int, warmup: int) -> float:
+    """Learning-rate factor: linear warm-up over ``warmup`` steps, then cosine to 0."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> float:
+    """Top-1 accuracy of ``model`` (put in eval mode) on normalised inputs ``x``."""
+    model.eval()
+    correct = 0
+    for start in range(0, len(x), batch_size):
+        logits = model(x[start:start + batch_size])
+        correct += int((logits.argmax(dim=1) == y[start:start + batch_size]).sum())
+    return correct / max(1, len(x))
+
+
+def fit(model: nn.Module, params: list[nn.Parameter], x: torch.Tensor, y: torch.Tensor, *,
+        epochs: int, lr: float, batch_size: int, seed: int, momentum: float = 0.0,
+        weight_decay: float = 0.0, label_smoothing: float = 0.0, warmup_epochs: int = 0,
+        progress: Progress | None = None, description: str = "training") -> float:
+    """Mini-batch SGD on ``params`` with warm-up + cosine learning rate; returns the final
+    epoch's mean training loss. The sample order is drawn from ``seed``."""
+    optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay,
+                                nesterov=momentum > 0)
+    criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+    generator = torch.Generator().manual_seed(seed)
+    steps_per_epoch = math.ceil(len(x) / batch_size)
+    total = epochs * steps_per_epoch
+    warmup = warmup_epochs * steps_per_epoch
+    task = progress.add_task(description, total=epochs, status="") if progress else None
+    step, epoch_loss = 0, float("nan")
+    for epoch in range(epochs):
+        model.train()
+        order = torch.randperm(len(x), generator=generator)
+        losses = []
+        for start in range(0, len(x), batch_size):
+            index = order[start:start + batch_size]
+            for group in optimizer.param_groups:
+                group["lr"] = lr * warmup_cosine(step, total, warmup)
+            optimizer.zero_grad(set_to_none=True)
+            loss = criterion(model(x[index]), y[index])
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss.detach()))
+            step += 1
+        epoch_loss = float(np.mean(losses))
+        if progress is not None and task is not None:
+            progress.update(task, advance=1, status=f"epoch {epoch + 1} loss {epoch_loss:.3f}")
+    return epoch_loss
+
+
+@dataclass
+class PretrainConfig:
+    """Everything that determines the pre-trained demo model."""
+
+    architecture: str = "mbv2"
+    width: float = 1.0
+    resolution: int = 32
+    seed: int = 0
+    epochs: int = 25
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 4e-4
+    label_smoothing: float = 0.1
+    warmup_epochs: int = 1
+    train_per_class: int = 400
+    test_per_class: int = 50
+    threads: int = 2
+
+
+@dataclass
+class PretrainResult:
+    """What pre-training produced and measured."""
+
+    config: PretrainConfig
+    model_path: str
+    source_test_accuracy: float  # of the exported ONNX model, run by the reference forward pass
+    torch_test_accuracy: float
+    parameters: int  # after BatchNorm folding, as the compiler sees it
+    onnx_bytes: int
+    train_seconds: float
+    data_seconds: float
+    final_train_loss: float
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+def source_split_record(config: PretrainConfig) -> dict[str, object]:
+    """Which deterministic held-out split the recorded source accuracy is measured on."""
+    return {"dataset": datasets.SOURCE_TASK, "split": "test", "seed": config.seed,
+            "train_per_class": config.train_per_class, "test_per_class": config.test_per_class,
+            "size": config.resolution, "generator_version": datasets.GENERATOR_VERSION}
+
+
+def read_metadata(model: onnx.ModelProto) -> dict[str, str]:
+    """The ``medyate.*`` metadata of an ONNX model, without the prefix."""
+    return {prop.key[len(META_PREFIX):]: prop.value for prop in model.metadata_props
+            if prop.key.startswith(META_PREFIX)}
+
+
+def pretrain(config: PretrainConfig, output: Path, progress: Progress | None = None,
+             log: bool = True) -> PretrainResult:
+    """Pre-train ``config.architecture`` on the source task and write it to ``output`` (ONNX,
+    with metadata) plus ``output`` with suffix ``.json`` (settings and results)."""
+    if config.epochs < 1:
+        raise MedyateError(f"epochs must be at least 1 (got {config.epochs})")
+    torch.set_num_threads(max(1, config.threads))
+    torch.manual_seed(config.seed)
+    started = time.perf_counter()
+    split = datasets.build(datasets.SOURCE_TASK, seed=config.seed,
+                           train_per_class=config.train_per_class,
+                           test_per_class=config.test_per_class, size=config.resolution)
+    data_seconds = time.perf_counter() - started
+    mean, std = channel_stats(split.train.x)
+    x_train = normalise(split.train.x, mean, std)
+    y_train = torch.from_numpy(split.train.y)
+    x_test = normalise(split.test.x, mean, std)
+    y_test = torch.from_numpy(split.test.y)
+    model = architectures.create(config.architecture, split.train.num_classes, config.width,
+                                 config.resolution)
+    started = time.perf_counter()
+    loss = fit(model, list(model.parameters()), x_train, y_train, epochs=config.epochs,
+               lr=config.lr, batch_size=config.batch_size, seed=config.seed,
+               momentum=config.momentum, weight_decay=config.weight_decay,
+               label_smoothing=config.label_smoothing, warmup_epochs=config.warmup_epochs,
+               progress=progress, description=f"pre-training {config.architecture}")
+    train_seconds = time.perf_counter() - started
+    torch_acc = accuracy(model, x_test, y_test)
+
+    proto = export_onnx(model, model.example_input())
+    graph = import_onnx_model(proto, name=config.architecture, origin="pre-training")
+    reference_acc = accuracy(ReferenceNet(graph), x_test, y_test)
+    metadata = {
+        "architecture": config.architecture,
+        "width": str(config.width),
+        "resolution": str(config.resolution),
+        "input_layout": "NCHW RGB; x = (pixel / 255 - input_mean[c]) / input_std[c]",
+        "input_mean": json.dumps(mean),
+        "input_std": json.dumps(std),
+        "num_classes": str(split.train.num_classes),
+        "class_names": json.dumps(list(split.train.class_names), ensure_ascii=False),
+        "source_task": datasets.SOURCE_TASK,
+        "source_test_accuracy": f"{reference_acc:.4f}",
+        "source_test_split": json.dumps(source_split_record(config)),
+        "pretrain_config": json.dumps(asdict(config)),
+    }
+    existing = {prop.key: prop.value for prop in proto.metadata_props}
+    onnx.helper.set_model_props(proto, {**existing,
+                                        **{META_PREFIX + k: v for k, v in metadata.items()}})
+    output.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save_model(proto, output)
+    result = PretrainResult(
+        config=config, model_path=str(output), source_test_accuracy=reference_acc,
+        torch_test_accuracy=torch_acc, parameters=graph.parameter_count(),
+        onnx_bytes=output.stat().st_size, train_seconds=round(train_seconds, 1),
+        data_seconds=round(data_seconds, 1), final_train_loss=round(loss, 4), metadata=metadata)
+    record = asdict(result)
+    record["model_path"] = output.name
+    record["torch_version"] = torch.__version__
+    output.with_suffix(".json").write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+    return result
