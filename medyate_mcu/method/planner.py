@@ -1,0 +1,136 @@
+"""The budget planner: from a RAM budget and a LaRa ranking to the candidate layers and the
+channel pool (DESIGN.md §3 and "What --budget means").
+
+``fixed(K)`` is the engine's RAM with the top-K ranked layers as candidates, before any channel is
+selected (:func:`medyate_mcu.planning.memory.engine_memory`); the channel pool gets
+``B(K) = budget - fixed(K)``. The planner takes the smallest K with ``B(K) / M_K <= alpha``, where
+``M_K`` is the total channel cost of the top-K layers (in bytes, like B).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from medyate_mcu.errors import MedyateError
+from medyate_mcu.graph.ir import Graph, OpType
+from medyate_mcu.method.costs import BYTES_PER_ELEMENT, ChannelCost, channel_cost
+from medyate_mcu.planning.memory import EngineMemory, engine_memory
+from medyate_mcu.units import format_size
+
+DEFAULT_ALPHA = 0.2
+
+
+class InfeasibleBudgetError(MedyateError):
+    """The budget cannot hold the engine plus a single channel of any candidate layer set."""
+
+    def __init__(self, budget: int, minimum: int, detail: str) -> None:
+        self.budget, self.minimum = budget, minimum
+        super().__init__(f"budget {format_size(budget)} is too small for this model; the "
+                         f"smallest feasible budget is {format_size(minimum)} ({detail})")
+
+
+@dataclass(frozen=True)
+class BudgetPlan:
+    budget: int  # bytes
+    alpha: float
+    candidates: tuple[str, ...]  # the top-K layers, in rank order
+    costs: tuple[ChannelCost, ...]  # their channel costs, in rank order
+    memory: EngineMemory  # fixed(K), part by part
+    pool_bytes: int  # B(K)
+    reason: str  # why this K
+
+    @property
+    def k(self) -> int:
+        return len(self.candidates)
+
+    @property
+    def search_space_bytes(self) -> int:
+        """M_K: every channel of the candidate layers, in bytes."""
+        return sum(cost.layer_units for cost in self.costs) * BYTES_PER_ELEMENT
+
+    @property
+    def alpha_k(self) -> float:
+        return self.pool_bytes / self.search_space_bytes if self.costs else 0.0
+
+    @property
+    def total_bytes(self) -> int:
+        return self.memory.fixed_bytes + self.pool_bytes
+
+    def channel_costs_bytes(self) -> list[int]:
+        """Per candidate channel, in canonical order (graph order of layers, then channel)."""
+        by_name = {cost.layer: cost for cost in self.costs}
+        return [by_name[name].channel_bytes
+                for name in self.memory.schedule.candidates
+                for _ in range(by_name[name].in_channels)]
+
+
+def ranked_conv_layers(graph: Graph, ranking: Sequence[str]) -> list[str]:
+    """Check that ``ranking`` names each conv layer of ``graph`` exactly once."""
+    convs = [node.name for node in graph.nodes_of(OpType.CONV)]
+    if sorted(ranking) != sorted(convs):
+        missing = sorted(set(convs) - set(ranking))
+        extra = sorted(set(ranking) - set(convs))
+        raise MedyateError(f"the layer ranking does not match the model (missing: {missing}, "
+                           f"unknown: {extra}); recompute it with `medyate-mcu lara`")
+    return list(ranking)
+
+
+def plan_budget(graph: Graph, ranking: Sequence[str], budget: int,
+                alpha: float = DEFAULT_ALPHA) -> BudgetPlan:
+    """Choose K and the channel pool for ``budget`` bytes (DESIGN.md §3)."""
+    if not 0 < alpha <= 1:
+        raise MedyateError(f"alpha {alpha} must be in (0, 1]")
+    ranking = ranked_conv_layers(graph, ranking)
+    if not ranking:
+        raise MedyateError("the model has no conv layer to train; MeDyate needs at least one")
+    costs = [channel_cost(graph, graph.node(name)) for name in ranking]
+    feasible: BudgetPlan | None = None
+    for k in range(1, len(ranking) + 1):
+        memory = engine_memory(graph, frozenset(ranking[:k]))
+        pool = budget - memory.fixed_bytes
+        cheapest = min(cost.channel_bytes for cost in costs[:k])
+        if pool <= 0:
+            break
+        if pool < cheapest:
+            continue
+        plan = BudgetPlan(budget, alpha, tuple(ranking[:k]), tuple(costs[:k]), memory, pool,
+                          reason="")
+        if pool / plan.search_space_bytes <= alpha:
+            return _with_reason(plan, f"smallest K with B/M_K <= alpha = {alpha}")
+        feasible = plan
+    else:
+        if feasible is not None and feasible.k == len(ranking):
+            return _with_reason(feasible, f"every layer: B/M_K stays above alpha = {alpha}")
+    if feasible is None:
+        raise InfeasibleBudgetError(budget, *minimum_budget(graph, ranking, costs))
+    return _with_reason(feasible, "largest K whose pool still holds a channel (B(K) runs out "
+                                  "before B/M_K reaches alpha)")
+
+
+def minimum_budget(graph: Graph, ranking: Sequence[str],
+                   costs: Sequence[ChannelCost]) -> tuple[int, str]:
+    """The smallest budget the planner accepts, and how it is made up.
+
+    K is reachable when every smaller K left a positive pool (budget > fixed(K-1)), and usable when
+    its pool holds its cheapest channel: the minimum over K of
+    ``max(fixed(K) + cheapest(K), fixed(K-1) + 1)``. For most models K = 1 gives it, which is
+    DESIGN.md's ``fixed(1)`` + the top layer's cheapest channel.
+    """
+    best: tuple[int, str] | None = None
+    previous_fixed = 0
+    for k in range(1, len(ranking) + 1):
+        fixed = engine_memory(graph, frozenset(ranking[:k])).fixed_bytes
+        cheapest = min(cost.channel_bytes for cost in costs[:k])
+        need = max(fixed + cheapest, previous_fixed + 1)
+        if best is None or need < best[0]:
+            best = (need, f"engine {format_size(fixed)} with the top {k} ranked layer(s) + "
+                          f"their cheapest channel, {cheapest} B")
+        previous_fixed = fixed
+    assert best is not None
+    return best
+
+
+def _with_reason(plan: BudgetPlan, reason: str) -> BudgetPlan:
+    return BudgetPlan(plan.budget, plan.alpha, plan.candidates, plan.costs, plan.memory,
+                      plan.pool_bytes, reason)

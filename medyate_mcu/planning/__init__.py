@@ -1,0 +1,1 @@
+"""Stage 3 of the pipeline: the training step's schedule and the engine's static memory plan."""

@@ -1,0 +1,125 @@
+"""The training engine's static RAM, part by part: the one place its numbers are computed.
+
+The budget planner uses :func:`engine_memory` to find what a candidate layer set costs before any
+channel is selected (``fixed(K)`` in DESIGN.md), and the C code generator declares exactly these
+buffers, so the built image is held to the same numbers.
+
+Parts:
+- ``arena``: every per-sample buffer of one training step, placed by lifetime (activations, errors,
+  ReLU masks as bits, max-pool argmax bytes): see :func:`arena_buffers`.
+- ``candidate_weights``: RAM copies of the candidate conv weights (their biases stay in flash).
+- ``classifier``: RAM copy of the classifier's weight and bias, and their gradient accumulators.
+- ``channel_state``: per candidate channel, the norm vector (f32), the epoch's norm sums (f32), the
+  sampler's integer weights (u32), the in-pool flags (u8), the selection list (u16) and each
+  selected channel's offset in the pool (u32).
+- ``engine_state``: the engine's scalars (PCG32 state, epoch and step counters, learning rate...).
+- the channel pool itself (the paper's B) is what the budget has left after these.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from medyate_mcu.graph.ir import Graph, OpType
+from medyate_mcu.planning.arena import ArenaPlan, Buffer, align, plan_arena
+from medyate_mcu.planning.schedule import StepKind, TrainingSchedule, build_schedule
+
+FLOAT_BYTES = 4
+ENGINE_STATE_BYTES = 64
+# Per candidate channel arrays (element bytes), each its own aligned buffer.
+CHANNEL_ARRAYS = {"norms": 4, "norm_sums": 4, "sampler_weights": 4, "in_pool": 1,
+                  "selected": 2, "pool_offsets": 4}
+MAX_CANDIDATE_CHANNELS = 65535  # the selection list holds u16 indices
+
+
+def _numel(graph: Graph, tensor: str) -> int:
+    return math.prod(graph.shapes[tensor])
+
+
+def arena_buffers(schedule: TrainingSchedule) -> list[Buffer]:
+    """Every per-sample buffer of the training step with its lifetime in schedule steps."""
+    graph = schedule.graph
+    forward = {step.node.name: t for t, step in enumerate(schedule.steps)
+               if step.kind is StepKind.FORWARD and step.node is not None}
+    backward = {step.node.name: t for t, step in enumerate(schedule.steps)
+                if step.kind is StepKind.BACKWARD and step.node is not None}
+    propagating = {step.node.name for step in schedule.steps
+                   if step.kind is StepKind.BACKWARD and step.propagate_error and step.node}
+    loss_time = schedule.time_of(StepKind.LOSS)
+    buffers = []
+    for node in graph.nodes:
+        tensor = node.output
+        readers = [forward[c.name] for c in graph.consumers(tensor)]
+        if tensor == graph.output:
+            readers.append(loss_time)
+        for consumer in graph.consumers(tensor):
+            if consumer.name == schedule.classifier and consumer.name in backward:
+                readers.append(backward[consumer.name])  # the classifier's input, for its gradient
+        buffers.append(Buffer(f"act:{tensor}", _numel(graph, tensor) * FLOAT_BYTES,
+                              forward[node.name], max(readers)))
+        if node.name in propagating and node.op in (OpType.RELU, OpType.RELU6):
+            buffers.append(Buffer(f"mask:{node.name}", math.ceil(_numel(graph, tensor) / 8),
+                                  forward[node.name], backward[node.name]))
+        if node.name in propagating and node.op is OpType.MAX_POOL:
+            buffers.append(Buffer(f"argmax:{node.name}", _numel(graph, tensor),
+                                  forward[node.name], backward[node.name]))
+    for tensor in sorted(schedule.error_tensors):
+        producer = graph.producer(tensor)
+        assert producer is not None
+        writers = [backward[c.name] for c in graph.consumers(tensor) if c.name in propagating]
+        if tensor == graph.output:
+            writers.append(loss_time)
+        buffers.append(Buffer(f"err:{tensor}", _numel(graph, tensor) * FLOAT_BYTES,
+                              min(writers), backward[producer.name]))
+    return buffers
+
+
+@dataclass(frozen=True)
+class EngineMemory:
+    """The static RAM of the engine for one candidate layer set, before the channel pool."""
+
+    schedule: TrainingSchedule
+    arena: ArenaPlan
+    candidate_weights: int
+    classifier: int
+    candidate_channels: int
+    channel_state: int
+    engine_state: int = ENGINE_STATE_BYTES
+
+    @property
+    def fixed_bytes(self) -> int:
+        """Everything but the channel pool: ``fixed(K)`` of DESIGN.md."""
+        return sum(self.parts().values())
+
+    def parts(self) -> dict[str, int]:
+        return {
+            "arena": self.arena.size,
+            "candidate_weights": self.candidate_weights,
+            "classifier": self.classifier,
+            "channel_state": self.channel_state,
+            "engine_state": self.engine_state,
+        }
+
+
+def engine_memory(graph: Graph, candidates: set[str] | frozenset[str]) -> EngineMemory:
+    """Plan the engine's static RAM for ``candidates`` (conv layer names) plus the classifier."""
+    schedule = build_schedule(graph, candidates)
+    plan = plan_arena(arena_buffers(schedule))
+    weights = sum(align(graph.node(name).params["weight"].size * FLOAT_BYTES)
+                  for name in schedule.candidates)
+    classifier = graph.node(schedule.classifier)
+    trainable = classifier.params["weight"].size + classifier.params["bias"].size
+    channels = sum(graph.shapes[graph.node(name).inputs[0]][0] for name in schedule.candidates)
+    if channels > MAX_CANDIDATE_CHANNELS:
+        from medyate_mcu.errors import MedyateError
+        raise MedyateError(f"{channels} candidate channels exceed the engine's limit of "
+                           f"{MAX_CANDIDATE_CHANNELS}; use a smaller network or fewer layers")
+    return EngineMemory(
+        schedule=schedule,
+        arena=plan,
+        candidate_weights=weights,
+        classifier=2 * align(trainable * FLOAT_BYTES),  # values and gradient accumulators
+        candidate_channels=channels,
+        channel_state=sum(align(channels * size) for size in CHANNEL_ARRAYS.values()),
+    )
