@@ -254,6 +254,8 @@ def _weight_cases() -> list[tuple[str, Any, bool]]:
         ("dynamic_range", [3.0e38, 1.0e30, 1.0, 1e-20, 1.7e31, 2.5e37], False),
         ("subnormal_max", [tiny, tiny / 2, tiny / 3, 0.0], False),
         ("halfway", [16777215.0, 8388607.0, 1.5, 0.5, 4194303.0, 12582911.0], False),
+        # q * 16777215 lands just below k + 0.5 (k even): a fused multiply-add gives k + 1.
+        ("fma_sensitive", [1.0, 0.5 + 7 * 2.0**-24, 0.5 + 21 * 2.0**-24], False),
         ("uniform_ignores_values", [5.0, 0.0, 1.0], True),
         ("pseudo_random_64", _pseudo_norms(64, 11, 0.0, 2.0), False),
         ("empty", [], False),
@@ -261,8 +263,8 @@ def _weight_cases() -> list[tuple[str, Any, bool]]:
 
 
 def _selection_cases() -> list[dict[str, Any]]:
-    big = _pseudo_norms(400, 5, 0.5, 1.0)
-    big_costs = [1 + (i * 37) % 5 for i in range(400)]
+    big = _pseudo_norms(600, 5, 0.5, 1.0)
+    big_costs = [1 + (i * 37) % 5 for i in range(600)]
     mixed = [3, 9, 1, 4, 12, 2, 7, 5, 6, 8, 2, 11]
     graded = [float(i % 6) for i in range(12)]
     return [
@@ -290,7 +292,7 @@ def _selection_cases() -> list[dict[str, Any]]:
         {"name": "large_seed", "seed": MASK64, "epoch": MASK32, "costs": [2, 3, 4, 5, 6],
          "budget": 9, "norms": [0.1, 0.2, 0.3, 0.4, 0.5]},
         {"name": "total_over_2_32", "seed": 2024, "epoch": 6, "costs": big_costs,
-         "budget": 450, "norms": big},
+         "budget": 700, "norms": big},
     ]
 
 
