@@ -41,7 +41,7 @@ def test_cache_is_written_then_reused(_cache: Path) -> None:
     built = datasets.build("shapes", seed=1, train_per_class=2, test_per_class=2, size=24)
     files = list(_cache.glob("*.npz"))
     assert [f.name for f in files] == [
-        f"shapes-v{datasets.GENERATOR_VERSION}-seed1-train2-test2-24px.npz"]
+        f"shapes-v{datasets.SPECS['shapes'].version}-seed1-train2-test2-24px.npz"]
     files[0].write_bytes(b"damaged")  # a damaged cache is rebuilt, not trusted
     rebuilt = datasets.build("shapes", seed=1, train_per_class=2, test_per_class=2, size=24)
     assert rebuilt.train.x.tobytes() == built.train.x.tobytes()

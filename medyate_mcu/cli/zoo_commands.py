@@ -85,3 +85,57 @@ def pretrain_command(output: Path, architecture: str, width: float, resolution: 
                   f"{result.parameters} parameters after BN folding)")
     console.print(f"source-task test accuracy: {result.source_test_accuracy:.2%} "
                   f"(training {result.train_seconds:.0f} s)")
+
+
+@zoo.command("evaluate")
+@click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="Pre-trained ONNX model with medyate metadata (default: the "
+                                 "bundled demo model).")
+@click.option("--task", "tasks", multiple=True,
+              type=click.Choice(["digits", "greek", "shapes"]),
+              help="Downstream task (repeatable; default: all).")
+@click.option("--epochs", type=int, default=30, show_default=True,
+              help="Training epochs of each run.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--threads", type=int, default=2, show_default=True, help="CPU threads for torch.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the table as Markdown here (and the raw results as .json).")
+def evaluate_command(model_path: Path | None, tasks: tuple[str, ...], epochs: int, seed: int,
+                     threads: int, output: Path | None) -> None:
+    """Transfer brackets of a pre-trained model on the downstream tasks.
+
+    For each task: test accuracy when only a new classifier is trained, and when the whole
+    network is fine-tuned (no memory budget), both with the device's plain SGD on the model as
+    the compiler sees it. Sparse on-device training lands between the two.
+    """
+    import json
+    from dataclasses import asdict
+
+    from medyate_mcu.zoo import DOWNSTREAM_TASKS, default_model_path
+    from medyate_mcu.zoo.evaluation import EvalConfig, evaluate, markdown_table
+    from medyate_mcu.zoo.training import make_progress
+
+    if epochs < 1:
+        raise click.ClickException(f"--epochs must be at least 1 (got {epochs})")
+    path = model_path or default_model_path()
+    config = EvalConfig(seed=seed, epochs=epochs, threads=threads)
+    try:
+        with make_progress() as progress:
+            results = evaluate(path, tasks or DOWNSTREAM_TASKS, config, progress)
+    except MedyateError as exc:
+        raise _fail(exc) from None
+    table = Table(title=f"transfer brackets of {path.name}")
+    for column in ("task", "classes", "train", "test", "classifier only", "full fine-tune",
+                   "gap"):
+        table.add_column(column, justify="left" if column == "task" else "right")
+    for r in results:
+        table.add_row(r.task, str(r.classes), str(r.train), str(r.test), f"{r.classifier_only:.1%}",
+                      f"{r.full_finetune:.1%}", f"{100 * r.gap:+.1f} pp")
+    Console().print(table)
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(markdown_table(results))
+        record = {"model": path.name, "config": asdict(config),
+                  "results": [asdict(r) for r in results]}
+        output.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
+        Console().print(f"wrote {output}")

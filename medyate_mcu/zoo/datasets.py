@@ -20,9 +20,6 @@ from medyate_mcu.errors import MedyateError
 from medyate_mcu.zoo import glyphs, shapes
 from medyate_mcu.zoo.render import Jitter, colourize, place
 
-#: Bump when a generator changes, so stale caches are not reused.
-GENERATOR_VERSION = 1
-
 
 @dataclass(frozen=True)
 class Dataset:
@@ -65,6 +62,7 @@ class DatasetSpec:
     test_per_class: int
     builder: Builder
     max_per_class: int | None = None  # real data sets: samples available per class (both splits)
+    version: int = 1  # bump when the generator changes, so stale caches are not reused
 
 
 # ---------------------------------------------------------------- builders
@@ -72,7 +70,7 @@ class DatasetSpec:
 _GLYPH_JITTER = Jitter(scale=(0.5, 0.72), rotate=12.0, shear=0.25, stretch=0.12, shift=0.08)
 
 
-def _glyph_builder(charset: str) -> Builder:
+def _glyph_builder(charset: str, jitter: Jitter = _GLYPH_JITTER, textured: float = 0.0) -> Builder:
     def build(label: int, count: int, size: int, rng: np.random.Generator) -> np.ndarray:
         char = charset[label]
         fonts = glyphs.fonts_for(charset)[char]
@@ -80,8 +78,8 @@ def _glyph_builder(charset: str) -> Builder:
         for i in range(count):
             font = fonts[int(rng.integers(len(fonts)))]
             stroke = int(rng.integers(-1, 3))
-            mask = place(glyphs.render_frame(font, char, stroke), size, _GLYPH_JITTER, rng)
-            out[i] = colourize(mask, rng)
+            mask = place(glyphs.render_frame(font, char, stroke), size, jitter, rng)
+            out[i] = colourize(mask, rng, textured=textured)
         return out
     return build
 
@@ -101,6 +99,8 @@ def _digits_masks() -> tuple[np.ndarray, np.ndarray]:
     return masks, digits.target.astype(np.int64)
 
 
+_TEXTURED = 0.8  # downstream glyph tasks: share of samples on a textured background
+_GREEK_JITTER = Jitter(scale=(0.45, 0.75), rotate=20.0, shear=0.3, stretch=0.15, shift=0.1)
 _SHAPE_JITTER = Jitter(scale=(0.32, 0.55), rotate=0.0, shear=0.3, stretch=0.25, shift=0.12)
 
 
@@ -127,14 +127,14 @@ SPECS: dict[str, DatasetSpec] = {spec.name: spec for spec in (
         name="digits", role="downstream",
         description="scikit-learn's bundled handwritten digits (real 8×8 scans), upsampled, "
                     "jittered and coloured like the source task",
-        class_names=tuple("0123456789"), train_per_class=20, test_per_class=120,
-        builder=_digit_builder, max_per_class=174),
+        class_names=tuple("0123456789"), train_per_class=50, test_per_class=120,
+        builder=_digit_builder, max_per_class=174, version=2),
     DatasetSpec(
         name="greek", role="downstream",
         description="printed lowercase Greek letters (24 new classes) in every usable font, same "
                     "rendering as the source task",
-        class_names=tuple(glyphs.GREEK_LOWER), train_per_class=15, test_per_class=50,
-        builder=_glyph_builder(glyphs.GREEK_LOWER)),
+        class_names=tuple(glyphs.GREEK_LOWER), train_per_class=30, test_per_class=50,
+        builder=_glyph_builder(glyphs.GREEK_LOWER, _GREEK_JITTER, _TEXTURED), version=2),
     DatasetSpec(
         name="shapes", role="downstream",
         description="procedural filled shapes (10 classes) at any orientation, stretched and "
@@ -179,7 +179,8 @@ def _build_digits(spec: DatasetSpec, train_pc: int, test_pc: int, size: int,
         index = rng.permutation(np.flatnonzero(targets == label))
         for part, chosen in enumerate((index[:train_pc], index[train_pc:train_pc + test_pc])):
             style = np.random.default_rng([seed, part, label])
-            images = np.stack([colourize(place(masks[i], size, _DIGIT_JITTER, style), style)
+            images = np.stack([colourize(place(masks[i], size, _DIGIT_JITTER, style), style,
+                                            textured=_TEXTURED)
                                for i in chosen])
             splits[part][0].append(images)
             splits[part][1].append(np.full(len(chosen), label, np.int64))
@@ -217,7 +218,7 @@ def build(name: str, *, seed: int = 0, train_per_class: int | None = None,
                            f"asked for {train_pc} train + {test_pc} test")
     if not 8 <= size <= 256:
         raise MedyateError(f"image size must be between 8 and 256 pixels (got {size})")
-    path = cache_dir() / (f"{name}-v{GENERATOR_VERSION}-seed{seed}-train{train_pc}"
+    path = cache_dir() / (f"{name}-v{spec.version}-seed{seed}-train{train_pc}"
                           f"-test{test_pc}-{size}px.npz")
     if cache and path.is_file():
         try:

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import onnx
 import torch
 from rich.progress import Progress
 from torch import nn
@@ -29,7 +28,7 @@ from torch import nn
 from medyate_mcu.errors import MedyateError
 from medyate_mcu.graph import OpType, ReferenceNet, load_onnx
 from medyate_mcu.zoo import datasets
-from medyate_mcu.zoo.training import accuracy, fit, normalise, read_metadata
+from medyate_mcu.zoo.training import META_PREFIX, accuracy, fit, normalise
 
 MODES = ("classifier", "full")
 
@@ -41,7 +40,7 @@ class EvalConfig:
     seed: int = 0
     epochs: int = 30
     batch_size: int = 16
-    lr_grid: tuple[float, ...] = (0.01, 0.03, 0.1)
+    lr_grid: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3)
     validation_fraction: float = 0.2
     threads: int = 2
 
@@ -113,13 +112,15 @@ def _validation_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.nda
 
 def load_reference(model_path: Path) -> tuple[ReferenceNet, list[float], list[float]]:
     """The model as the compiler sees it, and its input normalisation from the metadata."""
-    meta = read_metadata(onnx.load(str(model_path), load_external_data=False))
+    graph = load_onnx(model_path)
+    meta = {key[len(META_PREFIX):]: value for key, value in graph.metadata.items()
+            if key.startswith(META_PREFIX)}
     try:
         mean, std = json.loads(meta["input_mean"]), json.loads(meta["input_std"])
     except (KeyError, ValueError):
         raise MedyateError(f"{model_path}: no medyate.input_mean / medyate.input_std metadata; "
                            "pre-train it with `medyate-mcu zoo pretrain`") from None
-    return ReferenceNet(load_onnx(model_path)), mean, std
+    return ReferenceNet(graph), mean, std
 
 
 def evaluate_task(model_path: Path, task: str, config: EvalConfig = EvalConfig(),

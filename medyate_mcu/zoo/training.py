@@ -98,7 +98,10 @@ def fit(model: nn.Module, params: list[nn.Parameter], x: torch.Tensor, y: torch.
             step += 1
         epoch_loss = float(np.mean(losses))
         if progress is not None and task is not None:
-            progress.update(task, advance=1, status=f"epoch {epoch + 1} loss {epoch_loss:.3f}")
+            status = f"epoch {epoch + 1} loss {epoch_loss:.3f}"
+            progress.update(task, advance=1, status=status)
+            if not progress.console.is_terminal and (epoch + 1) % max(1, epochs // 5) == 0:
+                progress.console.print(f"{description}: {status}")  # a log for non-terminals
     return epoch_loss
 
 
@@ -142,7 +145,8 @@ def source_split_record(config: PretrainConfig) -> dict[str, object]:
     """Which deterministic held-out split the recorded source accuracy is measured on."""
     return {"dataset": datasets.SOURCE_TASK, "split": "test", "seed": config.seed,
             "train_per_class": config.train_per_class, "test_per_class": config.test_per_class,
-            "size": config.resolution, "generator_version": datasets.GENERATOR_VERSION}
+            "size": config.resolution,
+            "generator_version": datasets.SPECS[datasets.SOURCE_TASK].version}
 
 
 def read_metadata(model: onnx.ModelProto) -> dict[str, str]:

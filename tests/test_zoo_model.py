@@ -1,0 +1,102 @@
+"""The shipped demo model: it imports, its metadata is complete, and it scores what it claims on
+the held-out source split the metadata names. Plus the zoo commands end to end (tiny sizes)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from click.testing import CliRunner
+
+from medyate_mcu.cli.main import main
+from medyate_mcu.graph import ReferenceNet, load_onnx
+from medyate_mcu.zoo import datasets, default_model_path
+from medyate_mcu.zoo.training import accuracy, normalise, read_metadata
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEDYATE_CACHE", str(tmp_path / "cache"))
+
+
+def _metadata() -> dict[str, str]:
+    return read_metadata(onnx.load(str(default_model_path())))
+
+
+def test_shipped_model_is_small_and_described() -> None:
+    path = default_model_path()
+    assert path.is_file() and path.stat().st_size < 600 * 1024
+    meta = _metadata()
+    assert meta["architecture"] == "mbv2" and meta["source_task"] == "chars"
+    assert int(meta["num_classes"]) == 62
+    assert "".join(json.loads(meta["class_names"])) == "".join(datasets.SPECS["chars"].class_names)
+    assert len(json.loads(meta["input_mean"])) == len(json.loads(meta["input_std"])) == 3
+    record = json.loads(path.with_suffix(".json").read_text())
+    assert record["metadata"] == meta  # the reproduction record matches the model
+    graph = load_onnx(path)
+    assert graph.input_shape == (3, 32, 32) and graph.output_shape[-1] == 62
+    assert graph.parameter_count() <= 100_000
+
+
+def test_shipped_model_accuracy_matches_metadata() -> None:
+    meta = _metadata()
+    split = json.loads(meta["source_test_split"])
+    assert split["generator_version"] == datasets.SPECS["chars"].version
+    test = datasets.build_test_split(split["dataset"], seed=split["seed"],
+                                     test_per_class=split["test_per_class"], size=split["size"])
+    x = normalise(test.x, json.loads(meta["input_mean"]), json.loads(meta["input_std"]))
+    y = torch.from_numpy(test.y)
+    claimed = float(meta["source_test_accuracy"])
+    measured = accuracy(ReferenceNet(load_onnx(default_model_path())), x, y)
+    assert abs(measured - claimed) <= 0.01
+    assert claimed > 0.6
+    # onnxruntime, an independent runtime, agrees on the logits of a few samples.
+    session = ort.InferenceSession(str(default_model_path()), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    ours = ReferenceNet(load_onnx(default_model_path()))
+    with torch.no_grad():
+        for i in range(0, len(x), 517):
+            expected = session.run(None, {name: x[i:i + 1].numpy()})[0]
+            np.testing.assert_allclose(ours(x[i:i + 1]).numpy(), expected, atol=1e-4)
+
+
+def test_zoo_commands_end_to_end(tmp_path: Path) -> None:
+    runner = CliRunner()
+    listed = runner.invoke(main, ["zoo", "datasets"])
+    assert listed.exit_code == 0, listed.output
+    for name in datasets.SPECS:
+        assert name in listed.output
+
+    model = tmp_path / "tiny.onnx"
+    trained = runner.invoke(main, ["zoo", "pretrain", "-o", str(model), "--epochs", "1",
+                                   "--train-per-class", "2", "--width", "0.5", "--threads", "1"])
+    assert trained.exit_code == 0, trained.output
+    meta = read_metadata(onnx.load(str(model)))
+    assert meta["width"] == "0.5" and json.loads(meta["pretrain_config"])["epochs"] == 1
+    assert json.loads(model.with_suffix(".json").read_text())["metadata"] == meta
+
+    table = tmp_path / "brackets.md"
+    evaluated = runner.invoke(main, ["zoo", "evaluate", "--model", str(model), "--task",
+                                     "shapes", "--epochs", "1", "-o", str(table), "--threads",
+                                     "1"])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert table.read_text().count("| shapes |") == 1
+    results = json.loads(table.with_suffix(".json").read_text())["results"]
+    assert results[0]["train"] == 300 and 0.0 <= results[0]["full_finetune"] <= 1.0
+
+
+@pytest.mark.parametrize("args", [
+    ["zoo", "pretrain", "--epochs", "0"],
+    ["zoo", "evaluate", "--model", __file__],
+    ["zoo", "evaluate", "--epochs", "0"],
+])
+def test_zoo_command_errors_are_one_line(args: list[str], tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, [*args[:2], *args[2:]])
+    assert result.exit_code != 0
+    assert result.output.strip().startswith("Error:")
+    assert len(result.output.strip().splitlines()) == 1, result.output
