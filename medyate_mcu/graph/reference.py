@@ -39,10 +39,31 @@ class ReferenceNet(nn.Module):
             self.biases[key] = nn.Parameter(torch.from_numpy(node.params["bias"].copy()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_taps(x, frozenset())[0]
+
+    def forward_with_taps(self, x: torch.Tensor, taps: frozenset[str] | set[str]
+                          ) -> tuple[torch.Tensor, dict[str, torch.Tensor],
+                                     dict[str, torch.Tensor]]:
+        """Forward pass that also returns the input and output of each node named in ``taps``.
+
+        Tapped outputs take part in autograd (their ``.grad`` is the error dL/dY after
+        ``backward()``), even when nothing upstream requires a gradient.
+        """
         values = {self.graph.input: x}
+        inputs: dict[str, torch.Tensor] = {}
+        outputs: dict[str, torch.Tensor] = {}
         for node in self.graph.nodes:
-            values[node.output] = self._run(node, [values[name] for name in node.inputs])
-        return values[self.graph.output]
+            args = [values[name] for name in node.inputs]
+            result = self._run(node, args)
+            if node.name in taps:
+                inputs[node.name] = args[0]
+                if torch.is_grad_enabled():
+                    if not result.requires_grad:
+                        result.requires_grad_(True)
+                    result.retain_grad()
+                outputs[node.name] = result
+            values[node.output] = result
+        return values[self.graph.output], inputs, outputs
 
     def _run(self, node: Node, inputs: list[torch.Tensor]) -> torch.Tensor:
         x = inputs[0]
