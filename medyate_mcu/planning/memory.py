@@ -37,8 +37,31 @@ def _numel(graph: Graph, tensor: str) -> int:
     return math.prod(graph.shapes[tensor])
 
 
+IN_PLACE_OPS = (OpType.RELU, OpType.RELU6, OpType.ADD, OpType.FLATTEN)
+
+
+def activation_storage(graph: Graph) -> dict[str, str]:
+    """Tensor -> the tensor whose buffer holds it. ReLU, ReLU6, Add and Flatten write their
+    output over an input that no other op reads (the first such input for Add); the graph input
+    lives outside the arena and is never overwritten."""
+    storage: dict[str, str] = {}
+    for node in graph.nodes:
+        storage[node.output] = node.output
+        if node.op not in IN_PLACE_OPS:
+            continue
+        for tensor in node.inputs:
+            if tensor != graph.input and len(graph.consumers(tensor)) == 1 \
+                    and tensor != graph.output:
+                storage[node.output] = storage[tensor]
+                break
+    return storage
+
+
 def arena_buffers(schedule: TrainingSchedule) -> list[Buffer]:
-    """Every per-sample buffer of the training step with its lifetime in schedule steps."""
+    """Every per-sample buffer of the training step with its lifetime in schedule steps.
+
+    Activations that share storage (see :func:`activation_storage`) form one buffer, live from
+    the first write to the last read of any of them."""
     graph = schedule.graph
     forward = {step.node.name: t for t, step in enumerate(schedule.steps)
                if step.kind is StepKind.FORWARD and step.node is not None}
@@ -47,6 +70,8 @@ def arena_buffers(schedule: TrainingSchedule) -> list[Buffer]:
     propagating = {step.node.name for step in schedule.steps
                    if step.kind is StepKind.BACKWARD and step.propagate_error and step.node}
     loss_time = schedule.time_of(StepKind.LOSS)
+    storage = activation_storage(graph)
+    spans: dict[str, tuple[int, int, int]] = {}  # storage root -> (bytes, first, last)
     buffers = []
     for node in graph.nodes:
         tensor = node.output
@@ -56,14 +81,17 @@ def arena_buffers(schedule: TrainingSchedule) -> list[Buffer]:
         for consumer in graph.consumers(tensor):
             if consumer.name == schedule.classifier and consumer.name in backward:
                 readers.append(backward[consumer.name])  # the classifier's input, for its gradient
-        buffers.append(Buffer(f"act:{tensor}", _numel(graph, tensor) * FLOAT_BYTES,
-                              forward[node.name], max(readers)))
+        root = storage[tensor]
+        size, first, last = spans.get(root, (0, forward[node.name], 0))
+        spans[root] = (max(size, _numel(graph, tensor) * FLOAT_BYTES), first,
+                       max(last, *readers))
         if node.name in propagating and node.op in (OpType.RELU, OpType.RELU6):
             buffers.append(Buffer(f"mask:{node.name}", math.ceil(_numel(graph, tensor) / 8),
                                   forward[node.name], backward[node.name]))
         if node.name in propagating and node.op is OpType.MAX_POOL:
             buffers.append(Buffer(f"argmax:{node.name}", _numel(graph, tensor),
                                   forward[node.name], backward[node.name]))
+    buffers.extend(Buffer(f"act:{root}", *span) for root, span in spans.items())
     for tensor in sorted(schedule.error_tensors):
         producer = graph.producer(tensor)
         assert producer is not None
