@@ -100,3 +100,10 @@ def test_zoo_command_errors_are_one_line(args: list[str], tmp_path: Path) -> Non
     assert result.exit_code != 0
     assert result.output.strip().startswith("Error:")
     assert len(result.output.strip().splitlines()) == 1, result.output
+
+
+def test_cli_choices_follow_the_panel() -> None:
+    from medyate_mcu.cli.zoo_commands import evaluate_command
+
+    task_option = next(p for p in evaluate_command.params if p.name == "tasks")
+    assert tuple(task_option.type.choices) == datasets.DOWNSTREAM_TASKS

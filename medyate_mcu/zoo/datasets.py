@@ -126,13 +126,13 @@ SPECS: dict[str, DatasetSpec] = {spec.name: spec for spec in (
     DatasetSpec(
         name="digits", role="downstream",
         description="scikit-learn's bundled handwritten digits (real 8×8 scans), upsampled, "
-                    "jittered and coloured like the source task",
+                    "jittered and coloured, mostly on textured backgrounds",
         class_names=tuple("0123456789"), train_per_class=50, test_per_class=120,
         builder=_digit_builder, max_per_class=174, version=2),
     DatasetSpec(
         name="greek", role="downstream",
-        description="printed lowercase Greek letters (24 new classes) in every usable font, same "
-                    "rendering as the source task",
+        description="printed lowercase Greek letters (24 new classes) in every usable font, "
+                    "stronger jitter, mostly on textured backgrounds",
         class_names=tuple(glyphs.GREEK_LOWER), train_per_class=30, test_per_class=50,
         builder=_glyph_builder(glyphs.GREEK_LOWER, _GREEK_JITTER, _TEXTURED), version=2),
     DatasetSpec(
