@@ -59,9 +59,14 @@ def test_test_split_alone_matches_full_build() -> None:
 def test_digits_are_the_real_sklearn_digits_with_disjoint_splits() -> None:
     from sklearn.datasets import load_digits
 
+    targets = load_digits().target
+    train, test = datasets.digit_split_indices(targets, 50, 120, seed=0)
+    assert not set(train.tolist()) & set(test.tolist())
+    assert np.array_equal(np.bincount(targets[train]), np.full(10, 50))
+    assert np.array_equal(np.bincount(targets[test]), np.full(10, 120))
     split = datasets.build("digits", seed=0, train_per_class=5, test_per_class=5, cache=False)
     assert split.train.class_names == tuple("0123456789")
-    assert len(load_digits().target) == 1797
+    assert split.train.y.tolist() == sorted(split.train.y.tolist())
     with pytest.raises(MedyateError, match="at most 174 samples per class"):
         datasets.build("digits", train_per_class=100, test_per_class=100, cache=False)
 

@@ -107,3 +107,40 @@ def test_cli_choices_follow_the_panel() -> None:
 
     task_option = next(p for p in evaluate_command.params if p.name == "tasks")
     assert tuple(task_option.type.choices) == datasets.DOWNSTREAM_TASKS
+
+
+def test_defaults_reproduce_the_shipped_model() -> None:
+    """`zoo pretrain` with no options uses exactly the settings recorded with the shipped model."""
+    from dataclasses import asdict
+
+    from medyate_mcu.cli.zoo_commands import pretrain_command
+    from medyate_mcu.zoo.training import PretrainConfig
+
+    recorded = json.loads(default_model_path().with_suffix(".json").read_text())["config"]
+    assert recorded == asdict(PretrainConfig())
+    defaults = {p.name: p.default for p in pretrain_command.params}
+    assert defaults["epochs"] == recorded["epochs"]
+    assert defaults["train_per_class"] == recorded["train_per_class"]
+    assert (defaults["architecture"], defaults["width"], defaults["resolution"], defaults["seed"]) \
+        == (recorded["architecture"], recorded["width"], recorded["resolution"], recorded["seed"])
+
+
+def test_brackets_train_what_they_claim() -> None:
+    """Classifier-only training leaves the backbone as shipped; full fine-tuning moves it all."""
+    from medyate_mcu.zoo.evaluation import _trainable, _with_new_classifier, load_reference
+    from medyate_mcu.zoo.training import fit
+
+    base, mean, std = load_reference(default_model_path())
+    split = datasets.build("shapes", train_per_class=3, test_per_class=1, cache=False)
+    x, y = normalise(split.train.x, mean, std), torch.from_numpy(split.train.y)
+    head = base.keys[base.graph.nodes[-1].name]
+    backbone = [key for key in base.keys.values() if key != head]
+    for mode in ("classifier", "full"):
+        net = _with_new_classifier(base, 10, seed=0)
+        assert net.weights[head].shape == (10, base.weights[head].shape[1])
+        start = net.weights[head].detach().clone()
+        fit(net, _trainable(net, mode), x, y, epochs=2, lr=0.1, batch_size=8, seed=0)
+        assert not torch.equal(net.weights[head], start)
+        unchanged = [torch.equal(net.weights[k], base.weights[k])
+                     and torch.equal(net.biases[k], base.biases[k]) for k in backbone]
+        assert all(unchanged) if mode == "classifier" else not any(unchanged)

@@ -60,7 +60,7 @@ class DatasetSpec:
     class_names: tuple[str, ...]
     train_per_class: int
     test_per_class: int
-    builder: Builder
+    builder: Builder | None  # None: a real data set, split rather than sampled
     max_per_class: int | None = None  # real data sets: samples available per class (both splits)
     version: int = 1  # bump when the generator changes, so stale caches are not reused
 
@@ -112,10 +112,6 @@ def _shape_builder(label: int, count: int, size: int, rng: np.random.Generator) 
     return out
 
 
-def _digit_builder(label: int, count: int, size: int, rng: np.random.Generator) -> np.ndarray:
-    raise AssertionError("digits are built by _build_digits")  # real data: split, not sampled
-
-
 SPECS: dict[str, DatasetSpec] = {spec.name: spec for spec in (
     DatasetSpec(
         name="chars", role="source",
@@ -128,7 +124,7 @@ SPECS: dict[str, DatasetSpec] = {spec.name: spec for spec in (
         description="scikit-learn's bundled handwritten digits (real 8×8 scans), upsampled, "
                     "jittered and coloured, mostly on textured backgrounds",
         class_names=tuple("0123456789"), train_per_class=50, test_per_class=120,
-        builder=_digit_builder, max_per_class=174, version=2),
+        builder=None, max_per_class=174, version=2),
     DatasetSpec(
         name="greek", role="downstream",
         description="printed lowercase Greek letters (24 new classes) in every usable font, "
@@ -162,6 +158,7 @@ def _spec(name: str) -> DatasetSpec:
 
 
 def _sample_split(spec: DatasetSpec, per_class: int, size: int, seed: int, stream: int) -> Dataset:
+    assert spec.builder is not None, f"{spec.name} is real data, not sampled"
     xs, ys = [], []
     for label in range(len(spec.class_names)):
         rng = np.random.default_rng([seed, stream, label])
@@ -170,23 +167,31 @@ def _sample_split(spec: DatasetSpec, per_class: int, size: int, seed: int, strea
     return Dataset(np.concatenate(xs), np.concatenate(ys), spec.class_names)
 
 
-def _build_digits(spec: DatasetSpec, train_pc: int, test_pc: int, size: int,
-                  seed: int) -> tuple[Dataset, Dataset]:
-    masks, targets = _digits_masks()
-    splits: list[tuple[list[np.ndarray], list[np.ndarray]]] = [([], []), ([], [])]
+def digit_split_indices(targets: np.ndarray, train_pc: int, test_pc: int,
+                        seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices into ``load_digits()`` of the train and test scans: a seeded permutation per class,
+    the first ``train_pc`` for training and the next ``test_pc`` for testing (disjoint)."""
+    train, test = [], []
     for label in range(10):
         rng = np.random.default_rng([seed, 2, label])
         index = rng.permutation(np.flatnonzero(targets == label))
-        for part, chosen in enumerate((index[:train_pc], index[train_pc:train_pc + test_pc])):
+        train.append(index[:train_pc])
+        test.append(index[train_pc:train_pc + test_pc])
+    return np.concatenate(train), np.concatenate(test)
+
+
+def _build_digits(spec: DatasetSpec, train_pc: int, test_pc: int, size: int,
+                  seed: int) -> tuple[Dataset, Dataset]:
+    masks, targets = _digits_masks()
+    parts = []
+    for part, indices in enumerate(digit_split_indices(targets, train_pc, test_pc, seed)):
+        images = []
+        for label in range(10):
             style = np.random.default_rng([seed, part, label])
-            images = np.stack([colourize(place(masks[i], size, _DIGIT_JITTER, style), style,
-                                            textured=_TEXTURED)
-                               for i in chosen])
-            splits[part][0].append(images)
-            splits[part][1].append(np.full(len(chosen), label, np.int64))
-    train, test = (Dataset(np.concatenate(x), np.concatenate(y), spec.class_names)
-                   for x, y in splits)
-    return train, test
+            images += [colourize(place(masks[i], size, _DIGIT_JITTER, style), style,
+                                 textured=_TEXTURED) for i in indices[targets[indices] == label]]
+        parts.append(Dataset(np.stack(images), targets[indices], spec.class_names))
+    return parts[0], parts[1]
 
 
 def build_test_split(name: str, *, seed: int = 0, test_per_class: int | None = None,
@@ -194,7 +199,7 @@ def build_test_split(name: str, *, seed: int = 0, test_per_class: int | None = N
     """Only the test split of a generated (not real-data) dataset, without building the training
     split or touching the cache: the same bytes as ``build(...).test`` with these arguments."""
     spec = _spec(name)
-    if spec.max_per_class is not None:
+    if spec.builder is None:
         raise MedyateError(f"{name}: a real-data set; use build()")
     per_class = spec.test_per_class if test_per_class is None else test_per_class
     return _sample_split(spec, per_class, size, seed, 1)
