@@ -18,10 +18,17 @@ def _fail(exc: MedyateError) -> click.ClickException:
 @click.group("zoo")
 def zoo() -> None:
     """Bundled transfer-learning panel: offline datasets, reference architectures and the
-    pre-trained demo model that ships with the package (nothing is downloaded)."""
+    pre-trained demo model that ships with the package (nothing is downloaded).
+
+    \b
+    Reproduce the shipped model and its figures (docs/panel.md):
+      medyate-mcu zoo datasets --build
+      medyate-mcu zoo pretrain -o demo_mbv2.onnx
+      medyate-mcu zoo evaluate -o brackets.md
+    """
 
 
-@zoo.command("datasets")
+@zoo.command("datasets", short_help="List (or build) the panel's datasets.")
 @click.option("--build/--no-build", "do_build", default=False,
               help="Build (or load from the cache) every dataset and show its split sizes.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the generators.")
@@ -49,7 +56,7 @@ def datasets_command(do_build: bool, seed: int) -> None:
     Console().print(table)
 
 
-@zoo.command("pretrain")
+@zoo.command("pretrain", short_help="Pre-train a reference architecture on the source task.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               default=Path("demo_mbv2.onnx"), show_default=True,
               help="Where to write the ONNX model (a .json with settings and results goes "
@@ -87,7 +94,7 @@ def pretrain_command(output: Path, architecture: str, width: float, resolution: 
                   f"(training {result.train_seconds:.0f} s)")
 
 
-@zoo.command("evaluate")
+@zoo.command("evaluate", short_help="Classifier-only vs full fine-tune accuracy per task.")
 @click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="Pre-trained ONNX model with medyate metadata (default: the "
                                  "bundled demo model).")
