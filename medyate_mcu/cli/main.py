@@ -25,9 +25,17 @@ def main() -> None:
 from medyate_mcu.cli.boards_command import boards_command  # noqa: E402
 from medyate_mcu.cli.compile_command import compile_command  # noqa: E402
 from medyate_mcu.cli.inspect_command import inspect_command  # noqa: E402
+from medyate_mcu.cli.method_commands import (  # noqa: E402
+    experiment_command,
+    lara_command,
+    plan_command,
+)
 from medyate_mcu.cli.zoo_commands import zoo  # noqa: E402
 
 main.add_command(inspect_command)
 main.add_command(compile_command)
 main.add_command(boards_command)
+main.add_command(lara_command)
+main.add_command(plan_command)
+main.add_command(experiment_command)
 main.add_command(zoo)

@@ -1,0 +1,1 @@
+"""Experiments on top of the pipeline: the accuracy-vs-budget comparison of the policies."""
