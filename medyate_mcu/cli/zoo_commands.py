@@ -103,8 +103,10 @@ def pretrain_command(output: Path, architecture: str, width: float, resolution: 
               help="Downstream task (repeatable; default: all).")
 @click.option("--epochs", type=int, default=30, show_default=True,
               help="Training epochs of each run.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--threads", type=int, default=2, show_default=True, help="CPU threads for torch.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the data splits, classifier initialisation and sample order.")
+@click.option("--threads", type=int, default=1, show_default=True,
+              help="CPU threads for torch (results depend on it in the last digits).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the table as Markdown here (and the raw results as .json).")
 def evaluate_command(model_path: Path | None, tasks: tuple[str, ...], epochs: int, seed: int,

@@ -42,7 +42,7 @@ class EvalConfig:
     batch_size: int = 16
     lr_grid: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3)
     validation_fraction: float = 0.2
-    threads: int = 2
+    threads: int = 1
 
 
 @dataclass
