@@ -56,19 +56,24 @@ def _cmap(path: str) -> frozenset[int]:
 
 
 @functools.lru_cache(maxsize=8192)
-def render_frame(font: Path, char: str, stroke: int = 0, size: int = RENDER_SIZE) -> np.ndarray:
-    """Render ``char`` in ``font`` centred (anchor ``mm``) on a fixed square canvas, as a float ink
-    mask in [0, 1]. The frame is not cropped, so glyph size and baseline stay comparable across
-    characters. ``stroke`` > 0 thickens strokes by that many pixels; -1 thins them."""
+def _frame_pixels(font: Path, char: str, stroke: int, size: int) -> np.ndarray:
     image = Image.new("L", (_CANVAS, _CANVAS), 0)
     draw = ImageDraw.Draw(image)
     draw.text((_CANVAS // 2, _CANVAS // 2), char, font=_font(str(font), size), fill=255,
               anchor="mm", stroke_width=max(stroke, 0), stroke_fill=255)
     if stroke < 0:
         image = image.filter(ImageFilter.MinFilter(3))
-    mask = np.asarray(image, dtype=np.float32) / 255.0
-    mask.flags.writeable = False
-    return mask
+    pixels = np.asarray(image, dtype=np.uint8)
+    pixels.flags.writeable = False
+    return pixels
+
+
+def render_frame(font: Path, char: str, stroke: int = 0, size: int = RENDER_SIZE) -> np.ndarray:
+    """Render ``char`` in ``font`` centred (anchor ``mm``) on a fixed square canvas, as a float ink
+    mask in [0, 1]. The frame is not cropped, so glyph size and baseline stay comparable across
+    characters. ``stroke`` > 0 thickens strokes by that many pixels; -1 thins them. (Renders are
+    cached as 8-bit pixels.)"""
+    return _frame_pixels(font, char, stroke, size).astype(np.float32) / 255.0
 
 
 def render_master(font: Path, char: str, size: int = RENDER_SIZE) -> np.ndarray:
