@@ -146,3 +146,22 @@ def test_source_digits_are_labelled_right() -> None:
     labels = test.y[keep]
     assert np.mean(np.asarray(predictions) == labels) > 0.4
     assert np.mean(np.asarray(predictions) == (labels + 1) % 10) < 0.2
+
+
+def test_shapes_have_their_geometric_areas() -> None:
+    """Ink area of each silhouette (no clutter) against its closed-form area for radius R."""
+    from medyate_mcu.zoo import shapes
+
+    radius = 30.0
+    expected = {"circle": np.pi * radius**2,
+                "square": 2 * radius**2,
+                "triangle": 3 * np.sqrt(3) / 4 * radius**2,
+                "pentagon": 5 / 2 * np.sin(2 * np.pi / 5) * radius**2,
+                "hexagon": 3 * np.sqrt(3) / 2 * radius**2}
+    rng = np.random.default_rng(0)
+    for name, area in expected.items():
+        measured = float(shapes.draw_shape(name, rng, clutter=0).sum())
+        assert abs(measured - area) / area < 0.06, name  # Pillow fills edge pixels too
+    ring = shapes.draw_shape("ring", rng, clutter=0)
+    assert ring[48, 48] == 0 and ring.sum() < 0.8 * expected["circle"]
+    assert shapes.draw_shape("circle", rng, clutter=0)[48, 48] == 1
