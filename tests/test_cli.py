@@ -143,14 +143,13 @@ def test_compile_rejects_bad_budget(hand_model: Path, budget: str) -> None:
     assert f"Invalid value for '--budget': budget '{budget}'" in result.output
 
 
-def test_compile_says_codegen_is_missing_and_writes_nothing(hand_model: Path,
-                                                            tmp_path: Path) -> None:
+def test_compile_without_ranking_explains_and_writes_nothing(hand_model: Path,
+                                                             tmp_path: Path) -> None:
     out = tmp_path / "out"
     result = run("compile", str(hand_model), "--budget", "300kB", "--board", "nrf52840-dk",
                  "-o", str(out))
     assert result.exit_code == 1
-    assert "budget 300.0 KiB (307200 B); board nrf52840-dk" in result.output
-    assert "code generation is not available yet" in result.stderr
+    assert "no LaRa ranking" in result.stderr and "medyate-mcu lara" in result.stderr
     assert not out.exists()
 
 

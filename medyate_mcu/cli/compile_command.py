@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import asdict
 from pathlib import Path
 
 import click
 
 from medyate_mcu.boards import get_board
-from medyate_mcu.cli.common import MODEL_ARGUMENT, BoardType, SizeType, load_model
+from medyate_mcu.cli.common import (
+    MODEL_ARGUMENT,
+    BoardType,
+    SizeType,
+    bundled_model_path,
+    console,
+    load_model,
+)
+from medyate_mcu.cli.method_commands import ALPHA_OPTION, default_ranking_path, load_ranking
 from medyate_mcu.errors import MedyateError
+from medyate_mcu.method.planner import plan_budget
+from medyate_mcu.method.trainer import TrainSettings, replace_classifier
 from medyate_mcu.units import format_size
 
 DEFAULT_BUDGET = "300kB"
+DEMO_DATA = "digits"  # what the bundled demo model trains on when no --data is given
 
 
 @click.command("compile")
@@ -21,17 +34,78 @@ DEFAULT_BUDGET = "300kB"
                    "k/kB/KB/KiB = 1024 bytes; M/MB/MiB = 1024² bytes.")
 @click.option("--board", type=BoardType(), default=None,
               help="Target board (see `medyate-mcu boards`); default: host build only.")
+@click.option("--ranking", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="LaRa ranking [default: MODEL.lara.json beside the model].")
+@click.option("--data", default=None,
+              help="Target task: a panel data set name, a folder of class sub-folders or an "
+                   ".npz. Sets the class count and the embedded samples [default for the "
+                   f"bundled model: {DEMO_DATA}].")
+@click.option("--classes", type=click.IntRange(2, 65535), default=None,
+              help="Classes of the target task when no --data is given [default: the model's].")
+@click.option("--embed-data", "embed", type=click.IntRange(0), default=256, show_default=True,
+              help="Training samples from --data embedded in the image (plus a quarter as many "
+                   "test samples, at most 200).")
+@click.option("--epochs", type=click.IntRange(1), default=10, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True)
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=0.1, show_default=True,
+              help="Base learning rate (linear warm-up, then cosine to 0).")
+@click.option("--warmup", type=click.IntRange(0), default=1, show_default=True,
+              help="Warm-up epochs.")
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True,
+              help="Seeds the channel sampler, the sample order and the new classifier.")
+@ALPHA_OPTION
 @click.option("-o", "--output", type=click.Path(path_type=Path, file_okay=False),
               default=Path("build"), show_default=True, help="Folder for the generated C project.")
-def compile_command(model: Path | None, budget: int, board: str | None, output: Path) -> None:
+def compile_command(model: Path | None, budget: int, board: str | None, ranking: Path | None,
+                    data: str | None, classes: int | None, embed: int, epochs: int,
+                    batch_size: int, lr: float, warmup: int, seed: int, alpha: float,
+                    output: Path) -> None:
     """Compile MODEL (default: the bundled demo model) into a C project that fine-tunes it on a
-    microcontroller within --budget bytes of RAM, by MeDyate dynamic channel updates."""
-    graph = load_model(model)
+    microcontroller within --budget bytes of RAM, by MeDyate dynamic channel updates.
+
+    \b
+    Then:  make -C OUTPUT host && OUTPUT/medyate_train    (trains on the embedded data)
+           medyate-mcu verify OUTPUT                      (checks the C against the host reference)
+    """
+    from medyate_mcu.codegen.project import BuildManifest, EmbeddedData, write_project
+    from medyate_mcu.experiments.data import load_task
+
+    model_path = model if model is not None else bundled_model_path()
+    graph = load_model(model_path)
+    layer_ranking = load_ranking(model, ranking, graph)
+    if data is None and model is None:
+        data = DEMO_DATA
+    task = load_task(data, graph, seed=0) if data else None
+    target_classes = task.classes if task else (classes or graph.output_shape[0])
+    headed = replace_classifier(graph, target_classes, seed)
     target = get_board(board) if board else None
-    click.echo(f"model {graph.name}: {len(graph.nodes)} ops, {graph.parameter_count():,} "
-               f"parameters; budget {format_size(budget)}; "
-               f"board {target.name if target else 'host'}")
-    raise MedyateError(
-        "code generation is not available yet in this version: nothing was written to "
-        f"{output}/ (`medyate-mcu inspect` shows what the compiler sees)"
+    if target and budget > target.ram_bytes:
+        raise MedyateError(f"budget {format_size(budget)} exceeds {target.name}'s RAM "
+                           f"({format_size(target.ram_bytes)})")
+    plan = plan_budget(headed, layer_ranking.ranking, budget, alpha)
+    settings = TrainSettings(epochs=epochs, batch_size=batch_size, lr=lr, warmup=warmup,
+                             seed=seed)
+    embedded = None
+    if task is not None and embed > 0:
+        tests = min(200, max(1, embed // 4))
+        embedded = EmbeddedData(task.name, task.raw_train[:embed], task.y_train[:embed],
+                                task.raw_test[:tests], task.y_test[:tests], task.mean, task.std)
+    manifest = BuildManifest(
+        model_path=str(model_path.resolve()),
+        model_sha256=hashlib.sha256(model_path.read_bytes()).hexdigest(),
+        classes=target_classes, budget=budget, alpha=alpha,
+        ranking_path=str((ranking or default_ranking_path(model)).resolve()),
+        settings=asdict(settings), data_source=task.name if task else None,
+        candidates=list(plan.memory.schedule.candidates), pool_bytes=plan.pool_bytes,
+        fixed_bytes=plan.memory.fixed_bytes, parts=plan.memory.parts(),
     )
+    write_project(output, headed, plan, settings, target_classes, graph.metadata, manifest,
+                  embedded)
+    out = console()
+    out.print(f"{graph.name}: {target_classes} classes, K = {plan.k} candidate layers, channel "
+              f"pool {format_size(plan.pool_bytes)}, engine {format_size(plan.total_bytes)} of "
+              f"{format_size(budget)}")
+    samples = 0 if embedded is None else len(embedded.train_y)
+    out.print(f"wrote {output}/ ({samples} embedded training samples"
+              f"{' from ' + task.name if task else ''}); next: make -C {output} host && "
+              f"{output}/medyate_train")

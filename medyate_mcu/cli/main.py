@@ -30,6 +30,7 @@ from medyate_mcu.cli.method_commands import (  # noqa: E402
     lara_command,
     plan_command,
 )
+from medyate_mcu.cli.verify_command import verify_command  # noqa: E402
 from medyate_mcu.cli.zoo_commands import zoo  # noqa: E402
 
 main.add_command(inspect_command)
@@ -38,4 +39,5 @@ main.add_command(boards_command)
 main.add_command(lara_command)
 main.add_command(plan_command)
 main.add_command(experiment_command)
+main.add_command(verify_command)
 main.add_command(zoo)

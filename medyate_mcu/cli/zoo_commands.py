@@ -142,9 +142,12 @@ def evaluate_command(model_path: Path | None, tasks: tuple[str, ...], epochs: in
                       f"{r.full_finetune:.1%}", f"{100 * r.gap:+.1f} pp")
     Console().print(table)
     if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(markdown_table(results))
         record = {"model": path.name, "config": asdict(config),
                   "results": [asdict(r) for r in results]}
-        output.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            output.write_text(markdown_table(results))
+            output.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
+        except OSError as exc:
+            raise click.ClickException(f"cannot write {output}: {exc.strerror or exc}") from None
         Console().print(f"wrote {output}")

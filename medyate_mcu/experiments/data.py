@@ -25,6 +25,10 @@ class TaskData:
     x_test: np.ndarray
     y_test: np.ndarray
     class_names: tuple[str, ...]
+    raw_train: np.ndarray  # uint8 pixels of x_train, before normalisation
+    raw_test: np.ndarray
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
 
     @property
     def classes(self) -> int:
@@ -64,7 +68,8 @@ def load_task(source: str, graph: Graph, seed: int = 0,
                            f"takes {graph.input_shape}")
     mean, std = normalisation(graph, x_train)
     return TaskData(source, normalise(x_train, mean, std).numpy(), y_train.astype(np.int64),
-                    normalise(x_test, mean, std).numpy(), y_test.astype(np.int64), tuple(names))
+                    normalise(x_test, mean, std).numpy(), y_test.astype(np.int64), tuple(names),
+                    x_train, x_test, tuple(mean), tuple(std))
 
 
 def _stratified_test_mask(y: np.ndarray, seed: int) -> np.ndarray:

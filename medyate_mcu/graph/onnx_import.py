@@ -111,7 +111,8 @@ class _OnnxImporter:
     def __init__(self, model: onnx.ModelProto, name: str, origin: str) -> None:
         self.model = model
         self.onnx_graph = model.graph
-        self.name = model.graph.name or name
+        exporter_default = model.graph.name in ("", "main_graph", "torch_jit", "torch-jit-export")
+        self.name = name if exporter_default else model.graph.name
         self.origin = origin
         self.constants: dict[str, np.ndarray] = {
             init.name: numpy_helper.to_array(init) for init in model.graph.initializer

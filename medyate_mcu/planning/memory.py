@@ -28,8 +28,9 @@ from medyate_mcu.planning.schedule import StepKind, TrainingSchedule, build_sche
 FLOAT_BYTES = 4
 ENGINE_STATE_BYTES = 64
 # Per candidate channel arrays (element bytes), each its own aligned buffer.
-CHANNEL_ARRAYS = {"norms": 4, "norm_sums": 4, "sampler_weights": 4, "in_pool": 1,
-                  "selected": 2, "pool_offsets": 4}
+CHANNEL_ARRAYS = {"norms": ("float", 4), "norm_sums": ("float", 4),
+                  "sampler_weights": ("uint32_t", 4), "in_pool": ("uint8_t", 1),
+                  "selected": ("uint16_t", 2), "pool_offsets": ("uint32_t", 4)}
 MAX_CANDIDATE_CHANNELS = 65535  # the selection list holds u16 indices
 
 
@@ -149,5 +150,11 @@ def engine_memory(graph: Graph, candidates: set[str] | frozenset[str]) -> Engine
         candidate_weights=weights,
         classifier=2 * align(trainable * FLOAT_BYTES),  # values and gradient accumulators
         candidate_channels=channels,
-        channel_state=sum(align(channels * size) for size in CHANNEL_ARRAYS.values()),
+        channel_state=sum(align(max(channels, 1) * size)
+                          for _, size in CHANNEL_ARRAYS.values()),
     )
+
+
+def activation_offset(memory: EngineMemory, tensor: str) -> int:
+    """Arena byte offset of ``tensor``'s activation (tensors computed in place share one)."""
+    return memory.arena.offset_of(f"act:{activation_storage(memory.schedule.graph)[tensor]}")

@@ -1,0 +1,106 @@
+/*
+ * The MeDyate training engine: the part that does not depend on the model.
+ *
+ * The generated model (model.c) provides the forward and backward passes as straight-line kernel
+ * calls over a statically planned arena, and describes its trainable parts in `mdy_model`. This
+ * runtime does the rest of the on-device algorithm (DESIGN.md §4-6):
+ *   - at the start of each epoch, draw the channels to update (sampler.h), lay them out in the
+ *     channel pool (per selected channel: its gradient slice, C_W floats, then its saved input map,
+ *     C_A floats) and zero their gradients;
+ *   - per sample: check the input, forward (saving the selected channels' inputs), softmax
+ *     cross-entropy, backward (accumulating the selected slices' and the classifier's gradients);
+ *   - every `batch_size` samples (and at the end of the epoch): average the gradients, apply SGD with
+ *     the epoch's learning rate, add each selected channel's gradient-slice norm to its epoch sum;
+ *   - at the end of an epoch: update the norm vector (mean norm over the epoch's steps; after epoch 1
+ *     the never-selected channels get the largest), and draw the next selection.
+ * No heap: every buffer is a static array declared by the generated model.
+ */
+#ifndef MDY_ENGINE_H
+#define MDY_ENGINE_H
+
+#include <stdint.h>
+
+#include "conv.h"
+
+/* Status codes returned by the engine (the kernels' MDY_OK / MDY_ERR_* and these). */
+#define MDY_ERR_SAMPLER (-3)   /* the sampler rejected its inputs (corrupted norms) */
+#define MDY_ERR_STATE (-4)     /* called in the wrong state (e.g. before mdy_init) */
+
+/* One candidate conv layer: the only layers whose input channels can be selected. */
+typedef struct {
+    const mdy_conv_shape_t *shape;
+    float *weights;                /* RAM copy, (out_c, in_c/groups, k_h, k_w) */
+    const float *initial_weights;  /* the pre-trained values, in flash */
+    uint32_t first_channel;        /* canonical index of this layer's input channel 0 */
+    uint32_t weight_units;         /* C_W = (out_c/groups) k_h k_w */
+    uint32_t activation_units;     /* C_A = in_h in_w */
+} mdy_candidate_t;
+
+/* The engine's scalars: exactly 64 bytes (the planner counts them as such). */
+typedef struct {
+    uint32_t epoch;              /* current epoch, from 1; 0 before mdy_init */
+    uint32_t samples_in_batch;   /* samples accumulated since the last update */
+    uint32_t steps_in_epoch;     /* optimizer steps taken in this epoch */
+    uint32_t n_selected;         /* channels selected for this epoch */
+    uint32_t samples_in_epoch;
+    uint32_t correct_in_epoch;
+    float loss_sum;              /* over this epoch's samples */
+    float lr;                    /* this epoch's learning rate */
+    uint32_t last_epoch_samples; /* statistics of the epoch that ended last */
+    uint32_t last_epoch_correct;
+    float last_epoch_loss;
+    uint32_t reserved[5];
+} mdy_state_t;
+
+typedef char mdy_state_is_64_bytes[(sizeof(mdy_state_t) == 64) ? 1 : -1];
+
+typedef struct {
+    /* the network */
+    void (*forward)(const float *x);   /* writes `logits`; saves selected candidate inputs */
+    void (*backward)(void);            /* from `dlogits`; accumulates gradients */
+    uint32_t input_size;               /* floats per sample */
+    uint16_t classes;
+    float *logits;                     /* in the arena */
+    float *dlogits;                    /* in the arena */
+    /* candidates and their channels */
+    uint16_t n_candidates;
+    const mdy_candidate_t *candidates;
+    uint32_t n_channels;               /* candidate channels, canonical order */
+    const uint32_t *channel_costs;     /* bytes per candidate channel (flash) */
+    float *pool;                       /* the channel pool */
+    uint32_t pool_bytes;
+    float *norms, *norm_sums;          /* n_channels each */
+    uint32_t *sampler_weights;         /* n_channels */
+    uint8_t *in_pool;                  /* n_channels: sampler scratch, then selection flags */
+    uint16_t *selected;                /* n_channels: this epoch's channels, canonical order */
+    uint32_t *pool_offsets;            /* n_channels: float offset of each selected slot */
+    /* the classifier: weights (classes x features) then bias */
+    float *classifier;
+    const float *classifier_initial;   /* flash */
+    float *classifier_grad;
+    uint32_t classifier_size;
+    /* training settings fixed at compile time */
+    uint64_t seed;
+    uint32_t epochs, batch_size;
+    const float *learning_rates;       /* per epoch (index epoch - 1), computed by the compiler */
+    mdy_state_t *state;
+} mdy_model_t;
+
+/* Generated in model.c. */
+extern const mdy_model_t mdy_model;
+
+/* Copy the pre-trained values into RAM, reset the statistics and select epoch 1's channels. */
+int mdy_init(void);
+/* Train on one sample (x: input_size floats as the network takes them). Returns MDY_OK, or
+ * MDY_ERR_LABEL / MDY_ERR_NONFINITE with no weight changed. *loss may be NULL. */
+int mdy_train_sample(const float *x, int32_t label, float *loss);
+/* Apply a pending partial batch, update the norms and select the next epoch's channels. */
+int mdy_end_epoch(void);
+/* Inference: *label = argmax of the logits. Returns MDY_ERR_NONFINITE on a bad input. */
+int mdy_predict(const float *x, uint16_t *label);
+
+/* Called by the generated passes for candidate layer `index`: */
+void mdy_save_selected_inputs(uint16_t index, const float *x);
+void mdy_accumulate_selected_gradients(uint16_t index, const float *dy);
+
+#endif /* MDY_ENGINE_H */

@@ -1,0 +1,1 @@
+"""Stage 5 of the pipeline: building the generated C project (host compiler, later Cortex-M)."""

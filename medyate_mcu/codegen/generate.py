@@ -1,0 +1,355 @@
+"""C code generation: graph + budget plan + training settings -> a C project.
+
+The generated ``model.c`` holds the constants (frozen weights ``const``, in flash; the pre-trained
+values of the trainable ones, copied to RAM by ``mdy_init``), every RAM buffer the plan counts as
+its own symbol, and the forward and backward passes as straight-line calls into the runtime
+kernels over arena offsets. Names come from the model; shapes are in comments.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jinja2
+import numpy as np
+
+from medyate_mcu.graph.ir import Graph, Node, OpType
+from medyate_mcu.method.planner import BudgetPlan
+from medyate_mcu.method.trainer import TrainSettings, channel_table, learning_rate
+from medyate_mcu.planning.memory import (
+    CHANNEL_ARRAYS,
+    ENGINE_STATE_BYTES,
+    activation_offset,
+    activation_storage,
+)
+from medyate_mcu.planning.schedule import StepKind
+from medyate_mcu.resources import data_dir
+
+FLOATS_PER_LINE = 8
+
+
+def c_identifier(name: str) -> str:
+    """``features.3.body.0.1`` -> ``features_3_body_0_1`` (prefixed when it starts with a digit)."""
+    ident = re.sub(r"\W", "_", name)
+    return f"l_{ident}" if ident[0].isdigit() else ident
+
+
+def c_floats(values: np.ndarray) -> str:
+    """A C initializer body with every float32 written exactly (``%.9g``)."""
+    flat = np.asarray(values, np.float32).reshape(-1)
+    items = [f"{float(v):.9g}f" for v in flat]
+    items = [item if any(ch in item for ch in ".en") else item[:-1] + ".0f" for item in items]
+    lines = [", ".join(items[i:i + FLOATS_PER_LINE]) for i in range(0, len(items), FLOATS_PER_LINE)]
+    return ",\n    ".join(lines)
+
+
+def shape_text(shape: tuple[int, ...]) -> str:
+    return "x".join(map(str, shape))
+
+
+@dataclass
+class Call:
+    comment: str
+    code: list[str]
+
+
+@dataclass
+class CArray:
+    """A buffer the generated code declares: RAM (mutable) or flash (const) floats."""
+
+    name: str
+    ctype: str
+    length: int
+    comment: str
+    initializer: str | None = None  # flash arrays only
+
+    @property
+    def const(self) -> bool:
+        return self.initializer is not None
+
+
+@dataclass
+class GeneratedModel:
+    name: str
+    shapes: list[str] = field(default_factory=list)  # C declarations of shape structs
+    flash: list[CArray] = field(default_factory=list)
+    ram: list[CArray] = field(default_factory=list)
+    forward: list[Call] = field(default_factory=list)
+    backward: list[Call] = field(default_factory=list)
+    candidates: list[dict] = field(default_factory=list)
+
+
+class _Emitter:
+    def __init__(self, graph: Graph, plan: BudgetPlan) -> None:
+        self.graph = graph
+        self.plan = plan
+        self.memory = plan.memory
+        self.schedule = plan.memory.schedule
+        self.storage = activation_storage(graph)
+        self.model = GeneratedModel(c_identifier(graph.name or "model"))
+        self.candidate_index = {name: i for i, name in enumerate(self.schedule.candidates)}
+        self.idents: dict[str, str] = {}
+        for node in graph.nodes:
+            ident = c_identifier(node.name)
+            assert ident not in self.idents.values(), f"two nodes map to C name {ident}"
+            self.idents[node.name] = ident
+
+    # ---- pointers into the arena -------------------------------------------------------
+    def act(self, tensor: str) -> str:
+        if tensor == self.graph.input:
+            return "x"
+        return f"ARENA_F({activation_offset(self.memory, tensor)})"
+
+    def err(self, tensor: str) -> str:
+        return f"ARENA_F({self.memory.arena.offset_of(f'err:{tensor}')})"
+
+    def bytes_at(self, name: str) -> str:
+        return f"ARENA_U8({self.memory.arena.offset_of(name)})"
+
+    def has_buffer(self, name: str) -> bool:
+        return any(p.buffer.name == name for p in self.memory.arena.placements)
+
+    # ---- constants ---------------------------------------------------------------------
+    def weights(self, node: Node) -> tuple[str, str]:
+        """(weight pointer, bias pointer) the passes use for ``node``."""
+        ident = self.idents[node.name]
+        if node.name == self.schedule.classifier:
+            return "mdy_classifier", f"(mdy_classifier + {node.params['weight'].size})"
+        if node.name in self.candidate_index:
+            return f"mdy_w_{ident}", f"b_{ident}"
+        return f"w_{ident}", f"b_{ident}"
+
+    def declare_constants(self) -> None:
+        for node in self.graph.nodes_of(OpType.CONV, OpType.LINEAR):
+            ident = self.idents[node.name]
+            weight, bias = node.params["weight"], node.params["bias"]
+            shape = "x".join(map(str, weight.shape))
+            if node.name == self.schedule.classifier:
+                values = np.concatenate([weight.reshape(-1), bias.reshape(-1)])
+                self.model.flash.append(CArray("classifier_initial", "float", values.size,
+                                               f"{node.name}: weight {shape} then bias "
+                                               f"{bias.size} (pre-trained / initial values)",
+                                               c_floats(values)))
+                self.model.ram.append(CArray("mdy_classifier", "float", values.size,
+                                             f"{node.name}: trained weight and bias"))
+                self.model.ram.append(CArray("mdy_classifier_grad", "float", values.size,
+                                             f"{node.name}: gradient accumulators"))
+                continue
+            if node.name in self.candidate_index:
+                self.model.flash.append(CArray(f"w0_{ident}", "float", weight.size,
+                                               f"{node.name}: weight {shape} (pre-trained)",
+                                               c_floats(weight)))
+                self.model.ram.append(CArray(f"mdy_w_{ident}", "float", weight.size,
+                                             f"{node.name}: weight {shape} (candidate, trained)"))
+            else:
+                self.model.flash.append(CArray(f"w_{ident}", "float", weight.size,
+                                               f"{node.name}: weight {shape} (frozen)",
+                                               c_floats(weight)))
+            self.model.flash.append(CArray(f"b_{ident}", "float", bias.size,
+                                           f"{node.name}: bias ({bias.size}, frozen)",
+                                           c_floats(bias)))
+
+    def declare_shapes(self) -> None:
+        for node in self.graph.nodes:
+            ident = self.idents[node.name]
+            if node.op is OpType.CONV:
+                c, h, w = self.graph.shapes[node.inputs[0]]
+                oc, oh, ow = self.graph.shapes[node.output]
+                win = node.conv.window
+                self.model.shapes.append(
+                    f"static const mdy_conv_shape_t shape_{ident} = {{{c}, {h}, {w}, {oc}, {oh}, "
+                    f"{ow}, {win.kernel[0]}, {win.kernel[1]}, {win.stride[0]}, {win.stride[1]}, "
+                    f"{win.pads[0]}, {win.pads[1]}, {node.conv.groups}}};")
+            elif node.op in (OpType.MAX_POOL, OpType.AVG_POOL):
+                c, h, w = self.graph.shapes[node.inputs[0]]
+                _, oh, ow = self.graph.shapes[node.output]
+                win = node.pool.window
+                self.model.shapes.append(
+                    f"static const mdy_pool_shape_t shape_{ident} = {{{c}, {h}, {w}, {oh}, {ow}, "
+                    f"{win.kernel[0]}, {win.kernel[1]}, {win.stride[0]}, {win.stride[1]}, "
+                    f"{win.pads[0]}, {win.pads[1]}, {int(node.pool.count_include_pad)}}};")
+
+    # ---- the passes --------------------------------------------------------------------
+    def forward_calls(self) -> None:
+        for node in self.graph.nodes:
+            ident = self.idents[node.name]
+            x, y = self.act(node.inputs[0]), self.act(node.output)
+            n = math.prod(self.graph.shapes[node.output])
+            comment = (f"{node.name} ({node.op.value}): "
+                       f"{' + '.join(shape_text(self.graph.shapes[t]) for t in node.inputs)} -> "
+                       f"{shape_text(self.graph.shapes[node.output])}")
+            code: list[str] = []
+            if node.op is OpType.CONV:
+                weight, bias = self.weights(node)
+                if node.name in self.candidate_index:
+                    index = self.candidate_index[node.name]
+                    code.append(f"mdy_save_selected_inputs({index}, {x});")
+                code.append(f"mdy_conv2d_forward(&shape_{ident}, {x}, {weight}, {bias}, {y});")
+            elif node.op in (OpType.RELU, OpType.RELU6):
+                mask = self.bytes_at(f"mask:{node.name}") \
+                    if self.has_buffer(f"mask:{node.name}") else "NULL"
+                kernel = "mdy_relu_forward" if node.op is OpType.RELU else "mdy_relu6_forward"
+                code.append(f"{kernel}({n}u, {x}, {y}, {mask});")
+            elif node.op is OpType.ADD:
+                code.append(f"mdy_add_forward({n}u, {x}, {self.act(node.inputs[1])}, {y});")
+            elif node.op is OpType.GLOBAL_AVG_POOL:
+                c, h, w = self.graph.shapes[node.inputs[0]]
+                code.append(f"mdy_global_avgpool_forward({c}, {h * w}u, {x}, {y});")
+            elif node.op is OpType.AVG_POOL:
+                code.append(f"mdy_avgpool_forward(&shape_{ident}, {x}, {y});")
+            elif node.op is OpType.MAX_POOL:
+                argmax = self.bytes_at(f"argmax:{node.name}") \
+                    if self.has_buffer(f"argmax:{node.name}") else "NULL"
+                code.append(f"mdy_maxpool_forward(&shape_{ident}, {x}, {y}, {argmax});")
+            elif node.op is OpType.FLATTEN:
+                if self.storage[node.output] == self.storage.get(node.inputs[0], ""):
+                    code.append("/* in place: the same bytes, read as a vector */")
+                else:
+                    code.append(f"mdy_copy_or_accumulate({n}u, {x}, {y}, 0);")
+            elif node.op is OpType.LINEAR:
+                out_f, in_f = node.params["weight"].shape
+                weight, bias = self.weights(node)
+                code.append(f"mdy_linear_forward({in_f}, {out_f}, {x}, {weight}, {bias}, {y});")
+            else:
+                raise AssertionError(f"no forward kernel for {node.op}")
+            self.model.forward.append(Call(comment, code))
+
+    def backward_calls(self) -> None:
+        written: set[str] = set()
+
+        def accumulate(tensor: str) -> int:
+            flag = int(tensor in written)
+            written.add(tensor)
+            return flag
+
+        for step in self.schedule.steps:
+            if step.kind is not StepKind.BACKWARD or step.node is None:
+                continue
+            node = step.node
+            ident = self.idents[node.name]
+            dy = self.err(node.output)
+            targets = [t for t in node.inputs if t in self.schedule.error_tensors]
+            comment = f"{node.name} ({node.op.value}) backward"
+            code: list[str] = []
+            if node.op is OpType.CONV:
+                weight, _ = self.weights(node)
+                if step.weight_gradient:
+                    code.append(f"mdy_accumulate_selected_gradients("
+                                f"{self.candidate_index[node.name]}, {dy});")
+                for t in targets:
+                    code.append(f"mdy_conv2d_backward_input(&shape_{ident}, {dy}, {weight}, "
+                                f"{self.err(t)}, {accumulate(t)});")
+            elif node.op is OpType.LINEAR:
+                out_f, in_f = node.params["weight"].shape
+                weight, _ = self.weights(node)
+                if step.weight_gradient:
+                    code.append(f"mdy_linear_backward_weight({in_f}, {out_f}, {dy}, "
+                                f"{self.act(node.inputs[0])}, mdy_classifier_grad, "
+                                f"mdy_classifier_grad + {in_f * out_f});")
+                for t in targets:
+                    code.append(f"mdy_linear_backward_input({in_f}, {out_f}, {dy}, {weight}, "
+                                f"{self.err(t)}, {accumulate(t)});")
+            elif node.op in (OpType.RELU, OpType.RELU6):
+                n = math.prod(self.graph.shapes[node.output])
+                for t in targets:
+                    code.append(f"mdy_mask_backward({n}u, {dy}, "
+                                f"{self.bytes_at(f'mask:{node.name}')}, {self.err(t)}, "
+                                f"{accumulate(t)});")
+            elif node.op in (OpType.ADD, OpType.FLATTEN):
+                n = math.prod(self.graph.shapes[node.output])
+                for t in targets:
+                    code.append(f"mdy_copy_or_accumulate({n}u, {dy}, {self.err(t)}, "
+                                f"{accumulate(t)});")
+            elif node.op is OpType.GLOBAL_AVG_POOL:
+                c, h, w = self.graph.shapes[node.inputs[0]]
+                for t in targets:
+                    code.append(f"mdy_global_avgpool_backward({c}, {h * w}u, {dy}, "
+                                f"{self.err(t)}, {accumulate(t)});")
+            elif node.op is OpType.AVG_POOL:
+                for t in targets:
+                    code.append(f"mdy_avgpool_backward(&shape_{ident}, {dy}, {self.err(t)}, "
+                                f"{accumulate(t)});")
+            elif node.op is OpType.MAX_POOL:
+                for t in targets:
+                    code.append(f"mdy_maxpool_backward(&shape_{ident}, {dy}, "
+                                f"{self.bytes_at(f'argmax:{node.name}')}, {self.err(t)}, "
+                                f"{accumulate(t)});")
+            else:
+                raise AssertionError(f"no backward kernel for {node.op}")
+            self.model.backward.append(Call(comment, code))
+
+    def declare_engine(self) -> None:
+        table = channel_table(self.graph, self.schedule.candidates)
+        n = table.size
+        for name, (ctype, _) in CHANNEL_ARRAYS.items():
+            self.model.ram.append(CArray(f"mdy_{name}", ctype, max(n, 1),
+                                         f"per candidate channel ({n})"))
+        self.model.flash.append(CArray("channel_costs", "uint32_t", max(n, 1),
+                                       "bytes of pool per candidate channel",
+                                       ", ".join(f"{c}u" for c in table.channel_costs()) or "0u"))
+        for index, name in enumerate(self.schedule.candidates):
+            node = self.graph.node(name)
+            offsets = table.layer_offsets()
+            cost = self.plan.costs[list(self.plan.candidates).index(name)]
+            ident = self.idents[name]
+            self.model.candidates.append({
+                "name": name, "ident": ident, "first_channel": offsets[index],
+                "weight_units": cost.weight_units, "activation_units": cost.activation_units,
+                "in_channels": cost.in_channels,
+                "weight_shape": "x".join(map(str, node.params["weight"].shape)),
+            })
+
+
+def generate_model(graph: Graph, plan: BudgetPlan) -> GeneratedModel:
+    emitter = _Emitter(graph, plan)
+    emitter.declare_shapes()
+    emitter.declare_constants()
+    emitter.declare_engine()
+    emitter.forward_calls()
+    emitter.backward_calls()
+    return emitter.model
+
+
+def template_environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(data_dir("codegen_templates"))),
+        undefined=jinja2.StrictUndefined, keep_trailing_newline=True, trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def learning_rate_table(settings: TrainSettings) -> str:
+    return ", ".join(f"{learning_rate(e, settings):.9g}f"
+                     for e in range(1, settings.epochs + 1))
+
+
+def render_project(graph: Graph, plan: BudgetPlan, settings: TrainSettings, classes: int,
+                   metadata: dict[str, str]) -> dict[str, str]:
+    """File name -> content of the generated sources (firmware files are copied separately)."""
+    model = generate_model(graph, plan)
+    env = template_environment()
+    head = graph.producer(graph.output)
+    assert head is not None
+    context = {
+        "model": model, "graph": graph, "plan": plan, "settings": settings, "classes": classes,
+        "metadata": metadata, "input_size": math.prod(graph.input_shape),
+        "input_shape": shape_text(graph.input_shape),
+        "logits_offset": activation_offset(plan.memory, graph.output),
+        "dlogits_offset": plan.memory.arena.offset_of(f"err:{graph.output}"),
+        "arena_bytes": plan.memory.arena.size, "pool_bytes": plan.pool_bytes,
+        "pool_floats": max(plan.pool_bytes // 4, 1), "n_channels": sum(
+            c["in_channels"] for c in model.candidates),
+        "classifier_size": head.params["weight"].size + head.params["bias"].size,
+        "learning_rates": learning_rate_table(settings),
+        "engine_state_bytes": ENGINE_STATE_BYTES,
+    }
+    return {name.removesuffix(".j2"): env.get_template(name).render(**context)
+            for name in ("model.h.j2", "model.c.j2", "Makefile.j2")}
+
+
+def firmware_sources() -> list[Path]:
+    root = data_dir("firmware")
+    return sorted([*root.glob("kernels/*.[ch]"), *root.glob("runtime/*.[ch]")])

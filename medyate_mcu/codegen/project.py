@@ -1,0 +1,117 @@
+"""Writing the generated C project to a folder, all or nothing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from medyate_mcu.codegen.generate import firmware_sources, render_project, template_environment
+from medyate_mcu.errors import MedyateError
+from medyate_mcu.graph.ir import Graph
+from medyate_mcu.method.planner import BudgetPlan
+from medyate_mcu.method.trainer import TrainSettings
+
+MANIFEST = "medyate_build.json"
+BYTES_PER_LINE = 32
+
+
+@dataclass(frozen=True)
+class EmbeddedData:
+    source: str
+    train_x: np.ndarray  # uint8 N×C×H×W
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class BuildManifest:
+    """What `verify` needs to rebuild the same graph and plan on the host."""
+
+    model_path: str
+    model_sha256: str
+    classes: int
+    budget: int
+    alpha: float
+    ranking_path: str
+    settings: dict
+    data_source: str | None
+    candidates: list[str]
+    pool_bytes: int
+    fixed_bytes: int
+    parts: dict[str, int]
+
+
+def _rows(x: np.ndarray) -> list[str]:
+    return [", ".join(str(int(v)) for v in sample.reshape(-1)) for sample in x]
+
+
+def render_data(data: EmbeddedData | None, input_shape: tuple[int, ...]) -> dict[str, str]:
+    env = template_environment()
+    channels = input_shape[0]
+    size = int(np.prod(input_shape))
+    if data is None:
+        empty = np.zeros((0, size), np.uint8)
+        data = EmbeddedData("no data embedded", empty, np.zeros(0, np.uint8), empty,
+                            np.zeros(0, np.uint8), (0.0,) * channels, (1.0,) * channels)
+    context = {
+        "source": data.source, "channels": channels, "input_size": size,
+        "train_count": len(data.train_y), "test_count": len(data.test_y),
+        "mean": ", ".join(f"{v:.9g}f" for v in data.mean),
+        "std": ", ".join(f"{v:.9g}f" for v in data.std),
+        "train_y": ", ".join(str(int(v)) for v in data.train_y) or "0",
+        "test_y": ", ".join(str(int(v)) for v in data.test_y) or "0",
+        "train_x": _rows(data.train_x) or ["0"], "test_x": _rows(data.test_x) or ["0"],
+    }
+    return {name.removesuffix(".j2"): env.get_template(name).render(**context)
+            for name in ("data.h.j2", "data.c.j2")}
+
+
+def write_project(output: Path, graph: Graph, plan: BudgetPlan, settings: TrainSettings,
+                  classes: int, metadata: dict[str, str], manifest: BuildManifest,
+                  data: EmbeddedData | None) -> list[Path]:
+    """Write the project into ``output`` atomically: into a sibling temporary folder first, then
+    renamed into place, so a failure leaves no half-written project. An existing ``output`` is
+    replaced only when it is an earlier medyate-mcu build (or empty)."""
+    if output.exists():
+        if not output.is_dir():
+            raise MedyateError(f"{output} exists and is not a folder")
+        if any(output.iterdir()) and not (output / MANIFEST).is_file():
+            raise MedyateError(f"{output} is not empty and was not written by medyate-mcu; "
+                               "choose another -o folder")
+    if classes > 255 and data is not None:
+        raise MedyateError("embedded data stores labels as bytes: at most 255 classes")
+    files = render_project(graph, plan, settings, classes, metadata)
+    files.update(render_data(data, graph.input_shape))
+    env = template_environment()
+    files["main.c"] = env.get_template("main.c.j2").render(model_name=graph.name)
+    files[MANIFEST] = json.dumps(asdict(manifest), indent=1)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
+    try:
+        for name, text in files.items():
+            (staging / name).write_text(text)
+        firmware_root = firmware_sources()[0].parent.parent
+        for source in firmware_sources():
+            target = staging / "medyate" / source.relative_to(firmware_root)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+        if output.exists():
+            backup = output.with_name(f".{output.name}-old")
+            shutil.rmtree(backup, ignore_errors=True)
+            output.rename(backup)
+            staging.rename(output)
+            shutil.rmtree(backup, ignore_errors=True)
+        else:
+            staging.rename(output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return sorted(output.rglob("*"))

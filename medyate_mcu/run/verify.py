@@ -1,0 +1,276 @@
+"""Check a generated engine, built for the host, against the host reference trainer.
+
+Checks (each a row of the report):
+- the image's RAM symbols have exactly the sizes the compiler planned, within the budget;
+- the forward pass (logits) matches the reference forward pass;
+- one sample's gradients (selected slices, classifier) match the reference's sparse gradients;
+- each epoch, from a shared starting state (the C engine's weights and norms copied into the
+  reference): the same channel selection (the Python sampler fed the C norm vector), the same
+  weights, norms, loss and accuracy after the epoch, within tolerance.
+The C engine itself is never given the reference's state: its run is an independent full run.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from medyate_mcu.build.host import make, symbol_sizes
+from medyate_mcu.codegen.project import MANIFEST, BuildManifest
+from medyate_mcu.errors import MedyateError
+from medyate_mcu.experiments.data import load_task
+from medyate_mcu.graph import load_onnx
+from medyate_mcu.graph.ir import Graph
+from medyate_mcu.method.lara import LayerRanking
+from medyate_mcu.method.planner import BudgetPlan, plan_budget
+from medyate_mcu.method.trainer import (
+    SelectionRule,
+    SparseTrainer,
+    TrainSettings,
+    epoch_order,
+    replace_classifier,
+    selected_channel_gradients,
+)
+from medyate_mcu.planning.arena import align
+from medyate_mcu.planning.memory import CHANNEL_ARRAYS, ENGINE_STATE_BYTES
+from medyate_mcu.run.engine_lib import EngineLibrary
+
+WEIGHT_TOLERANCE = 1e-4  # max |C - reference| / max |reference|
+FORWARD_TOLERANCE = 1e-4
+LOSS_TOLERANCE = 1e-3  # relative
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    measured: str
+    limit: str
+    ok: bool
+
+
+def relative_error(ours: np.ndarray, reference: np.ndarray) -> float:
+    scale = max(float(np.abs(reference).max()), 1e-12)
+    return float(np.abs(np.asarray(ours) - np.asarray(reference)).max()) / scale
+
+
+def load_manifest(build_dir: Path) -> BuildManifest:
+    path = build_dir / MANIFEST
+    if not path.is_file():
+        raise MedyateError(f"{build_dir} has no {MANIFEST}: is it a `medyate-mcu compile` output?")
+    try:
+        return BuildManifest(**json.loads(path.read_text()))
+    except (ValueError, TypeError) as exc:
+        raise MedyateError(f"{path} is damaged ({exc}); compile again") from None
+
+
+def rebuild_reference(manifest: BuildManifest) -> tuple[Graph, BudgetPlan, TrainSettings]:
+    """The graph, plan and settings `compile` used, recomputed and checked against the build."""
+    model = Path(manifest.model_path)
+    if not model.is_file():
+        raise MedyateError(f"the build's model {model} is gone; compile again")
+    if hashlib.sha256(model.read_bytes()).hexdigest() != manifest.model_sha256:
+        raise MedyateError(f"{model} changed since the build; compile again")
+    graph = load_onnx(model)
+    ranking = LayerRanking.load(Path(manifest.ranking_path), graph)
+    settings = TrainSettings(**manifest.settings)
+    headed = replace_classifier(graph, manifest.classes, settings.seed)
+    plan = plan_budget(headed, ranking.ranking, manifest.budget, manifest.alpha)
+    if list(plan.memory.schedule.candidates) != manifest.candidates \
+            or plan.pool_bytes != manifest.pool_bytes:
+        raise MedyateError("the build does not match what the compiler plans now; compile again")
+    return headed, plan, settings
+
+
+def memory_checks(library: Path, plan: BudgetPlan) -> list[Check]:
+    sizes = symbol_sizes(library)
+    graph = plan.memory.schedule.graph
+    channels = plan.memory.candidate_channels
+    head = graph.producer(graph.output)
+    assert head is not None
+    trainable = head.params["weight"].size + head.params["bias"].size
+    expected = {
+        "mdy_arena": plan.memory.arena.size,
+        "mdy_pool": max(plan.pool_bytes // 4, 1) * 4,
+        "mdy_classifier": trainable * 4,
+        "mdy_classifier_grad": trainable * 4,
+        "mdy_state": ENGINE_STATE_BYTES,
+        **{f"mdy_{name}": max(channels, 1) * size for name, (_, size) in CHANNEL_ARRAYS.items()},
+    }
+    checks = [Check(f"RAM symbol {name}", f"{sizes.get(name, 'missing')} B", f"{size} B",
+                    sizes.get(name) == size) for name, size in expected.items()]
+    weights = sum(align(size) for name, size in sizes.items() if name.startswith("mdy_w_"))
+    checks.append(Check("RAM candidate weights", f"{weights} B",
+                        f"{plan.memory.candidate_weights} B",
+                        weights == plan.memory.candidate_weights))
+    total = sum(align(size) for size in sizes.values())
+    checks.append(Check("engine RAM (all mdy_ symbols)", f"{total} B", f"<= {plan.budget} B",
+                        total <= plan.budget))
+    return checks
+
+
+def verify_build(build_dir: Path, epochs: int | None = None, samples: int = 96,
+                 on_epoch=None) -> list[Check]:
+    """Build ``build_dir`` for the host and run every check; the report rows."""
+    manifest = load_manifest(build_dir)
+    graph, plan, settings = rebuild_reference(manifest)
+    if manifest.data_source is None:
+        raise MedyateError("the build embeds no data set; compile with --data to verify")
+    data = load_task(manifest.data_source, graph, seed=0)
+    x, y = data.x_train[:samples], data.y_train[:samples]
+    library = make(build_dir, "lib")
+    checks = memory_checks(library, plan)
+    engine = EngineLibrary(library, x[0].size, manifest.classes)
+    engine.init()
+    schedule = plan.memory.schedule
+    candidates = list(schedule.candidates)
+    reference = SparseTrainer(graph, candidates, plan.pool_bytes,
+                              SelectionRule(resample=True, weighted=True), settings)
+    checks.append(_forward_check(engine, reference, data.x_test[:8]))
+    if settings.batch_size > 1:
+        checks.append(_gradient_check(engine, reference, graph, plan, x[0], int(y[0])))
+        engine.init()
+    weight_sizes = {name: graph.node(name).params["weight"].size for name in candidates}
+    for epoch in range(1, (epochs or settings.epochs) + 1):
+        _copy_state(engine, reference, weight_sizes, plan)
+        c_selection = sorted(engine.selected())
+        h_selection = sorted(reference.select(epoch))
+        checks.append(Check(f"epoch {epoch} selection", f"{len(c_selection)} channels",
+                            "identical", c_selection == h_selection))
+        c_loss, c_correct = _c_epoch(engine, x, y, settings, epoch)
+        record = reference.train_epoch(x, y, epoch)
+        errors = [relative_error(engine.candidate_weights(name, size),
+                                 reference.net.weights[reference.net.keys[name]].detach()
+                                 .numpy().reshape(-1)) for name, size in weight_sizes.items()]
+        errors.append(relative_error(engine.array("mdy_classifier", np.float32,
+                                                  _classifier_size(graph)),
+                                     _reference_classifier(reference)))
+        checks.append(Check(f"epoch {epoch} weights", f"{max(errors):.2e}",
+                            f"<= {WEIGHT_TOLERANCE:.0e}", max(errors) <= WEIGHT_TOLERANCE))
+        norms_error = relative_error(engine.array("mdy_norms", np.float32,
+                                                  max(reference.table.size, 1))[
+                                         :reference.table.size], reference.norms) \
+            if reference.table.size else 0.0
+        checks.append(Check(f"epoch {epoch} norms", f"{norms_error:.2e}", "<= 1e-03",
+                            norms_error <= 1e-3))
+        loss_error = abs(c_loss - record.loss) / max(abs(record.loss), 1e-12)
+        checks.append(Check(f"epoch {epoch} loss C {c_loss:.4f} / ref {record.loss:.4f}",
+                            f"{loss_error:.2e}", f"<= {LOSS_TOLERANCE:.0e}",
+                            loss_error <= LOSS_TOLERANCE))
+        accuracy_gap = abs(c_correct - round(record.train_accuracy * len(x)))
+        checks.append(Check(f"epoch {epoch} accuracy C {c_correct / len(x):.3f} / ref "
+                            f"{record.train_accuracy:.3f}", f"{accuracy_gap} sample(s)",
+                            "<= 1 sample", accuracy_gap <= 1))
+        if on_epoch:
+            on_epoch(epoch)
+    return checks
+
+
+def _classifier_size(graph: Graph) -> int:
+    head = graph.producer(graph.output)
+    assert head is not None
+    return head.params["weight"].size + head.params["bias"].size
+
+
+def _reference_classifier(reference: SparseTrainer) -> np.ndarray:
+    key = reference.net.keys[reference.classifier]
+    return np.concatenate([reference.net.weights[key].detach().numpy().reshape(-1),
+                           reference.net.biases[key].detach().numpy().reshape(-1)])
+
+
+def _copy_state(engine: EngineLibrary, reference: SparseTrainer, sizes: dict[str, int],
+                plan: BudgetPlan) -> None:
+    """Start the reference from the C engine's weights and norm vector."""
+    with torch.no_grad():
+        for name, size in sizes.items():
+            weight = reference.net.weights[reference.net.keys[name]]
+            weight.copy_(torch.from_numpy(engine.candidate_weights(name, size).copy())
+                         .reshape(weight.shape))
+        key = reference.net.keys[reference.classifier]
+        values = engine.array("mdy_classifier", np.float32, _classifier_size(
+            reference.graph)).copy()
+        weight, bias = reference.net.weights[key], reference.net.biases[key]
+        weight.copy_(torch.from_numpy(values[:weight.numel()]).reshape(weight.shape))
+        bias.copy_(torch.from_numpy(values[weight.numel():]))
+    if reference.table.size:
+        reference.norms = engine.array("mdy_norms", np.float32, reference.table.size).copy()
+
+
+def _c_epoch(engine: EngineLibrary, x: np.ndarray, y: np.ndarray, settings: TrainSettings,
+             epoch: int) -> tuple[float, int]:
+    for index in epoch_order(len(x), settings.seed, epoch):
+        status, _ = engine.train_sample(x[index], int(y[index]))
+        if status != 0:
+            raise MedyateError(f"the C engine rejected training sample {index} ({status})")
+    engine.end_epoch()
+    return engine.state.last_epoch_loss, engine.state.last_epoch_correct
+
+
+def _forward_check(engine: EngineLibrary, reference: SparseTrainer, x: np.ndarray) -> Check:
+    read_logits = _logits(engine, reference.graph)
+    errors = []
+    with torch.no_grad():
+        expected = reference.net(torch.from_numpy(x)).numpy()
+    for sample, want in zip(x, expected, strict=True):
+        status, _ = engine.predict(sample)
+        if status != 0:
+            return Check("forward (logits)", f"status {status}", "ok", False)
+        errors.append(relative_error(read_logits(), want))
+    return Check("forward (logits)", f"{max(errors):.2e}", f"<= {FORWARD_TOLERANCE:.0e}",
+                 max(errors) <= FORWARD_TOLERANCE)
+
+
+def _logits(engine: EngineLibrary, graph: Graph) -> Callable[[], np.ndarray]:
+    """A reader of the logits in the C arena (the model descriptor points there)."""
+
+    class Descriptor(ctypes.Structure):  # the first fields of mdy_model_t
+        _fields_ = [("forward", ctypes.c_void_p), ("backward", ctypes.c_void_p),
+                    ("input_size", ctypes.c_uint32), ("classes", ctypes.c_uint16),
+                    ("logits", ctypes.POINTER(ctypes.c_float))]
+
+    descriptor = Descriptor.in_dll(engine.lib, "mdy_model")
+    classes = graph.output_shape[0]
+    return lambda: np.ctypeslib.as_array(descriptor.logits, shape=(classes,)).copy()
+
+
+def _gradient_check(engine: EngineLibrary, reference: SparseTrainer, graph: Graph,
+                    plan: BudgetPlan, x: np.ndarray, label: int) -> Check:
+    """One sample, no update yet: the pool's gradient slices and the classifier's gradient."""
+    engine.train_sample(x, label)
+    per_layer = reference.table.split(engine.selected())
+    taps = frozenset(name for name, channels in per_layer.items() if channels)
+    net = reference.net
+    logits, inputs, outputs = net.forward_with_taps(torch.from_numpy(x[None]), taps)
+    F.cross_entropy(logits, torch.tensor([label])).backward()
+    pool = engine.array("mdy_pool", np.float32, max(plan.pool_bytes // 4, 1))
+    offsets = engine.array("mdy_pool_offsets", np.uint32, max(reference.table.size, 1))
+    errors = []
+    slot = 0
+    with torch.no_grad():
+        for name in reference.table.layers:
+            channels = per_layer[name]
+            if not channels:
+                continue
+            grads = selected_channel_gradients(graph, name, channels, inputs[name],
+                                               outputs[name].grad).numpy()
+            for j in range(len(channels)):
+                start = int(offsets[slot + j])
+                errors.append(relative_error(pool[start:start + grads[j].size],
+                                             grads[j].reshape(-1)))
+            slot += len(channels)
+        key = net.keys[reference.classifier]
+        expected = np.concatenate([net.weights[key].grad.numpy().reshape(-1),
+                                   net.biases[key].grad.numpy().reshape(-1)])
+        errors.append(relative_error(engine.array("mdy_classifier_grad", np.float32,
+                                                  expected.size), expected))
+        for parameter in (net.weights[key], net.biases[key]):
+            parameter.grad = None
+    return Check("one-sample gradients (selected slices, classifier)", f"{max(errors):.2e}",
+                 f"<= {WEIGHT_TOLERANCE:.0e}", max(errors) <= WEIGHT_TOLERANCE)
