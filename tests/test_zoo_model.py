@@ -94,6 +94,7 @@ def test_zoo_commands_end_to_end(tmp_path: Path) -> None:
     ["zoo", "pretrain", "--epochs", "0"],
     ["zoo", "evaluate", "--model", __file__],
     ["zoo", "evaluate", "--epochs", "0"],
+    ["zoo", "pretrain", "-o", "/proc/medyate-test/model.onnx"],
 ])
 def test_zoo_command_errors_are_one_line(args: list[str], tmp_path: Path) -> None:
     result = CliRunner().invoke(main, [*args[:2], *args[2:]])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -155,12 +156,22 @@ def read_metadata(model: onnx.ModelProto) -> dict[str, str]:
             if prop.key.startswith(META_PREFIX)}
 
 
+def _check_writable(output: Path) -> None:
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MedyateError(f"cannot create {output.parent}: {exc.strerror or exc}") from None
+    if output.is_dir() or not os.access(output.parent, os.W_OK):
+        raise MedyateError(f"cannot write {output}")
+
+
 def pretrain(config: PretrainConfig, output: Path, progress: Progress | None = None,
              log: bool = True) -> PretrainResult:
     """Pre-train ``config.architecture`` on the source task and write it to ``output`` (ONNX,
     with metadata) plus ``output`` with suffix ``.json`` (settings and results)."""
     if config.epochs < 1:
         raise MedyateError(f"epochs must be at least 1 (got {config.epochs})")
+    _check_writable(output)  # before training, not after minutes of it
     torch.set_num_threads(max(1, config.threads))
     torch.manual_seed(config.seed)
     started = time.perf_counter()
@@ -204,8 +215,10 @@ def pretrain(config: PretrainConfig, output: Path, progress: Progress | None = N
     existing = {prop.key: prop.value for prop in proto.metadata_props}
     onnx.helper.set_model_props(proto, {**existing,
                                         **{META_PREFIX + k: v for k, v in metadata.items()}})
-    output.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save_model(proto, output)
+    try:
+        onnx.save_model(proto, output)
+    except OSError as exc:
+        raise MedyateError(f"cannot write {output}: {exc.strerror or exc}") from None
     result = PretrainResult(
         config=config, model_path=str(output), source_test_accuracy=reference_acc,
         torch_test_accuracy=torch_acc, parameters=graph.parameter_count(),
