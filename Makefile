@@ -21,9 +21,14 @@ $(STAMP): pyproject.toml
 system-packages:
 	@tools/ensure-system-packages.sh $(SYSTEM_PACKAGES)
 
-# The main job on the bundled default model.
+# The main job on the bundled default model: compile it for a 300 kB budget, build the C engine
+# for this machine, train it on the embedded data, then check it against the host reference.
+DEMO_DIR := build/demo
 demo: install
-	$(BIN)/medyate-mcu inspect
+	$(BIN)/medyate-mcu compile --budget 300kB -o $(DEMO_DIR)
+	$(MAKE) -C $(DEMO_DIR) host
+	./$(DEMO_DIR)/medyate_train
+	$(BIN)/medyate-mcu verify $(DEMO_DIR)
 
 lint: install
 	$(BIN)/ruff check medyate_mcu tests
