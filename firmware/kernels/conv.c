@@ -1,0 +1,150 @@
+/*
+ * 2-D convolution kernels (see conv.h). Direct loops, no im2col and no scratch memory.
+ *
+ * Every kernel walks the output pixels; for each it computes once which kernel taps fall
+ * inside the input (window_taps), so padded taps are skipped by loop bounds rather than by a
+ * test per multiply.
+ */
+#include "conv.h"
+
+#include <stddef.h>
+
+/*
+ * Taps [*lo, *hi) of a k-tap window whose first tap is at input index `start` (negative in
+ * the top/left padding) that land inside an input of `size` cells. *hi <= *lo when none do.
+ */
+static void window_taps(int32_t start, int32_t size, int32_t k, int32_t *lo, int32_t *hi)
+{
+    *lo = start < 0 ? -start : 0;
+    *hi = size - start < k ? size - start : k;
+}
+
+void mdy_conv2d_forward(const mdy_conv_shape_t *s, const float *x, const float *w,
+                        const float *b, float *y)
+{
+    const int32_t in_h = s->in_h, in_w = s->in_w, out_h = s->out_h, out_w = s->out_w;
+    const int32_t k_h = s->k_h, k_w = s->k_w, in_hw = in_h * in_w, k_hw = k_h * k_w;
+    const int32_t cpg = s->in_c / s->groups;   /* input channels per group */
+    const int32_t opg = s->out_c / s->groups;  /* output channels per group */
+    int32_t o, oy, ox, ic, ky, kx;
+
+    for (o = 0; o < s->out_c; ++o) {
+        const float *x_g = x + (o / opg) * cpg * in_hw;  /* group's inputs: cpg x in_h x in_w */
+        const float *w_o = w + o * cpg * k_hw;           /* filter o:       cpg x k_h x k_w */
+        const float bias = b != NULL ? b[o] : 0.0f;
+        float *y_o = y + o * out_h * out_w;              /* out_h x out_w */
+
+        for (oy = 0; oy < out_h; ++oy) {
+            const int32_t iy0 = oy * s->stride_h - s->pad_top;
+            int32_t ky_lo, ky_hi;
+            window_taps(iy0, in_h, k_h, &ky_lo, &ky_hi);
+
+            for (ox = 0; ox < out_w; ++ox) {
+                const int32_t ix0 = ox * s->stride_w - s->pad_left;
+                int32_t kx_lo, kx_hi;
+                float acc = bias;
+                window_taps(ix0, in_w, k_w, &kx_lo, &kx_hi);
+
+                for (ic = 0; ic < cpg; ++ic) {
+                    const float *x_c = x_g + ic * in_hw;
+                    const float *w_c = w_o + ic * k_hw;
+                    for (ky = ky_lo; ky < ky_hi; ++ky) {
+                        const float *x_row = x_c + (iy0 + ky) * in_w;
+                        const float *w_row = w_c + ky * k_w;
+                        for (kx = kx_lo; kx < kx_hi; ++kx) {
+                            acc += x_row[ix0 + kx] * w_row[kx];
+                        }
+                    }
+                }
+                y_o[oy * out_w + ox] = acc;
+            }
+        }
+    }
+}
+
+void mdy_conv2d_backward_input(const mdy_conv_shape_t *s, const float *dy, const float *w,
+                               float *dx, int accumulate)
+{
+    const int32_t in_h = s->in_h, in_w = s->in_w, out_h = s->out_h, out_w = s->out_w;
+    const int32_t k_h = s->k_h, k_w = s->k_w, in_hw = in_h * in_w, k_hw = k_h * k_w;
+    const int32_t cpg = s->in_c / s->groups;
+    const int32_t opg = s->out_c / s->groups;
+    int32_t i, o, oy, ox, ic, ky, kx;
+
+    if (!accumulate) {
+        const int32_t n = s->in_c * in_hw;
+        for (i = 0; i < n; ++i) {
+            dx[i] = 0.0f;
+        }
+    }
+
+    /* Scatter: every output error flows back along the weights of its window. */
+    for (o = 0; o < s->out_c; ++o) {
+        float *dx_g = dx + (o / opg) * cpg * in_hw;      /* cpg x in_h x in_w */
+        const float *w_o = w + o * cpg * k_hw;           /* cpg x k_h x k_w */
+        const float *dy_o = dy + o * out_h * out_w;      /* out_h x out_w */
+
+        for (oy = 0; oy < out_h; ++oy) {
+            const int32_t iy0 = oy * s->stride_h - s->pad_top;
+            int32_t ky_lo, ky_hi;
+            window_taps(iy0, in_h, k_h, &ky_lo, &ky_hi);
+
+            for (ox = 0; ox < out_w; ++ox) {
+                const int32_t ix0 = ox * s->stride_w - s->pad_left;
+                const float d = dy_o[oy * out_w + ox];
+                int32_t kx_lo, kx_hi;
+                window_taps(ix0, in_w, k_w, &kx_lo, &kx_hi);
+
+                for (ic = 0; ic < cpg; ++ic) {
+                    float *dx_c = dx_g + ic * in_hw;
+                    const float *w_c = w_o + ic * k_hw;
+                    for (ky = ky_lo; ky < ky_hi; ++ky) {
+                        float *dx_row = dx_c + (iy0 + ky) * in_w;
+                        const float *w_row = w_c + ky * k_w;
+                        for (kx = kx_lo; kx < kx_hi; ++kx) {
+                            dx_row[ix0 + kx] += d * w_row[kx];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+void mdy_conv2d_backward_weight_channel(const mdy_conv_shape_t *s, const float *dy,
+                                        const float *x_channel, uint16_t c, float *grad_slice)
+{
+    const int32_t in_h = s->in_h, in_w = s->in_w, out_h = s->out_h, out_w = s->out_w;
+    const int32_t k_h = s->k_h, k_w = s->k_w, k_hw = k_h * k_w;
+    const int32_t cpg = s->in_c / s->groups;
+    const int32_t opg = s->out_c / s->groups;
+    const int32_t o_first = (c / cpg) * opg;  /* first output channel of c's group */
+    int32_t m, oy, ox, ky, kx;
+
+    for (m = 0; m < opg; ++m) {
+        const float *dy_o = dy + (o_first + m) * out_h * out_w;  /* out_h x out_w */
+        float *g_m = grad_slice + m * k_hw;                       /* k_h x k_w */
+
+        for (oy = 0; oy < out_h; ++oy) {
+            const int32_t iy0 = oy * s->stride_h - s->pad_top;
+            int32_t ky_lo, ky_hi;
+            window_taps(iy0, in_h, k_h, &ky_lo, &ky_hi);
+
+            for (ox = 0; ox < out_w; ++ox) {
+                const int32_t ix0 = ox * s->stride_w - s->pad_left;
+                const float d = dy_o[oy * out_w + ox];
+                int32_t kx_lo, kx_hi;
+                window_taps(ix0, in_w, k_w, &kx_lo, &kx_hi);
+
+                /* dW[o][c][ky][kx] += dy[o][oy][ox] * x[c][iy0 + ky][ix0 + kx] */
+                for (ky = ky_lo; ky < ky_hi; ++ky) {
+                    const float *x_row = x_channel + (iy0 + ky) * in_w;
+                    float *g_row = g_m + ky * k_w;
+                    for (kx = kx_lo; kx < kx_hi; ++kx) {
+                        g_row[kx] += d * x_row[ix0 + kx];
+                    }
+                }
+            }
+        }
+    }
+}
