@@ -502,6 +502,17 @@ def test_maxpool_window_of_padding_only(lib: ctypes.CDLL) -> None:
     np.testing.assert_array_equal(dx, [[[0.0, 1.0], [0.0, 0.0]]])
 
 
+def test_maxpool_nan_propagates(lib: ctypes.CDLL) -> None:
+    """A NaN in a window wins (like PyTorch), so divergence reaches the loss check."""
+    case = POOL_CASES["2x2 s2"]
+    x = rand(np.random.default_rng(16), case.c, case.in_h, case.in_w)
+    x[1, 2, 3] = np.nan
+    y, argmax = run_maxpool(lib, case, x)
+    ref = F.max_pool2d(torch.from_numpy(x)[None], case.k, case.stride)[0].numpy()
+    np.testing.assert_array_equal(y, ref)  # NaN == NaN here
+    assert np.isnan(y[1, 1, 1]) and argmax[1, 1, 1] == 1  # row 2 = ky 0, column 3 = kx 1
+
+
 def avgpool_reference(case: Pool, x: torch.Tensor, count_include_pad: int) -> torch.Tensor:
     """Sum pool over the zero-padded input divided by k_h*k_w or by the input-cell count."""
     area = case.k[0] * case.k[1]

@@ -8,7 +8,7 @@
  * unused high bits of the last byte are 0). That is 1/32 of the memory of saving x.
  *
  * NaN propagates through the forward (like PyTorch) so that a diverging step can be detected
- * downstream; its mask bit is 0.
+ * downstream; its mask bit is 0 (PyTorch would pass the gradient; such a step is discarded).
  */
 #ifndef MDY_ACTIVATION_H
 #define MDY_ACTIVATION_H
