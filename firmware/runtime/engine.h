@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "conv.h"
+#include "mdy_status.h"
 
 /* Status codes returned by the engine (the kernels' MDY_OK / MDY_ERR_* and these). */
 #define MDY_ERR_SAMPLER (-3)   /* the sampler rejected its inputs (corrupted norms) */

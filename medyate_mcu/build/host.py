@@ -7,6 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from elftools.elf.constants import SH_FLAGS
 from elftools.elf.elffile import ELFFile
 
 from medyate_mcu.errors import MedyateError
@@ -39,11 +40,17 @@ def make(build_dir: Path, target: str) -> Path:
 
 
 def symbol_sizes(image: Path, prefix: str = "mdy_") -> dict[str, int]:
-    """Sizes of the data objects named ``prefix*`` in an ELF image (bss and data)."""
+    """Sizes of the RAM data objects named ``prefix*`` in an ELF image: objects in writable
+    sections (.bss, .data). Constants are left out: .rodata, and .data.rel.ro, where a shared
+    library keeps constants that hold addresses (in flash on a microcontroller)."""
     with image.open("rb") as handle:
         elf = ELFFile(handle)
         table = elf.get_section_by_name(".symtab") or elf.get_section_by_name(".dynsym")
         if table is None:
             raise MedyateError(f"{image} has no symbol table")
+        writable = {index for index, section in enumerate(elf.iter_sections())
+                    if section["sh_flags"] & SH_FLAGS.SHF_WRITE
+                    and not section.name.startswith(".data.rel.ro")}
         return {symbol.name: symbol["st_size"] for symbol in table.iter_symbols()
-                if symbol.name.startswith(prefix) and symbol["st_info"]["type"] == "STT_OBJECT"}
+                if symbol.name.startswith(prefix) and symbol["st_info"]["type"] == "STT_OBJECT"
+                and isinstance(symbol["st_shndx"], int) and symbol["st_shndx"] in writable}
