@@ -8,7 +8,7 @@ from model_builders import INPUT_SHAPE, TEST_MODELS, build_test_model
 
 from medyate_mcu.graph import Graph, OpType, import_torch
 from medyate_mcu.method.costs import channel_cost
-from medyate_mcu.method.planner import InfeasibleBudgetError, plan_budget
+from medyate_mcu.method.planner import InfeasibleBudgetError, KRule, feasible_plans, plan_budget
 from medyate_mcu.planning.arena import Buffer, align, plan_arena
 from medyate_mcu.planning.memory import engine_memory
 from medyate_mcu.planning.schedule import StepKind, build_schedule
@@ -102,7 +102,7 @@ def test_plan_never_exceeds_the_budget_and_adds_up(graph: Graph) -> None:
 def test_k_is_the_smallest_meeting_alpha(graph: Graph) -> None:
     ranking = convs(graph)[::-1]
     budget = 30_000
-    plan = plan_budget(graph, ranking, budget, alpha=0.2)
+    plan = plan_budget(graph, ranking, budget, alpha=0.2, rule=KRule.DESIGN)
     for k in range(1, plan.k):
         fixed = engine_memory(graph, frozenset(ranking[:k])).fixed_bytes
         costs = [channel_cost(graph, graph.node(n)) for n in ranking[:k]]
@@ -126,3 +126,14 @@ def test_ranking_must_match_the_model(graph: Graph) -> None:
     from medyate_mcu.errors import MedyateError
     with pytest.raises(MedyateError, match="does not match the model"):
         plan_budget(graph, convs(graph)[1:], 100_000)
+
+
+def test_closest_rule_picks_the_ratio_nearest_alpha(graph: Graph) -> None:
+    import math
+    ranking = convs(graph)[::-1]
+    for budget in (30_000, 40_000, 80_000):
+        plans = feasible_plans(graph, ranking, budget, 0.2)
+        chosen = plan_budget(graph, ranking, budget, 0.2, KRule.CLOSEST)
+        distance = abs(math.log(chosen.alpha_k / 0.2))
+        assert all(distance <= abs(math.log(p.alpha_k / 0.2)) for p in plans)
+        assert chosen.k in [p.k for p in plans]

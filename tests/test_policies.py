@@ -41,11 +41,8 @@ def test_every_policy_stays_within_the_budget(setting, policy: Policy) -> None:
     graph, ranking, x, y = setting
     budget = 40_000
     convs = [n.name for n in graph.nodes_of(OpType.CONV)]
-    if policy is Policy.RANDOM:  # every layer a candidate: more than this budget holds
-        assert engine_memory(graph, frozenset(convs)).fixed_bytes > budget
-        with pytest.raises(InfeasiblePolicy):
-            setup_policy(policy, graph, ranking, budget, alpha=0.2)
-        budget = 80_000
+    if policy is Policy.RANDOM:  # every layer a candidate (its infeasibility: the next test)
+        budget = engine_memory(graph, frozenset(convs)).fixed_bytes + 20_000
     setup = setup_policy(policy, graph, ranking, budget, alpha=0.2)
     fixed = engine_memory(graph, frozenset(setup.candidates)).fixed_bytes
     assert fixed + setup.pool_bytes <= budget

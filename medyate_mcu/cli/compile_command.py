@@ -17,9 +17,14 @@ from medyate_mcu.cli.common import (
     console,
     load_model,
 )
-from medyate_mcu.cli.method_commands import ALPHA_OPTION, default_ranking_path, load_ranking
+from medyate_mcu.cli.method_commands import (
+    ALPHA_OPTION,
+    K_RULE_OPTION,
+    default_ranking_path,
+    load_ranking,
+)
 from medyate_mcu.errors import MedyateError
-from medyate_mcu.method.planner import plan_budget
+from medyate_mcu.method.planner import KRule, plan_budget
 from medyate_mcu.method.trainer import TrainSettings, replace_classifier
 from medyate_mcu.units import format_size
 
@@ -54,12 +59,13 @@ DEMO_DATA = "digits"  # what the bundled demo model trains on when no --data is 
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True,
               help="Seeds the channel sampler, the sample order and the new classifier.")
 @ALPHA_OPTION
+@K_RULE_OPTION
 @click.option("-o", "--output", type=click.Path(path_type=Path, file_okay=False),
               default=Path("build"), show_default=True, help="Folder for the generated C project.")
 def compile_command(model: Path | None, budget: int, board: str | None, ranking: Path | None,
                     data: str | None, classes: int | None, embed: int, epochs: int,
                     batch_size: int, lr: float, warmup: int, seed: int, alpha: float,
-                    output: Path) -> None:
+                    k_rule: str, output: Path) -> None:
     """Compile MODEL (default: the bundled demo model) into a C project that fine-tunes it on a
     microcontroller within --budget bytes of RAM, by MeDyate dynamic channel updates.
 
@@ -82,7 +88,7 @@ def compile_command(model: Path | None, budget: int, board: str | None, ranking:
     if target and budget > target.ram_bytes:
         raise MedyateError(f"budget {format_size(budget)} exceeds {target.name}'s RAM "
                            f"({format_size(target.ram_bytes)})")
-    plan = plan_budget(headed, layer_ranking.ranking, budget, alpha)
+    plan = plan_budget(headed, layer_ranking.ranking, budget, alpha, KRule(k_rule))
     settings = TrainSettings(epochs=epochs, batch_size=batch_size, lr=lr, warmup=warmup,
                              seed=seed)
     embedded = None
@@ -93,7 +99,7 @@ def compile_command(model: Path | None, budget: int, board: str | None, ranking:
     manifest = BuildManifest(
         model_path=str(model_path.resolve()),
         model_sha256=hashlib.sha256(model_path.read_bytes()).hexdigest(),
-        classes=target_classes, budget=budget, alpha=alpha,
+        classes=target_classes, budget=budget, alpha=alpha, k_rule=k_rule,
         ranking_path=str((ranking or default_ranking_path(model)).resolve()),
         settings=asdict(settings), data_source=task.name if task else None,
         candidates=list(plan.memory.schedule.candidates), pool_bytes=plan.pool_bytes,

@@ -14,11 +14,18 @@ from medyate_mcu.errors import MedyateError
 from medyate_mcu.graph import Graph
 from medyate_mcu.method.costs import BYTES_PER_ELEMENT
 from medyate_mcu.method.lara import LaraSettings, LayerRanking, compute_lara
-from medyate_mcu.method.planner import DEFAULT_ALPHA, BudgetPlan, plan_budget
+from medyate_mcu.method.planner import DEFAULT_ALPHA, BudgetPlan, KRule, plan_budget
 from medyate_mcu.method.trainer import replace_classifier
 from medyate_mcu.units import format_size, parse_size
 
 RANKING_SUFFIX = ".lara.json"
+
+K_RULE_OPTION = click.option(
+    "--k-rule", type=click.Choice([rule.value for rule in KRule]), default=KRule.CLOSEST.value,
+    show_default=True,
+    help="How many top-ranked layers become candidates: 'closest' takes the K whose pool / "
+         "search-space ratio is nearest alpha; 'design' the smallest K at or under alpha "
+         "(DESIGN.md §3), which can leave an almost empty pool on a device.")
 
 ALPHA_OPTION = click.option("--alpha", type=click.FloatRange(0, 1, min_open=True),
                             default=DEFAULT_ALPHA, show_default=True,
@@ -96,15 +103,17 @@ def lara_command(model: Path | None, proxy: str, epochs: int, batch_size: int, l
               help="Classes of the target task: the classifier is re-created with this size "
                    "[default: the model's own].")
 @ALPHA_OPTION
+@K_RULE_OPTION
 def plan_command(model: Path | None, budget: int, ranking: Path | None, classes: int | None,
-                 alpha: float) -> None:
+                 alpha: float, k_rule: str) -> None:
     """Show how the budget is spent: candidate layers (top-K by LaRa), the fixed RAM of the
     engine part by part, and the channel pool, with the paper's memory units beside bytes."""
     graph = load_model(model)
     layer_ranking = load_ranking(model, ranking, graph)
     if classes is not None:
         graph = replace_classifier(graph, classes, seed=0)
-    print_plan(plan_budget(graph, layer_ranking.ranking, budget, alpha), layer_ranking)
+    print_plan(plan_budget(graph, layer_ranking.ranking, budget, alpha, KRule(k_rule)),
+               layer_ranking)
 
 
 def print_plan(plan: BudgetPlan, ranking: LayerRanking) -> None:
@@ -149,10 +158,11 @@ def print_plan(plan: BudgetPlan, ranking: LayerRanking) -> None:
 @click.option("--quick", is_flag=True,
               help="A smoke run for CI: 2 tasks, 2 budgets, 1 seed, 2 epochs, 10 samples per "
                    "class.")
+@K_RULE_OPTION
 @click.option("-o", "--output", type=click.Path(path_type=Path, file_okay=False),
               default=Path("build/experiment"), show_default=True)
 def experiment_command(model: Path | None, tasks: str | None, budgets: str, seeds: int,
-                       epochs: int, quick: bool, output: Path) -> None:
+                       epochs: int, quick: bool, k_rule: str, output: Path) -> None:
     """Accuracy versus RAM budget of MeDyate and the baselines (TraDy, static LaRa channels,
     random channels, classifier only, last-k layers, full fine-tune) with the host reference
     trainer. Writes results.csv, results.md and accuracy_vs_budget.png to OUTPUT."""
@@ -169,11 +179,13 @@ def experiment_command(model: Path | None, tasks: str | None, budgets: str, seed
                            f"{', '.join(DOWNSTREAM_TASKS)}")
     budget_list = tuple(parse_size(b, "budget") for b in budgets.split(","))
     config = SweepConfig(task_list, budget_list, seeds=tuple(range(seeds)),
-                         train=TrainSettings(epochs=epochs, batch_size=16, lr=0.1, warmup=1))
+                         train=TrainSettings(epochs=epochs, batch_size=16, lr=0.1, warmup=1),
+                         k_rule=KRule(k_rule))
     if quick:
         config = SweepConfig(task_list[:2], budget_list[-2:], seeds=(0,),
                              train=TrainSettings(epochs=2, batch_size=16, lr=0.05, warmup=1),
-                             lara=LaraSettings(epochs=1), train_per_class=10)
+                             lara=LaraSettings(epochs=1), k_rule=KRule(k_rule),
+                             train_per_class=10)
     with progress_bar() as bar:
         task = bar.add_task("experiment", total=None, status="")
 

@@ -40,6 +40,7 @@ class BuildManifest:
     classes: int
     budget: int
     alpha: float
+    k_rule: str
     ranking_path: str
     settings: dict
     data_source: str | None

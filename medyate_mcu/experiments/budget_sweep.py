@@ -17,7 +17,7 @@ from medyate_mcu.errors import MedyateError
 from medyate_mcu.experiments.data import TaskData, load_task
 from medyate_mcu.graph.ir import Graph
 from medyate_mcu.method.lara import LaraSettings, LayerRanking, backbone_fingerprint, compute_lara
-from medyate_mcu.method.planner import DEFAULT_ALPHA, InfeasibleBudgetError
+from medyate_mcu.method.planner import DEFAULT_ALPHA, InfeasibleBudgetError, KRule
 from medyate_mcu.method.policies import (
     InfeasiblePolicy,
     Policy,
@@ -39,6 +39,7 @@ class SweepConfig:
                                                                        lr=0.1, warmup=1))
     lara: LaraSettings = field(default_factory=LaraSettings)
     alpha: float = DEFAULT_ALPHA
+    k_rule: KRule = KRule.CLOSEST
     train_per_class: int | None = None  # None: the panel's size
 
 
@@ -96,7 +97,7 @@ def run_sweep(graph: Graph, config: SweepConfig, panel: Sequence[str], output: P
             for budget in config.budgets:
                 for policy in budgeted:
                     results.append(_run_one(task, budget, policy, seed, headed, ranking,
-                                            config.alpha, settings, data))
+                                            config, settings, data))
                     if on_run:
                         on_run(results[-1], len(results), total)
             if Policy.FULL in config.policies:
@@ -114,11 +115,11 @@ def run_sweep(graph: Graph, config: SweepConfig, panel: Sequence[str], output: P
 
 
 def _run_one(task: str, budget: int, policy: Policy, seed: int, graph: Graph,
-             ranking: LayerRanking, alpha: float, settings: TrainSettings,
+             ranking: LayerRanking, config: SweepConfig, settings: TrainSettings,
              data: TaskData) -> RunResult:
     start = time.perf_counter()
     try:
-        setup = setup_policy(policy, graph, ranking, budget, alpha)
+        setup = setup_policy(policy, graph, ranking, budget, config.alpha, config.k_rule)
     except (InfeasiblePolicy, InfeasibleBudgetError):
         return RunResult(task, budget, policy.value, seed, None, 0, 0, 0, 0.0)
     history = train_policy(setup, graph, settings, data.x_train, data.y_train, data.x_test,
@@ -158,7 +159,7 @@ def markdown_table(results: Sequence[RunResult], config: SweepConfig) -> str:
     budgeted = [p.value for p in config.policies if p is not Policy.FULL]
     lines = [f"Test accuracy (%), mean ± std over seeds {list(config.seeds)}; "
              f"{config.train.epochs} epochs, batch {config.train.batch_size}, "
-             f"lr {config.train.lr}, alpha {config.alpha}.", ""]
+             f"lr {config.train.lr}, alpha {config.alpha}, K rule {config.k_rule.value}.", ""]
     header = ["task", "budget", *budgeted]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for task in config.tasks:

@@ -9,8 +9,10 @@ selected (:func:`medyate_mcu.planning.memory.engine_memory`); the channel pool g
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 
 from medyate_mcu.errors import MedyateError
 from medyate_mcu.graph.ir import Graph, OpType
@@ -76,36 +78,58 @@ def ranked_conv_layers(graph: Graph, ranking: Sequence[str]) -> list[str]:
     return list(ranking)
 
 
-def plan_budget(graph: Graph, ranking: Sequence[str], budget: int,
-                alpha: float = DEFAULT_ALPHA) -> BudgetPlan:
-    """Choose K and the channel pool for ``budget`` bytes (DESIGN.md §3)."""
+class KRule(StrEnum):
+    """How K is chosen among the feasible candidate-layer counts."""
+
+    CLOSEST = "closest"  # B(K)/M_K nearest alpha (log scale): the default, see docs/decisions.md
+    DESIGN = "design"  # DESIGN.md §3: the smallest K with B(K)/M_K <= alpha
+
+
+def feasible_plans(graph: Graph, ranking: Sequence[str], budget: int,
+                   alpha: float = DEFAULT_ALPHA) -> list[BudgetPlan]:
+    """Every K the scan reaches (each smaller K left a positive pool) whose pool holds its
+    cheapest channel, in increasing K."""
     if not 0 < alpha <= 1:
         raise MedyateError(f"alpha {alpha} must be in (0, 1]")
     ranking = ranked_conv_layers(graph, ranking)
     if not ranking:
         raise MedyateError("the model has no conv layer to train; MeDyate needs at least one")
     costs = [channel_cost(graph, graph.node(name)) for name in ranking]
-    feasible: BudgetPlan | None = None
+    plans = []
     for k in range(1, len(ranking) + 1):
         memory = engine_memory(graph, frozenset(ranking[:k]))
         pool = budget - memory.fixed_bytes
-        cheapest = min(cost.channel_bytes for cost in costs[:k])
         if pool <= 0:
             break
-        if pool < cheapest:
-            continue
-        plan = BudgetPlan(budget, alpha, tuple(ranking[:k]), tuple(costs[:k]), memory, pool,
-                          reason="")
-        if pool / plan.search_space_bytes <= alpha:
-            return _with_reason(plan, f"smallest K with B/M_K <= alpha = {alpha}")
-        feasible = plan
-    else:
-        if feasible is not None and feasible.k == len(ranking):
-            return _with_reason(feasible, f"every layer: B/M_K stays above alpha = {alpha}")
-    if feasible is None:
+        if pool >= min(cost.channel_bytes for cost in costs[:k]):
+            plans.append(BudgetPlan(budget, alpha, tuple(ranking[:k]), tuple(costs[:k]), memory,
+                                    pool, reason=""))
+    if not plans:
         raise InfeasibleBudgetError(budget, *minimum_budget(graph, ranking, costs))
-    return _with_reason(feasible, "largest K whose pool still holds a channel (B(K) runs out "
-                                  "before B/M_K reaches alpha)")
+    return plans
+
+
+def plan_budget(graph: Graph, ranking: Sequence[str], budget: int,
+                alpha: float = DEFAULT_ALPHA, rule: KRule = KRule.CLOSEST) -> BudgetPlan:
+    """Choose K and the channel pool for ``budget`` bytes (DESIGN.md §3).
+
+    ``KRule.DESIGN``: the smallest K with ``B(K)/M_K <= alpha``; when none, every layer if the
+    scan reached them all, else the largest feasible K. ``KRule.CLOSEST``: the K whose ratio is
+    nearest alpha in log scale (ties: the smaller K). On the device B(K) falls by a whole layer's
+    weights for each added layer, so the first K under alpha can leave an almost empty pool.
+    """
+    plans = feasible_plans(graph, ranking, budget, alpha)
+    if rule is KRule.CLOSEST:
+        best = min(plans, key=lambda p: (abs(math.log(p.alpha_k / alpha)), p.k))
+        return _with_reason(best, f"K whose B/M_K is closest to alpha = {alpha}")
+    for plan in plans:
+        if plan.alpha_k <= alpha:
+            return _with_reason(plan, f"smallest K with B/M_K <= alpha = {alpha}")
+    last = plans[-1]
+    if last.k == len(ranking):
+        return _with_reason(last, f"every layer: B/M_K stays above alpha = {alpha}")
+    return _with_reason(last, "largest K whose pool still holds a channel (B(K) runs out "
+                              "before B/M_K reaches alpha)")
 
 
 def minimum_budget(graph: Graph, ranking: Sequence[str],

@@ -18,7 +18,7 @@ from medyate_mcu.errors import MedyateError
 from medyate_mcu.graph.ir import Graph, OpType
 from medyate_mcu.graph.reference import ReferenceNet
 from medyate_mcu.method.lara import LayerRanking
-from medyate_mcu.method.planner import plan_budget
+from medyate_mcu.method.planner import KRule, plan_budget
 from medyate_mcu.method.trainer import (
     EpochRecord,
     SelectionRule,
@@ -56,11 +56,11 @@ class PolicySetup:
 
 
 def setup_policy(policy: Policy, graph: Graph, ranking: LayerRanking, budget: int,
-                 alpha: float) -> PolicySetup:
+                 alpha: float, rule: KRule = KRule.CLOSEST) -> PolicySetup:
     """Candidates, channel pool and selection rule of ``policy`` at ``budget`` bytes."""
     convs = [node.name for node in graph.nodes_of(OpType.CONV)]
     if policy in (Policy.MEDYATE, Policy.TRADY, Policy.STATIC):
-        plan = plan_budget(graph, ranking.ranking, budget, alpha)
+        plan = plan_budget(graph, ranking.ranking, budget, alpha, rule)
         rule = {
             Policy.MEDYATE: SelectionRule(resample=True, weighted=True),
             Policy.TRADY: SelectionRule(resample=True, weighted=False),

@@ -30,7 +30,7 @@ from medyate_mcu.experiments.data import load_task
 from medyate_mcu.graph import load_onnx
 from medyate_mcu.graph.ir import Graph
 from medyate_mcu.method.lara import LayerRanking
-from medyate_mcu.method.planner import BudgetPlan, plan_budget
+from medyate_mcu.method.planner import BudgetPlan, KRule, plan_budget
 from medyate_mcu.method.trainer import (
     SelectionRule,
     SparseTrainer,
@@ -82,7 +82,8 @@ def rebuild_reference(manifest: BuildManifest) -> tuple[Graph, BudgetPlan, Train
     ranking = LayerRanking.load(Path(manifest.ranking_path), graph)
     settings = TrainSettings(**manifest.settings)
     headed = replace_classifier(graph, manifest.classes, settings.seed)
-    plan = plan_budget(headed, ranking.ranking, manifest.budget, manifest.alpha)
+    plan = plan_budget(headed, ranking.ranking, manifest.budget, manifest.alpha,
+                       KRule(manifest.k_rule))
     if list(plan.memory.schedule.candidates) != manifest.candidates \
             or plan.pool_bytes != manifest.pool_bytes:
         raise MedyateError("the build does not match what the compiler plans now; compile again")
