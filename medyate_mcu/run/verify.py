@@ -261,10 +261,9 @@ def _gradient_check(engine: EngineLibrary, reference: SparseTrainer, graph: Grap
                 continue
             grads = selected_channel_gradients(graph, name, channels, inputs[name],
                                                outputs[name].grad).numpy()
-            for j in range(len(channels)):
-                start = int(offsets[slot + j])
-                errors.append(relative_error(pool[start:start + grads[j].size],
-                                             grads[j].reshape(-1)))
+            ours = np.stack([pool[int(offsets[slot + j]):int(offsets[slot + j]) + grads[j].size]
+                             for j in range(len(channels))])
+            errors.append(relative_error(ours, grads.reshape(len(channels), -1)))  # per layer
             slot += len(channels)
         key = net.keys[reference.classifier]
         expected = np.concatenate([net.weights[key].grad.numpy().reshape(-1),
