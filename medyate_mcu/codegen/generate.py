@@ -16,6 +16,7 @@ from pathlib import Path
 import jinja2
 import numpy as np
 
+from medyate_mcu.errors import MedyateError
 from medyate_mcu.graph.ir import Graph, Node, OpType
 from medyate_mcu.method.planner import BudgetPlan
 from medyate_mcu.method.trainer import TrainSettings, channel_table, learning_rate
@@ -154,23 +155,20 @@ class _Emitter:
 
     def declare_shapes(self) -> None:
         for node in self.graph.nodes:
-            ident = self.idents[node.name]
-            if node.op is OpType.CONV:
-                c, h, w = self.graph.shapes[node.inputs[0]]
-                oc, oh, ow = self.graph.shapes[node.output]
-                win = node.conv.window
-                self.model.shapes.append(
-                    f"static const mdy_conv_shape_t shape_{ident} = {{{c}, {h}, {w}, {oc}, {oh}, "
-                    f"{ow}, {win.kernel[0]}, {win.kernel[1]}, {win.stride[0]}, {win.stride[1]}, "
-                    f"{win.pads[0]}, {win.pads[1]}, {node.conv.groups}}};")
-            elif node.op in (OpType.MAX_POOL, OpType.AVG_POOL):
-                c, h, w = self.graph.shapes[node.inputs[0]]
-                _, oh, ow = self.graph.shapes[node.output]
-                win = node.pool.window
-                self.model.shapes.append(
-                    f"static const mdy_pool_shape_t shape_{ident} = {{{c}, {h}, {w}, {oh}, {ow}, "
-                    f"{win.kernel[0]}, {win.kernel[1]}, {win.stride[0]}, {win.stride[1]}, "
-                    f"{win.pads[0]}, {win.pads[1]}, {int(node.pool.count_include_pad)}}};")
+            if node.op not in (OpType.CONV, OpType.MAX_POOL, OpType.AVG_POOL):
+                continue
+            c, h, w = self.graph.shapes[node.inputs[0]]
+            oc, oh, ow = self.graph.shapes[node.output]
+            is_conv = node.op is OpType.CONV
+            win = node.conv.window if is_conv else node.pool.window
+            sizes = (c, h, w, oc, oh, ow) if is_conv else (c, h, w, oh, ow)
+            window = (*win.kernel, *win.stride, *win.pads[:2])
+            last = node.conv.groups if is_conv else int(node.pool.count_include_pad)
+            _check_field_ranges(node, sizes, window, win.kernel)
+            struct = "mdy_conv_shape_t" if is_conv else "mdy_pool_shape_t"
+            values = ", ".join(str(v) for v in (*sizes, *window, last))
+            self.model.shapes.append(
+                f"static const {struct} shape_{self.idents[node.name]} = {{{values}}};")
 
     # ---- the passes --------------------------------------------------------------------
     def forward_calls(self) -> None:
@@ -301,6 +299,16 @@ class _Emitter:
                 "in_channels": cost.in_channels,
                 "weight_shape": "x".join(map(str, node.params["weight"].shape)),
             })
+
+
+def _check_field_ranges(node: Node, sizes: tuple[int, ...], window: tuple[int, ...],
+                        kernel: tuple[int, int]) -> None:
+    """The kernels' shape structs hold sizes in 16 bits and windows in 8 bits."""
+    if max(sizes) > 0xFFFF or max(window) > 0xFF or min(window[2:4]) < 1 \
+            or (node.op is OpType.MAX_POOL and kernel[0] * kernel[1] > 254):
+        raise MedyateError(f"node {node.name!r} ({node.op.value}): sizes {sizes} or window "
+                           f"{window} exceed what the C kernels take (sizes <= 65535, kernel, "
+                           "stride and padding <= 255, max-pool windows <= 254 cells)")
 
 
 def generate_model(graph: Graph, plan: BudgetPlan) -> GeneratedModel:
