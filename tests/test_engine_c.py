@@ -142,3 +142,16 @@ def test_selection_fits_the_pool(tmp_path: Path) -> None:
     engine.init()
     costs = channel_table(graph, plan.memory.schedule.candidates).channel_costs()
     assert 0 < sum(costs[c] for c in engine.selected()) <= plan.pool_bytes
+
+
+@pytest.mark.parametrize("compiler", ["gcc", "clang"])
+def test_generated_project_builds_warning_free(compiler: str, tmp_path: Path) -> None:
+    import os
+    import shutil
+    if shutil.which(compiler) is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{compiler} is missing (make test installs it)")
+        pytest.skip(f"{compiler} is not installed")
+    build = compile_build(default_model_path(), 300 * 1024, tmp_path / compiler)
+    program = make(build, "host", compiler=compiler)  # -std=c99 -Wall -Wextra -Werror
+    assert program.is_file()

@@ -24,15 +24,16 @@ def host_compiler() -> str:
                        "`apt-get install gcc make`")
 
 
-def make(build_dir: Path, target: str) -> Path:
-    """Run ``make -C build_dir target`` with the host compiler; the built file's path."""
+def make(build_dir: Path, target: str, compiler: str | None = None) -> Path:
+    """Run ``make -C build_dir target`` with the host compiler (or ``compiler``); the built
+    file's path."""
     if not (build_dir / "Makefile").is_file():
         raise MedyateError(f"{build_dir} has no Makefile: is it a `medyate-mcu compile` output?")
     if shutil.which("make") is None:
         raise MedyateError("`make` is not installed; install it, e.g. `apt-get install make`")
-    result = subprocess.run(["make", "-s", "-C", str(build_dir), target,
-                             f"CC={host_compiler()}"], capture_output=True, text=True,
-                            check=False)
+    result = subprocess.run(["make", "-s", "-B", "-C", str(build_dir), target,
+                             f"CC={compiler or host_compiler()}"], capture_output=True,
+                            text=True, check=False)
     if result.returncode != 0:
         tail = (result.stderr or result.stdout).strip().splitlines()[-12:]
         raise MedyateError(f"building {target} in {build_dir} failed:\n" + "\n".join(tail))
