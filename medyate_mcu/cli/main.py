@@ -23,7 +23,9 @@ def main() -> None:
 
 # Commands register here, one module each.
 from medyate_mcu.cli.boards_command import boards_command  # noqa: E402
+from medyate_mcu.cli.build_commands import build_command, simulate_command  # noqa: E402
 from medyate_mcu.cli.compile_command import compile_command  # noqa: E402
+from medyate_mcu.cli.device_commands import flash_command, train_command  # noqa: E402
 from medyate_mcu.cli.inspect_command import inspect_command  # noqa: E402
 from medyate_mcu.cli.method_commands import (  # noqa: E402
     experiment_command,
@@ -40,4 +42,8 @@ main.add_command(lara_command)
 main.add_command(plan_command)
 main.add_command(experiment_command)
 main.add_command(verify_command)
+main.add_command(build_command)
+main.add_command(simulate_command)
 main.add_command(zoo)
+main.add_command(train_command)
+main.add_command(flash_command)

@@ -1,0 +1,110 @@
+"""Training a device over its serial link: what ``medyate-mcu train`` does, as a library."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from medyate_mcu.codegen.project import MANIFEST
+from medyate_mcu.device import protocol as p
+from medyate_mcu.device.export import trained_graph, write_trained_onnx
+from medyate_mcu.device.firmware import build_hash
+from medyate_mcu.device.link import DeviceLink
+from medyate_mcu.errors import MedyateError
+from medyate_mcu.experiments.data import load_task
+from medyate_mcu.graph.ir import Graph
+from medyate_mcu.method.trainer import TrainSettings, epoch_order
+
+
+@dataclass
+class TrainSession:
+    link: DeviceLink
+    ready: p.Ready
+    graph: Graph
+    settings: TrainSettings
+    candidates: list[str]
+    model_path: Path
+    data_name: str
+    x: np.ndarray
+    y: np.ndarray
+    epochs: int
+
+    @classmethod
+    def open(cls, build_dir: Path, port: str, data_name: str | None = None,
+             epochs: int | None = None, samples: int | None = None, baud: int | None = None,
+             timeout: float = 10.0) -> TrainSession:
+        """Check the build and the data, connect, check the device runs this build, and restart
+        its training from the pre-trained weights."""
+        from medyate_mcu.boards import get_board
+        from medyate_mcu.run.verify import load_manifest, rebuild_reference
+
+        manifest = load_manifest(build_dir)
+        graph, plan, settings = rebuild_reference(manifest)
+        epochs = epochs or settings.epochs
+        if epochs > settings.epochs:
+            raise MedyateError(f"--epochs {epochs}: the build's learning-rate schedule has "
+                               f"{settings.epochs} epochs; compile with --epochs {epochs}")
+        name = data_name or manifest.data_source
+        if name is None:
+            raise MedyateError("the build names no data set; give --data")
+        task = load_task(name, graph, seed=0)
+        if task.classes != manifest.classes:
+            raise MedyateError(f"data {name!r} has {task.classes} classes, the build "
+                               f"{manifest.classes}")
+        x, y = task.x_train[:samples], task.y_train[:samples]
+        board = getattr(manifest, "board", None)
+        baud = baud or (get_board(board).baud if board else 115200)
+        link = DeviceLink(port, baud=baud, timeout=timeout)
+        try:
+            ready = link.hello()
+            expected = build_hash((build_dir / MANIFEST).read_text())
+            if ready.build_hash != expected:
+                raise MedyateError(f"the device on {port} runs another build (build hash "
+                                   f"{ready.build_hash.hex()}, {build_dir} is {expected.hex()}); "
+                                   "build and flash this one")
+            if ready.input_size != x[0].size:
+                raise MedyateError(f"the device takes {ready.input_size} inputs, the data "
+                                   f"{x[0].size}")
+            ready = link.reset()
+        except BaseException:
+            link.close()
+            raise
+        return cls(link, ready, graph, settings, list(plan.memory.schedule.candidates),
+                   Path(manifest.model_path), name, x, y, epochs)
+
+    def __enter__(self) -> TrainSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.link.close()
+
+    def train(self, on_sample: Callable[[int, int, float, float], None] | None = None
+              ) -> Iterator[p.EpochResult]:
+        """Each epoch: the samples in ``epoch_order``, then END_EPOCH; yields its statistics.
+        ``on_sample(epoch, done, mean loss, accuracy)`` after every sample."""
+        for epoch in range(1, self.epochs + 1):
+            loss_sum, correct = 0.0, 0
+            for done, index in enumerate(epoch_order(len(self.y), self.settings.seed, epoch), 1):
+                result = self.link.train_sample(self.x[index], int(self.y[index]))
+                loss_sum += result.loss
+                correct += result.correct
+                if on_sample:
+                    on_sample(epoch, done, loss_sum / done, correct / done)
+            yield self.link.end_epoch()
+
+    def trained(self) -> Graph:
+        layers, classifier = self.link.read_weights()
+        if len(layers) != len(self.candidates):
+            raise MedyateError(f"the device has {len(layers)} candidate layers, the build "
+                               f"{len(self.candidates)}")
+        return trained_graph(self.graph, dict(zip(self.candidates, layers, strict=True)),
+                             classifier)
+
+    def save(self, path: Path) -> Graph:
+        """Read the weights back and write the trained ONNX model; the trained graph."""
+        trained = self.trained()
+        write_trained_onnx(self.model_path, self.graph, trained, path, self.x[0])
+        return trained
