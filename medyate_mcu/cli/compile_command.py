@@ -104,9 +104,10 @@ def compile_command(model: Path | None, budget: int, board: str | None, ranking:
         settings=asdict(settings), data_source=task.name if task else None,
         candidates=list(plan.memory.schedule.candidates), pool_bytes=plan.pool_bytes,
         fixed_bytes=plan.memory.fixed_bytes, parts=plan.memory.parts(),
+        board=target.name if target else None,
     )
     write_project(output, headed, plan, settings, target_classes, graph.metadata, manifest,
-                  embedded)
+                  embedded, board=target)
     out = console()
     out.print(f"{graph.name}: {target_classes} classes, K = {plan.k} candidate layers, channel "
               f"pool {format_size(plan.pool_bytes)}, engine {format_size(plan.total_bytes)} of "

@@ -10,13 +10,21 @@ from pathlib import Path
 
 import numpy as np
 
-from medyate_mcu.codegen.generate import firmware_sources, render_project, template_environment
+from medyate_mcu.boards import Board
+from medyate_mcu.codegen.generate import (
+    c_identifier,
+    firmware_sources,
+    render_project,
+    template_environment,
+)
 from medyate_mcu.errors import MedyateError
 from medyate_mcu.graph.ir import Graph
 from medyate_mcu.method.planner import BudgetPlan
 from medyate_mcu.method.trainer import TrainSettings
+from medyate_mcu.resources import data_dir
 
 MANIFEST = "medyate_build.json"
+DEFAULT_STACK_BYTES = 8192  # reserved after .bss by the Cortex-M linker script (make STACK_SIZE=)
 BYTES_PER_LINE = 32
 
 
@@ -48,6 +56,7 @@ class BuildManifest:
     pool_bytes: int
     fixed_bytes: int
     parts: dict[str, int]
+    board: str | None = None  # `compile --board`: the Cortex-M target of `make arm`
 
 
 def _rows(x: np.ndarray) -> list[str]:
@@ -75,9 +84,36 @@ def render_data(data: EmbeddedData | None, input_shape: tuple[int, ...]) -> dict
             for name in ("data.h.j2", "data.c.j2")}
 
 
+def hal_sources() -> list[Path]:
+    """The board HAL (start-up, semihosting, cycle counter, UARTs): copied into every project,
+    compiled only into Cortex-M firmware."""
+    return sorted(data_dir("firmware").glob("hal/*.[ch]"))
+
+
+def render_board_files(graph: Graph, plan: BudgetPlan, board: Board | None) -> dict[str, str]:
+    """The Makefile (with the Cortex-M targets when there is a board), the board's linker script
+    and the QEMU verification firmware."""
+    env = template_environment()
+    files = {"Makefile": env.get_template("Makefile.j2").render(
+        model={"name": graph.name}, board=board, stack_bytes=DEFAULT_STACK_BYTES)}
+    if board is None:
+        return files
+    files["linker.ld"] = env.get_template("linker.ld.j2").render(model_name=graph.name,
+                                                                 board=board)
+    channels = plan.memory.candidate_channels
+    head = graph.producer(graph.output)
+    assert head is not None
+    files["qemu_verify.c"] = env.get_template("qemu_verify.c.j2").render(
+        model_name=graph.name, n_channels=channels, n_channels_array=max(channels, 1),
+        classifier_size=head.params["weight"].size + head.params["bias"].size,
+        candidates=[(f"mdy_w_{c_identifier(name)}", graph.node(name).params["weight"].size)
+                    for name in plan.memory.schedule.candidates])
+    return files
+
+
 def write_project(output: Path, graph: Graph, plan: BudgetPlan, settings: TrainSettings,
                   classes: int, metadata: dict[str, str], manifest: BuildManifest,
-                  data: EmbeddedData | None) -> list[Path]:
+                  data: EmbeddedData | None, board: Board | None = None) -> list[Path]:
     """Write the project into ``output`` atomically: into a sibling temporary folder first, then
     renamed into place, so a failure leaves no half-written project. An existing ``output`` is
     replaced only when it is an earlier medyate-mcu build (or empty)."""
@@ -91,6 +127,7 @@ def write_project(output: Path, graph: Graph, plan: BudgetPlan, settings: TrainS
         raise MedyateError("embedded data stores labels as bytes: at most 255 classes")
     files = render_project(graph, plan, settings, classes, metadata)
     files.update(render_data(data, graph.input_shape))
+    files.update(render_board_files(graph, plan, board))
     env = template_environment()
     files["main.c"] = env.get_template("main.c.j2").render(model_name=graph.name)
     files[MANIFEST] = json.dumps(asdict(manifest), indent=1)
@@ -100,7 +137,7 @@ def write_project(output: Path, graph: Graph, plan: BudgetPlan, settings: TrainS
         for name, text in files.items():
             (staging / name).write_text(text)
         firmware_root = firmware_sources()[0].parent.parent
-        for source in firmware_sources():
+        for source in [*firmware_sources(), *hal_sources()]:
             target = staging / "medyate" / source.relative_to(firmware_root)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target)
@@ -116,3 +153,4 @@ def write_project(output: Path, graph: Graph, plan: BudgetPlan, settings: TrainS
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return sorted(output.rglob("*"))
+
