@@ -18,16 +18,31 @@ from medyate_mcu.cli.common import console
               help="Epochs to compare (the compiled schedule's first epochs).")
 @click.option("--samples", type=click.IntRange(1), default=96, show_default=True,
               help="Training samples of the build's data set to use.")
-def verify_command(build_dir: Path, epochs: int, samples: int) -> None:
+@click.option("--qemu", is_flag=True,
+              help="Check the Cortex-M build instead: build the verification firmware for the "
+                   "build's emulated board (compile --board qemu-...) and run it under QEMU.")
+@click.option("--timeout", type=click.FloatRange(1), default=600, show_default=True,
+              help="With --qemu: wall-time watchdog for the emulator, seconds.")
+def verify_command(build_dir: Path, epochs: int, samples: int, qemu: bool,
+                   timeout: float) -> None:
     """Build BUILD_DIR (a `compile` output) for the host and check it against the host reference:
     RAM symbol sizes against the plan, the forward pass, one sample's gradients, and for each
     epoch the channel selection (identical), weights, norms, loss and accuracy (within
-    tolerance). Prints a table; exits 1 on any mismatch."""
+    tolerance). With --qemu, the same epoch comparison on the Cortex-M build under QEMU (tensors
+    through semihosting files), plus the image's RAM symbols and instructions per training step.
+    Prints a table; exits 1 on any mismatch."""
     from medyate_mcu.run.verify import verify_build
 
     out = console()
-    with out.status("building and running the C engine..."):
-        checks = verify_build(build_dir, epochs=epochs, samples=samples)
+    figures = None
+    if qemu:
+        from medyate_mcu.run.verify_qemu import verify_qemu
+        with out.status("building the verification firmware and running it under QEMU..."):
+            checks, figures = verify_qemu(build_dir, epochs=epochs, samples=samples,
+                                          timeout=timeout)
+    else:
+        with out.status("building and running the C engine..."):
+            checks = verify_build(build_dir, epochs=epochs, samples=samples)
     table = Table(title=f"verify {build_dir}")
     for column in ("check", "measured", "limit", "result"):
         table.add_column(column)
@@ -35,6 +50,11 @@ def verify_command(build_dir: Path, epochs: int, samples: int) -> None:
         table.add_row(check.name, check.measured, check.limit,
                       "[green]ok[/]" if check.ok else "[red]MISMATCH[/]")
     out.print(table)
+    if figures is not None:
+        out.print(f"instructions per training step (QEMU -icount): "
+                  f"{figures.instructions_mean:,.0f} mean, {figures.instructions_min:,.0f} min, "
+                  f"{figures.instructions_max:,.0f} max over {figures.steps} steps; stack used "
+                  f"{figures.stack_used:,} of {figures.stack_reserved:,} B")
     failed = [check for check in checks if not check.ok]
     if failed:
         click.echo(f"error: {len(failed)} of {len(checks)} checks failed", err=True)
