@@ -65,7 +65,13 @@ def flash_command(board: Board, elf: Path, tool: str | None = None) -> FlashComm
         path = elf.as_posix()
         # openocd's command line is Tcl: braces keep a path with spaces one word
         word = f"{{{path}}}" if any(c in path for c in " \t;$[]\"") else path
-        return FlashCommand(tool, ["openocd", "-f", board.openocd_config, "-c",
+        adapter: list[str] = []
+        if board.openocd_config.startswith("target/"):
+            # a target-only configuration names no debug adapter: the nRF52 DKs carry a J-Link
+            # OB, which speaks SWD (openocd exits 0 with "unable to select a session transport"
+            # without one)
+            adapter = ["-f", "interface/jlink.cfg", "-c", "transport select swd"]
+        return FlashCommand(tool, ["openocd", *adapter, "-f", board.openocd_config, "-c",
                                    f"program {word} verify reset exit"])
     if not board.pyocd_target:
         raise MedyateError(f"board {board.name} has no pyocd target; use --tool openocd")
@@ -93,12 +99,16 @@ def run_flash(command: FlashCommand, timeout: float = 120.0) -> str:
     except subprocess.TimeoutExpired:
         raise MedyateError(f"{command.tool} did not finish within {timeout:g} s") from None
     output = (result.stdout + result.stderr).strip()
-    if result.returncode != 0:
+    # openocd can exit 0 after a failed start ("Can't continue. shutdown command invoked"):
+    # success is its "** Verified OK **"
+    failed = result.returncode != 0 or (command.tool == "openocd"
+                                        and "verified ok" not in output.lower())
+    if failed:
         lines = [line for line in output.splitlines() if line.strip()]
         errors = [line for line in lines if "error" in line.lower()] or lines or ["no output"]
         if any(hint in output.lower() for hint in NO_PROBE_HINTS):
             raise MedyateError(f"no debug probe found: is the board connected over USB? "
                                f"({command.tool}: {errors[0].strip()})")
         raise MedyateError(f"{command.tool} failed (exit {result.returncode}): "
-                           f"{errors[-1].strip()}")
+                           f"{errors[0].strip()}")
     return output

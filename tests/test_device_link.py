@@ -1,0 +1,191 @@
+"""The serial firmware built for the host (uart_host.c on a 127.0.0.1 TCP socket), driven over
+pyserial's socket:// URL exactly as a board or QEMU is: training through `medyate-mcu train`
+against the same C driven through ctypes and against the host reference trainer; the trained
+ONNX model against the device's own predictions; bad frames answered with ERROR frames while
+the device keeps working."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import struct
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from c_build import require_gcc
+from click.testing import CliRunner
+
+from medyate_mcu.build.host import make
+from medyate_mcu.cli.main import main
+from medyate_mcu.device import protocol as p
+from medyate_mcu.device.firmware import build_host_serial
+from medyate_mcu.device.link import DeviceError, DeviceLink, LinkTimeout
+from medyate_mcu.device.session import TrainSession
+from medyate_mcu.experiments.data import load_task
+from medyate_mcu.method.trainer import SelectionRule, SparseTrainer, epoch_order
+from medyate_mcu.run.engine_lib import EngineLibrary
+from medyate_mcu.run.verify import LOSS_TOLERANCE, load_manifest, rebuild_reference
+
+SAMPLES = 24
+EPOCHS = 2
+
+
+@pytest.fixture(scope="module")
+def build(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    require_gcc()
+    out = tmp_path_factory.mktemp("serial") / "build"
+    result = CliRunner().invoke(main, ["compile", "--budget", "300kB", "--data", "digits",
+                                       "--embed-data", "8", "--epochs", "3", "--batch-size", "8",
+                                       "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    build_host_serial(out)
+    return out
+
+
+@pytest.fixture
+def device(build: Path) -> Iterator[str]:
+    """A fresh host firmware process; its socket:// URL."""
+    process = subprocess.Popen([str(build / "medyate_serial")], stderr=subprocess.PIPE,
+                               stdin=subprocess.DEVNULL, env={**os.environ, "MDY_UART": "tcp:0"})
+    assert process.stderr is not None
+    line = process.stderr.readline().decode()
+    match = re.fullmatch(r"listening on 127\.0\.0\.1:(\d+)\s*", line)
+    assert match, line
+    try:
+        yield f"socket://127.0.0.1:{match.group(1)}"
+    finally:
+        process.kill()
+        process.wait()
+        process.stderr.close()
+
+
+def test_train_matches_the_ctypes_engine_and_the_reference(build: Path, device: str,
+                                                            tmp_path: Path) -> None:
+    target = tmp_path / "trained.onnx"
+    result = CliRunner().invoke(main, ["train", str(build), "--port", device, "--samples",
+                                       str(SAMPLES), "--epochs", str(EPOCHS), "-o", str(target),
+                                       "--timeout", "20"])
+    assert result.exit_code == 0, result.output
+    losses = [float(v) for v in re.findall(r"epoch \d+: loss ([0-9.]+)", result.output)]
+    assert len(losses) == EPOCHS
+
+    # the same C through ctypes, same data, same order: an independent run of the engine
+    manifest = load_manifest(build)
+    graph, plan, settings = rebuild_reference(manifest)
+    data = load_task("digits", graph)
+    x, y = data.x_train[:SAMPLES], data.y_train[:SAMPLES]
+    engine = EngineLibrary(make(build, "lib"), x[0].size, manifest.classes)
+    engine.init()
+    engine_losses = []
+    for epoch in range(1, EPOCHS + 1):
+        for index in epoch_order(len(x), settings.seed, epoch):
+            assert engine.train_sample(x[index], int(y[index]))[0] == 0
+        engine.end_epoch()
+        engine_losses.append(engine.state.last_epoch_loss)
+    np.testing.assert_allclose(losses, engine_losses, rtol=0, atol=5.1e-5)  # printed: 4 decimals
+
+    # epoch 1 starts from the same state on both sides: the reference trainer's loss
+    reference = SparseTrainer(graph, list(plan.memory.schedule.candidates), plan.pool_bytes,
+                              SelectionRule(resample=True, weighted=True), settings)
+    record = reference.train_epoch(x, y, 1)
+    assert abs(engine_losses[0] - record.loss) <= LOSS_TOLERANCE * abs(record.loss)
+
+    # the weights written into the ONNX file are the engine's, and the file runs
+    with DeviceLink(device, timeout=20) as link:
+        link.hello()
+        layers, classifier = link.read_weights()
+    for name, values in zip(plan.memory.schedule.candidates, layers, strict=True):
+        np.testing.assert_array_equal(
+            values, engine.candidate_weights(name, graph.node(name).params["weight"].size))
+    np.testing.assert_array_equal(classifier, engine.array("mdy_classifier", np.float32,
+                                                           classifier.size))
+    session = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+    logits = np.concatenate([session.run(None, {session.get_inputs()[0].name: sample[None]})[0]
+                             for sample in data.x_test[:6]])
+    assert logits.shape == (6, manifest.classes)
+    labels = []
+    for sample in data.x_test[:6]:
+        status, label = engine.predict(sample)
+        assert status == 0
+        labels.append(label)
+    assert logits.argmax(axis=1).tolist() == labels
+
+
+def _expect_error(link: DeviceLink, frame: bytes, code: p.ErrorCode) -> p.ErrorReply:
+    link.send_raw(frame)
+    sequence = struct.unpack_from("<B", frame, 5)[0] if len(frame) > 5 else 0
+    with pytest.raises(DeviceError) as caught:
+        link.wait_reply(p.MsgType.STATS, sequence, timeout=10)
+    assert caught.value.reply.code == code, caught.value.reply
+    return caught.value.reply
+
+
+def test_bad_frames_get_error_frames_and_the_device_keeps_working(build: Path,
+                                                                   device: str) -> None:
+    data = load_task("digits", rebuild_reference(load_manifest(build))[0])
+    x = data.x_train[0]
+    with DeviceLink(device, timeout=10) as link:
+        ready = link.hello()
+        assert (ready.version, ready.input_size, ready.board) == (1, x.size, "host")
+        stats = p.encode_frame(p.MsgType.STATS, 50)
+
+        flipped = bytearray(stats)
+        flipped[-2] ^= 0x40
+        _expect_error(link, bytes(flipped), p.ErrorCode.BAD_CRC)
+
+        oversize = b"\xa5\x5a" + struct.pack("<HBB", ready.max_payload + 1, p.MsgType.SAMPLE, 51)
+        reply = _expect_error(link, oversize, p.ErrorCode.BAD_LENGTH)
+        assert reply.request == p.MsgType.SAMPLE
+
+        _expect_error(link, p.encode_frame(0x42, 52), p.ErrorCode.UNKNOWN_TYPE)
+        _expect_error(link, p.encode_frame(p.MsgType.SAMPLE, 53, b"\x00" * 9),
+                      p.ErrorCode.BAD_PAYLOAD)
+        _expect_error(link, p.encode_frame(p.MsgType.READ_WEIGHTS, 54,
+                                           p.read_payload(0x1FF, 0, 1)), p.ErrorCode.BAD_REGION)
+        _expect_error(link, p.encode_frame(p.MsgType.READ_WEIGHTS, 55,
+                                           p.read_payload(p.Region.CLASSIFIER, 0, 10 ** 6)),
+                      p.ErrorCode.BAD_REGION)
+
+        # the engine's own refusals: nothing trained, the device goes on
+        with pytest.raises(DeviceError, match="label out of range"):
+            link.train_sample(x, ready.classes)
+        nan = x.copy()
+        nan.flat[5] = np.nan
+        with pytest.raises(DeviceError, match="non-finite"):
+            link.train_sample(nan, 0)
+        assert link.stats().samples_in_epoch == 0
+
+        # garbage before the sync bytes is skipped
+        link.send_raw(b"\x00\xa5\xff garbage \xa5" + p.encode_frame(p.MsgType.STATS, 56))
+        assert p.Stats.decode(link.wait_reply(p.MsgType.STATS, 56).payload).bad_frames == 3
+
+        # a truncated frame: no reply; the host flushes the receiver and goes on
+        link.send_raw(p.encode_frame(p.MsgType.SAMPLE, 57, p.sample_payload(x, 1, x.size))[:40])
+        with pytest.raises(LinkTimeout):
+            link.wait_reply(p.MsgType.SAMPLE, 57, timeout=0.5)
+        link.flush_receiver()
+        result = link.train_sample(x, int(data.y_train[0]))
+        assert np.isfinite(result.loss) and result.samples_in_epoch == 1
+        assert link.stats().bad_frames == 4
+
+
+def test_wrong_build_and_missing_device_are_one_line_errors(build: Path, device: str,
+                                                           tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    shutil.copytree(build, other)
+    manifest = other / "medyate_build.json"
+    manifest.write_text(manifest.read_text() + "\n")  # another build hash
+    with pytest.raises(Exception, match="runs another build"):
+        TrainSession.open(other, device, samples=4, timeout=10)
+    result = CliRunner().invoke(main, ["train", str(build), "--port", "socket://127.0.0.1:9",
+                                       "--timeout", "1"])
+    assert result.exit_code == 1
+    assert result.output.strip().startswith("error: cannot open socket://127.0.0.1:9")
+    assert len(result.output.strip().splitlines()) == 1
+    result = CliRunner().invoke(main, ["train", str(build), "--port", device, "--epochs", "9"])
+    assert result.exit_code == 1 and "learning-rate schedule has 3 epochs" in result.output
