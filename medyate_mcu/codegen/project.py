@@ -131,6 +131,7 @@ def write_project(output: Path, graph: Graph, plan: BudgetPlan, settings: TrainS
     env = template_environment()
     files["main.c"] = env.get_template("main.c.j2").render(model_name=graph.name)
     files[MANIFEST] = json.dumps(asdict(manifest), indent=1)
+    files.update(_serial_firmware(graph.name, manifest, files[MANIFEST]))
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
     try:
@@ -154,3 +155,13 @@ def write_project(output: Path, graph: Graph, plan: BudgetPlan, settings: TrainS
         raise
     return sorted(output.rglob("*"))
 
+
+def _serial_firmware(model_name: str, manifest: BuildManifest,
+                     manifest_text: str) -> dict[str, str]:
+    """serial_main.c (the device loop `medyate-mcu train` talks to), uart_config.h and, with a
+    board, serial.mk (the sources of `make arm FIRMWARE_APP=serial`)."""
+    from medyate_mcu.boards import get_board
+    from medyate_mcu.device.firmware import serial_files
+
+    board = get_board(manifest.board) if manifest.board else None
+    return serial_files(model_name, manifest.model_sha256, manifest_text, board)
