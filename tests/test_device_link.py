@@ -9,16 +9,20 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import struct
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 from c_build import require_gcc
 from click.testing import CliRunner
+from onnx import numpy_helper
 
 from medyate_mcu.build.host import make
 from medyate_mcu.cli.main import main
@@ -29,7 +33,13 @@ from medyate_mcu.device.session import TrainSession
 from medyate_mcu.experiments.data import load_task
 from medyate_mcu.method.trainer import SelectionRule, SparseTrainer, epoch_order
 from medyate_mcu.run.engine_lib import EngineLibrary
-from medyate_mcu.run.verify import LOSS_TOLERANCE, load_manifest, rebuild_reference
+from medyate_mcu.run.verify import (
+    LOSS_TOLERANCE,
+    WEIGHT_TOLERANCE,
+    load_manifest,
+    rebuild_reference,
+    relative_error,
+)
 
 SAMPLES = 24
 EPOCHS = 2
@@ -189,3 +199,85 @@ def test_wrong_build_and_missing_device_are_one_line_errors(build: Path, device:
     assert len(result.output.strip().splitlines()) == 1
     result = CliRunner().invoke(main, ["train", str(build), "--port", device, "--epochs", "9"])
     assert result.exit_code == 1 and "learning-rate schedule has 3 epochs" in result.output
+
+
+# ---- the same firmware on an emulated Cortex-M4 (QEMU mps2-an386, CMSDK UART0) --------------
+
+def _require(tool: str) -> None:
+    if shutil.which(tool) is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{tool} is required in CI for the QEMU serial test")
+        pytest.skip(f"{tool} is not installed")
+
+
+@pytest.fixture(scope="module")
+def qemu_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    for tool in ("arm-none-eabi-gcc", "qemu-system-arm", "make"):
+        _require(tool)
+    out = tmp_path_factory.mktemp("qemu") / "build"
+    result = CliRunner().invoke(main, ["compile", "--budget", "200kB", "--board",
+                                       "qemu-mps2-an386", "--data", "digits", "--embed-data",
+                                       "8", "--epochs", "3", "--batch-size", "4", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    made = subprocess.run(["make", "-s", "-C", str(out), "arm", "FIRMWARE_APP=serial"],
+                          capture_output=True, text=True, check=False)
+    assert made.returncode == 0, made.stderr
+    return out
+
+
+def test_train_over_qemu_serial(qemu_build: Path, tmp_path: Path) -> None:
+    from medyate_mcu.boards import get_board
+    from medyate_mcu.run.qemu import qemu_command
+
+    samples, epochs = 4, 2
+    with socket.socket() as probe:  # a free port for QEMU's TCP serial server
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = qemu_command(get_board("qemu-mps2-an386"),
+                           qemu_build / "arm" / "medyate_serial.elf")
+    command[command.index("stdio")] = f"tcp:127.0.0.1:{port},server=on,wait=on"
+    qemu = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        target = tmp_path / "trained.onnx"
+        # until QEMU listens; this probe is its first client, so the start-up READY goes to it
+        # and is lost: `train` must get READY by HELLO, as after a board reset
+        for _ in range(100):
+            with socket.socket() as client:
+                if client.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        result = CliRunner().invoke(main, ["train", str(qemu_build), "--port",
+                                           f"socket://127.0.0.1:{port}", "--samples",
+                                           str(samples), "--epochs", str(epochs), "-o",
+                                           str(target), "--timeout", "60"])
+        assert result.exit_code == 0, result.output
+        assert "board qemu-mps2-an386" in result.output
+    finally:
+        qemu.kill()
+        qemu.wait()
+
+    # the Cortex-M run against the same C built for this machine, same data and order
+    manifest = load_manifest(qemu_build)
+    graph, plan, settings = rebuild_reference(manifest)
+    data = load_task("digits", graph)
+    x, y = data.x_train[:samples], data.y_train[:samples]
+    engine = EngineLibrary(make(qemu_build, "lib"), x[0].size, manifest.classes)
+    engine.init()
+    losses = []
+    for epoch in range(1, epochs + 1):
+        for index in epoch_order(len(x), settings.seed, epoch):
+            assert engine.train_sample(x[index], int(y[index]))[0] == 0
+        engine.end_epoch()
+        losses.append(engine.state.last_epoch_loss)
+    printed = [float(v) for v in re.findall(r"epoch \d+: loss ([0-9.]+)", result.output)]
+    np.testing.assert_allclose(printed, losses, rtol=LOSS_TOLERANCE, atol=5.1e-5)
+    model = onnx.load(str(target))
+    initializers = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    for name in plan.memory.schedule.candidates:
+        size = graph.node(name).params["weight"].size
+        host = engine.candidate_weights(name, size)
+        device = initializers.get(f"medyate.trained.{name}.weight")
+        if device is None:  # a candidate none of whose channels was selected keeps its values
+            continue
+        assert relative_error(device.reshape(-1), host) <= WEIGHT_TOLERANCE
