@@ -146,3 +146,26 @@ def test_real_openocd_without_a_probe_fails_clearly(tmp_path: Path) -> None:
         with pytest.raises(MedyateError) as caught:
             run_flash(flash_command(get_board(name), elf), timeout=60)
         assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("name", sorted(all_boards()))
+def test_each_boards_uart_driver_compiles_for_its_core(name: str, tmp_path: Path) -> None:
+    """The real boards' drivers cannot run here: they must at least build -Werror clean for
+    the board's core with arm-none-eabi-gcc."""
+    from medyate_mcu.device.firmware import uart_config, uart_driver
+
+    gcc = shutil.which("arm-none-eabi-gcc")
+    if gcc is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("arm-none-eabi-gcc is required in CI")
+        pytest.skip("arm-none-eabi-gcc is not installed")
+    import subprocess
+
+    board = get_board(name)
+    (tmp_path / "uart_config.h").write_text(uart_config(board))
+    hal = Path(__file__).resolve().parents[1] / "firmware" / "hal"
+    result = subprocess.run([gcc, "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-pedantic",
+                             f"-mcpu={board.core}", "-mthumb", f"-I{tmp_path}", f"-I{hal}", "-c",
+                             str(hal / uart_driver(board)), "-o", str(tmp_path / "uart.o")],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
