@@ -1,0 +1,122 @@
+"""The Cortex-M builds under QEMU, on the three emulated boards: `verify --qemu` (the same epoch
+comparison as the host verification: identical selections, weights, norms, loss), the embedded-
+data trainer's epoch table against the host-built trainer's, instruction counts, exit statuses
+through semihosting and the hard-fault report. Small runs: 24 samples, 2 epochs."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+from arm_support import compile_for, require_tool, small_model
+from click.testing import CliRunner
+
+from medyate_mcu.boards import get_board
+from medyate_mcu.build.arm import build_firmware
+from medyate_mcu.build.host import make
+from medyate_mcu.cli.main import main
+from medyate_mcu.run.qemu import FAULT_EXIT_STATUS, instructions, run_qemu
+from medyate_mcu.run.verify_qemu import verify_qemu
+
+SAMPLES, EPOCHS = 24, 2
+
+
+@pytest.fixture(scope="module")
+def mbv1(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return small_model(tmp_path_factory.mktemp("mbv1"))
+
+
+@pytest.fixture(autouse=True)
+def tools() -> None:
+    require_tool("arm-none-eabi-gcc")
+    require_tool("qemu-system-arm")
+
+
+def test_qemu_machines_exist() -> None:
+    listing = subprocess.run([require_tool("qemu-system-arm"), "-M", "help"],
+                             capture_output=True, text=True, check=True).stdout
+    for machine in ("mps2-an386", "mps2-an500", "netduinoplus2"):
+        assert re.search(rf"^{machine}\s", listing, re.MULTILINE), machine
+
+
+CASES = [("qemu-mps2-an386", "demo", "200kB"), ("qemu-mps2-an500", "demo", "290kB"),
+         ("qemu-netduinoplus2", "mbv1", "96kB")]
+
+
+@pytest.mark.parametrize("board_name, model, budget", CASES)
+def test_verify_qemu_matches_the_reference(board_name: str, model: str, budget: str,
+                                           mbv1: Path, tmp_path: Path) -> None:
+    build = compile_for(mbv1 if model == "mbv1" else None, board_name, budget, tmp_path / "b",
+                        SAMPLES, EPOCHS)
+    checks, figures = verify_qemu(build, epochs=EPOCHS, samples=SAMPLES, timeout=300)
+    failed = [check for check in checks if not check.ok]
+    assert not failed, failed
+    names = [check.name for check in checks]
+    assert names.count("epoch 1 selection") == 1 and "epoch 2 weights" in names
+    assert figures.steps == SAMPLES * EPOCHS
+    assert 1e5 < figures.instructions_min <= figures.instructions_mean \
+        <= figures.instructions_max < 1e10
+    assert 0 < figures.stack_used < figures.stack_reserved
+
+
+@pytest.mark.parametrize("board_name, model, budget", CASES[:1] + CASES[2:])
+def test_simulate_prints_the_host_trainers_table(board_name: str, model: str, budget: str,
+                                                 mbv1: Path, tmp_path: Path) -> None:
+    build = compile_for(mbv1 if model == "mbv1" else None, board_name, budget, tmp_path / "b",
+                        SAMPLES, EPOCHS)
+    host = subprocess.run([str(make(build, "host"))], capture_output=True, text=True,
+                          check=True).stdout
+    result = CliRunner().invoke(main, ["simulate", str(build), "--timeout", "300"])
+    assert result.exit_code == 0, result.output
+    table = [line.split() for line in host.splitlines() if re.match(r"\s+\d+\s", line)]
+    ours = [line.split() for line in result.output.splitlines() if re.match(r"\s+\d+\s+\d",
+                                                                            line)]
+    assert len(table) == EPOCHS and len(ours) == EPOCHS
+    for host_row, qemu_row in zip(table, ours, strict=True):
+        assert host_row[0] == qemu_row[0] and host_row[4] == qemu_row[4]  # epoch, channels
+        assert abs(float(host_row[1]) - float(qemu_row[1])) <= 2e-4  # loss, 4 decimals
+    assert "instructions per training step (mdy_train_sample, QEMU -icount)" in result.output
+
+
+def test_instruction_count_conversion() -> None:
+    """-icount shift=0: 1 instruction per ns; SysTick counts the machine's CPU clock."""
+    assert instructions(100_000, get_board("qemu-mps2-an386")) == pytest.approx(4e6)
+    assert instructions(672_000, get_board("qemu-netduinoplus2")) == pytest.approx(4e6)
+
+
+def test_hard_fault_reports_registers_and_fails(tmp_path: Path) -> None:
+    build = compile_for(None, "qemu-mps2-an386", "200kB", tmp_path / "b", 8, 1)
+    (build / "fault.c").write_text(
+        "#include <stdint.h>\n"
+        "int main(void)\n{\n"
+        "    return (int)*(volatile uint32_t *)0xF0000000u; /* no memory there: BusFault */\n"
+        "}\n")
+    result = subprocess.run(["make", "-s", "-C", str(build), "arm", "FIRMWARE_APP=fault",
+                             "APP_SOURCES_fault=fault.c"], capture_output=True, text=True,
+                            check=False)
+    assert result.returncode == 0, result.stderr
+    run = run_qemu(get_board("qemu-mps2-an386"), build / "arm" / "medyate_fault.elf", timeout=60)
+    assert run.status == FAULT_EXIT_STATUS
+    assert run.fault is not None
+    for register in ("pc=0x", "lr=0x", "CFSR=0x", "BFAR=0xf0000000"):
+        assert register in run.fault, run.output
+
+
+def test_exit_status_comes_through_semihosting(tmp_path: Path) -> None:
+    build = compile_for(None, "qemu-mps2-an386", "200kB", tmp_path / "b", 8, 1)
+    (build / "status.c").write_text("int main(void)\n{\n    return 42;\n}\n")
+    subprocess.run(["make", "-s", "-C", str(build), "arm", "FIRMWARE_APP=status",
+                    "APP_SOURCES_status=status.c"], capture_output=True, check=True)
+    run = run_qemu(get_board("qemu-mps2-an386"), build / "arm" / "medyate_status.elf",
+                   timeout=60)
+    assert run.status == 42 and run.fault is None
+
+
+def test_simulate_refuses_a_real_board(tmp_path: Path) -> None:
+    build = compile_for(None, "nrf52840-dk", "200kB", tmp_path / "b", 8, 1)
+    build_firmware(build)
+    result = CliRunner().invoke(main, ["simulate", str(build)])
+    assert result.exit_code == 1
+    assert "real board" in result.output
