@@ -187,7 +187,11 @@ class SparseTrainer:
         return loss.item(), correct, norms
 
     # ---- one epoch ---------------------------------------------------------------------------
-    def train_epoch(self, x: np.ndarray, y: np.ndarray, epoch: int) -> EpochRecord:
+    def train_epoch(self, x: np.ndarray, y: np.ndarray, epoch: int,
+                    before_step: Callable[[list[int]], None] | None = None,
+                    after_step: Callable[[list[int]], None] | None = None) -> EpochRecord:
+        """One epoch. ``before_step``/``after_step`` see each mini-batch's sample indices (the
+        verifier uses them to share state with the C engine step by step)."""
         self.selected = self.select(epoch)
         per_layer = self.table.split(self.selected)
         lr = learning_rate(epoch, self.settings)
@@ -198,7 +202,11 @@ class SparseTrainer:
         for start in range(0, len(order), self.settings.batch_size):
             batch = order[start:start + self.settings.batch_size]
             xb, yb = torch.from_numpy(x[batch]), torch.from_numpy(y[batch])
+            if before_step:
+                before_step(batch)
             loss, hits, norms = self.step(xb, yb, lr, per_layer)
+            if after_step:
+                after_step(batch)
             total_loss += loss * len(batch)
             correct += hits
             steps += 1
