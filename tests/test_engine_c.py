@@ -155,3 +155,46 @@ def test_generated_project_builds_warning_free(compiler: str, tmp_path: Path) ->
     build = compile_build(default_model_path(), 300 * 1024, tmp_path / compiler)
     program = make(build, "host", compiler=compiler)  # -std=c99 -Wall -Wextra -Werror
     assert program.is_file()
+
+
+def test_verify_catches_a_wrong_update(tmp_path: Path) -> None:
+    """A learning rate 10% off in the C image must fail the step-by-step weight check."""
+    import re
+    build = compile_build(default_model_path(), 300 * 1024, tmp_path / "wrong")
+    source = (build / "model.c").read_text()
+    table = re.search(r"learning_rates\[\d+\] = \{ ([^}]*) \}", source)
+    assert table is not None
+    rates = [float(v.rstrip("f")) * 1.1 for v in table.group(1).split(", ")]
+    (build / "model.c").write_text(source.replace(
+        table.group(1), ", ".join(f"{r:.9g}f" for r in rates)))
+    checks = verify_build(build, epochs=1, samples=32)
+    failed = {c.name for c in checks if not c.ok}
+    assert "epoch 1 weights, step by step" in failed, checks
+    assert "epoch 1 selection" not in failed  # the selection does not depend on the rate
+
+
+def test_boundary_distance_sees_a_pre_activation_on_the_threshold() -> None:
+    import torch.nn as nn
+
+    from medyate_mcu.graph import import_torch
+    from medyate_mcu.method.trainer import SelectionRule, SparseTrainer
+    from medyate_mcu.run.verify import boundary_distance
+
+    class Tiny(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(1, 1, 1, bias=False)
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(nn.functional.relu6(self.conv(x)).flatten(1))
+
+    module = Tiny()
+    with torch.no_grad():
+        module.conv.weight.fill_(1.0)
+    graph = import_torch(module, torch.zeros(1, 1, 2, 2))
+    trainer = SparseTrainer(graph, [], 0, SelectionRule(False, False, fixed=[]))
+    x = np.array([[[[0.5, 6.0 + 3e-6], [2.0, 3.0]]]], np.float32)
+    assert boundary_distance(trainer, x) == pytest.approx(3e-6, rel=0.1)
+    x[0, 0, 0, 1] = -1.0
+    assert boundary_distance(trainer, x) == pytest.approx(0.5)

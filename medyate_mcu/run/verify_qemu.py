@@ -22,9 +22,12 @@ from medyate_mcu.errors import MedyateError
 from medyate_mcu.experiments.data import load_task
 from medyate_mcu.method.trainer import SelectionRule, SparseTrainer, epoch_order
 from medyate_mcu.run.verify import (
+    BOUNDARY,
+    EXPLAINED_TOLERANCE,
     LOSS_TOLERANCE,
     WEIGHT_TOLERANCE,
     Check,
+    boundary_distance,
     load_manifest,
     memory_checks,
     rebuild_reference,
@@ -71,23 +74,36 @@ def load_state(reference: SparseTrainer, snapshot: Snapshot) -> None:
 def epoch_checks(reference: SparseTrainer, before: Snapshot, after: Snapshot, x: np.ndarray,
                  y: np.ndarray, epoch: int) -> list[Check]:
     """One epoch: the reference starts from `before`, selects with the Python sampler fed the C
-    norms, trains the epoch on the same samples in the same order and must end at `after`."""
+    norms, trains the epoch on the same samples in the same order and must end at `after`.
+
+    The firmware runs whole epochs, so state cannot be shared per step as on the host: a
+    ReLU/ReLU6 mask flipped by rounding (a pre-activation within ``BOUNDARY`` of its threshold)
+    compounds over the epoch. An epoch over tolerance passes only when such a pre-activation
+    exists on its samples (at the start or end state), and never beyond ``EXPLAINED_TOLERANCE``.
+    """
     load_state(reference, before)
     checks = [Check(f"epoch {epoch} selection", f"{len(before.selected)} channels", "identical",
                     sorted(before.selected) == sorted(reference.select(epoch)))]
+    start_distance = boundary_distance(reference, x)
     record = reference.train_epoch(x, y, epoch)
+    boundary = min(start_distance, boundary_distance(reference, x)) <= BOUNDARY
+
+    def within(error: float, tolerance: float) -> bool:
+        return error <= tolerance or (boundary and error <= EXPLAINED_TOLERANCE)
+
+    note = " (ReLU boundary in this epoch)" if boundary else ""
     errors = [relative_error(values, reference.net.weights[reference.net.keys[name]].detach()
                              .numpy().reshape(-1)) for name, values in after.weights.items()]
     errors.append(relative_error(after.classifier, _classifier(reference)))
-    checks.append(Check(f"epoch {epoch} weights", f"{max(errors):.2e}",
-                        f"<= {WEIGHT_TOLERANCE:.0e}", max(errors) <= WEIGHT_TOLERANCE))
+    checks.append(Check(f"epoch {epoch} weights", f"{max(errors):.2e}{note}",
+                        f"<= {WEIGHT_TOLERANCE:.0e}", within(max(errors), WEIGHT_TOLERANCE)))
     norms_error = relative_error(after.norms, reference.norms) if reference.table.size else 0.0
     checks.append(Check(f"epoch {epoch} norms", f"{norms_error:.2e}",
-                        f"<= {NORMS_TOLERANCE:.0e}", norms_error <= NORMS_TOLERANCE))
+                        f"<= {NORMS_TOLERANCE:.0e}", within(norms_error, NORMS_TOLERANCE)))
     loss_error = abs(after.loss - record.loss) / max(abs(record.loss), 1e-12)
     checks.append(Check(f"epoch {epoch} loss C {after.loss:.4f} / ref {record.loss:.4f}",
                         f"{loss_error:.2e}", f"<= {LOSS_TOLERANCE:.0e}",
-                        loss_error <= LOSS_TOLERANCE))
+                        within(loss_error, LOSS_TOLERANCE)))
     gap = abs(after.correct - round(record.train_accuracy * len(x)))
     checks.append(Check(f"epoch {epoch} accuracy C {after.correct / len(x):.3f} / ref "
                         f"{record.train_accuracy:.3f}", f"{gap} sample(s)", "<= 1 sample",
