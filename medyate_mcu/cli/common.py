@@ -26,14 +26,24 @@ class MedyateGroup(click.Group):
             ctx.exit(1)
 
 
+AUTO = "auto"
+
+
 class SizeType(click.ParamType):
-    """A memory size: ``300kB``, ``300KiB``, ``0.5MB``, ``307200`` (bytes)."""
+    """A memory size: ``300kB``, ``300KiB``, ``0.5MB``, ``307200`` (bytes); with ``allow_auto``,
+    also ``auto``."""
 
     name = "SIZE"
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+    def __init__(self, allow_auto: bool = False) -> None:
+        self.allow_auto = allow_auto
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
         if isinstance(value, int):
             return value
+        if self.allow_auto and str(value).strip().lower() == AUTO:
+            return AUTO
         try:
             return parse_size(str(value), what=param.name if param and param.name else "size")
         except MedyateError as exc:

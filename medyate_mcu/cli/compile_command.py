@@ -9,7 +9,10 @@ from pathlib import Path
 import click
 
 from medyate_mcu.boards import get_board
+from medyate_mcu.build.arm import build_firmware
+from medyate_mcu.build.auto_budget import auto_budget
 from medyate_mcu.cli.common import (
+    AUTO,
     MODEL_ARGUMENT,
     BoardType,
     SizeType,
@@ -24,7 +27,7 @@ from medyate_mcu.cli.method_commands import (
     load_ranking,
 )
 from medyate_mcu.errors import MedyateError
-from medyate_mcu.method.planner import KRule, plan_budget
+from medyate_mcu.method.planner import BudgetPlan, KRule, plan_budget
 from medyate_mcu.method.trainer import TrainSettings, replace_classifier
 from medyate_mcu.units import format_size
 
@@ -34,9 +37,11 @@ DEMO_DATA = "digits"  # what the bundled demo model trains on when no --data is 
 
 @click.command("compile")
 @MODEL_ARGUMENT
-@click.option("--budget", type=SizeType(), default=DEFAULT_BUDGET, show_default=True,
+@click.option("--budget", type=SizeType(allow_auto=True), default=DEFAULT_BUDGET,
+              show_default=True,
               help="RAM the training engine may allocate statically: a plain number is bytes; "
-                   "k/kB/KB/KiB = 1024 bytes; M/MB/MiB = 1024² bytes.")
+                   "k/kB/KB/KiB = 1024 bytes; M/MB/MiB = 1024² bytes. 'auto' (needs --board): "
+                   "the board's RAM less the stack, the rest of the image and a 1 KiB reserve.")
 @click.option("--board", type=BoardType(), default=None,
               help="Target board (see `medyate-mcu boards`); default: host build only.")
 @click.option("--ranking", type=click.Path(path_type=Path, dir_okay=False, exists=True),
@@ -62,7 +67,7 @@ DEMO_DATA = "digits"  # what the bundled demo model trains on when no --data is 
 @K_RULE_OPTION
 @click.option("-o", "--output", type=click.Path(path_type=Path, file_okay=False),
               default=Path("build"), show_default=True, help="Folder for the generated C project.")
-def compile_command(model: Path | None, budget: int, board: str | None, ranking: Path | None,
+def compile_command(model: Path | None, budget: int | str, board: str | None, ranking: Path | None,
                     data: str | None, classes: int | None, embed: int, epochs: int,
                     batch_size: int, lr: float, warmup: int, seed: int, alpha: float,
                     k_rule: str, output: Path) -> None:
@@ -85,10 +90,6 @@ def compile_command(model: Path | None, budget: int, board: str | None, ranking:
     target_classes = task.classes if task else (classes or graph.output_shape[0])
     headed = replace_classifier(graph, target_classes, seed)
     target = get_board(board) if board else None
-    if target and budget > target.ram_bytes:
-        raise MedyateError(f"budget {format_size(budget)} exceeds {target.name}'s RAM "
-                           f"({format_size(target.ram_bytes)})")
-    plan = plan_budget(headed, layer_ranking.ranking, budget, alpha, KRule(k_rule))
     settings = TrainSettings(epochs=epochs, batch_size=batch_size, lr=lr, warmup=warmup,
                              seed=seed)
     embedded = None
@@ -96,18 +97,37 @@ def compile_command(model: Path | None, budget: int, board: str | None, ranking:
         tests = min(200, max(1, embed // 4))
         embedded = EmbeddedData(task.name, task.raw_train[:embed], task.y_train[:embed],
                                 task.raw_test[:tests], task.y_test[:tests], task.mean, task.std)
-    manifest = BuildManifest(
-        model_path=str(model_path.resolve()),
-        model_sha256=hashlib.sha256(model_path.read_bytes()).hexdigest(),
-        classes=target_classes, budget=budget, alpha=alpha, k_rule=k_rule,
-        ranking_path=str((ranking or default_ranking_path(model)).resolve()),
-        settings=asdict(settings), data_source=task.name if task else None,
-        candidates=list(plan.memory.schedule.candidates), pool_bytes=plan.pool_bytes,
-        fixed_bytes=plan.memory.fixed_bytes, parts=plan.memory.parts(),
-        board=target.name if target else None,
-    )
-    write_project(output, headed, plan, settings, target_classes, graph.metadata, manifest,
-                  embedded, board=target)
+
+    def emit(engine_budget: int, folder: Path) -> BudgetPlan:
+        plan = plan_budget(headed, layer_ranking.ranking, engine_budget, alpha, KRule(k_rule))
+        manifest = BuildManifest(
+            model_path=str(model_path.resolve()),
+            model_sha256=hashlib.sha256(model_path.read_bytes()).hexdigest(),
+            classes=target_classes, budget=engine_budget, alpha=alpha, k_rule=k_rule,
+            ranking_path=str((ranking or default_ranking_path(model)).resolve()),
+            settings=asdict(settings), data_source=task.name if task else None,
+            candidates=list(plan.memory.schedule.candidates), pool_bytes=plan.pool_bytes,
+            fixed_bytes=plan.memory.fixed_bytes, parts=plan.memory.parts(),
+            board=target.name if target else None,
+        )
+        write_project(folder, headed, plan, settings, target_classes, graph.metadata, manifest,
+                      embedded, board=target)
+        return plan
+
+    if budget == AUTO:
+        if target is None:
+            raise MedyateError("--budget auto needs --board: it sizes the engine to that "
+                               "board's RAM")
+        budget = auto_budget(target, headed, layer_ranking.ranking, emit, output,
+                             say=console().print)
+        plan = emit(budget, output)
+        build_firmware(output)  # confirms that the whole image fits the board
+    else:
+        assert isinstance(budget, int)
+        if target and budget > target.ram_bytes:
+            raise MedyateError(f"budget {format_size(budget)} exceeds {target.name}'s RAM "
+                               f"({format_size(target.ram_bytes)})")
+        plan = emit(budget, output)
     out = console()
     out.print(f"{graph.name}: {target_classes} classes, K = {plan.k} candidate layers, channel "
               f"pool {format_size(plan.pool_bytes)}, engine {format_size(plan.total_bytes)} of "
