@@ -87,13 +87,19 @@ def step_time(build: Path) -> None:
     trainer = SparseTrainer(graph, plan.memory.schedule.candidates, plan.pool_bytes,
                             SelectionRule(True, True), TrainSettings(batch_size=1))
     per_layer = trainer.table.split(engine.selected())
-    start = time.perf_counter()
-    for sample, label in zip(x, y, strict=True):
-        trainer.step(torch.from_numpy(sample[None]), torch.tensor([int(label)]), 0.0, per_layer)
-    torch_seconds = time.perf_counter() - start
-    print(f"   C engine {1e3 * c_seconds / STEPS:.2f} ms/step, PyTorch reference "
-          f"{1e3 * torch_seconds / STEPS:.2f} ms/step (torch threads: {torch.get_num_threads()})"
-          f" -> C is {torch_seconds / c_seconds:.2f}x faster")
+    print(f"   C engine (one thread, -O2): {1e3 * c_seconds / STEPS:.2f} ms/step")
+    threads = torch.get_num_threads()
+    for count in sorted({1, threads}):
+        torch.set_num_threads(count)
+        start = time.perf_counter()
+        for sample, label in zip(x, y, strict=True):
+            trainer.step(torch.from_numpy(sample[None]), torch.tensor([int(label)]), 0.0,
+                         per_layer)
+        torch_seconds = time.perf_counter() - start
+        print(f"   PyTorch reference, {count} thread(s): {1e3 * torch_seconds / STEPS:.2f} "
+              f"ms/step -> C / PyTorch time ratio {c_seconds / torch_seconds:.2f} "
+              f"(< 1: C faster)")
+    torch.set_num_threads(threads)
 
 
 def main_benchmark() -> None:

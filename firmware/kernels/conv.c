@@ -19,6 +19,58 @@ static void window_taps(int32_t start, int32_t size, int32_t k, int32_t *lo, int
     *hi = size - start < k ? size - start : k;
 }
 
+/* A 1x1 convolution with stride 1 and no padding: each output map is a weighted sum of the input
+ * maps of its group, computed a whole map at a time (contiguous, vectorisable inner loops). */
+static int is_pointwise(const mdy_conv_shape_t *s)
+{
+    return s->k_h == 1 && s->k_w == 1 && s->stride_h == 1 && s->stride_w == 1
+        && s->pad_top == 0 && s->pad_left == 0 && s->out_h == s->in_h && s->out_w == s->in_w;
+}
+
+/* y[o] = b[o] + sum_ic w[o][ic] x[ic]; the same summation order as the general loop. */
+static void pointwise_forward(const mdy_conv_shape_t *s, const float *x, const float *w,
+                              const float *b, float *y)
+{
+    const int32_t hw = s->in_h * s->in_w, cpg = s->in_c / s->groups;
+    const int32_t opg = s->out_c / s->groups;
+    int32_t o, ic, p;
+    for (o = 0; o < s->out_c; ++o) {
+        const float *x_g = x + (o / opg) * cpg * hw;
+        const float bias = b != NULL ? b[o] : 0.0f;
+        float *y_o = y + o * hw;
+        for (p = 0; p < hw; ++p) {
+            y_o[p] = bias;
+        }
+        for (ic = 0; ic < cpg; ++ic) {
+            const float weight = w[o * cpg + ic];
+            const float *x_c = x_g + ic * hw;
+            for (p = 0; p < hw; ++p) {
+                y_o[p] += x_c[p] * weight;
+            }
+        }
+    }
+}
+
+/* dx[ic] += sum_o w[o][ic] dy[o], over the output channels in order (as the general scatter). */
+static void pointwise_backward_input(const mdy_conv_shape_t *s, const float *dy,
+                                     const float *w, float *dx)
+{
+    const int32_t hw = s->in_h * s->in_w, cpg = s->in_c / s->groups;
+    const int32_t opg = s->out_c / s->groups;
+    int32_t o, ic, p;
+    for (o = 0; o < s->out_c; ++o) {
+        float *dx_g = dx + (o / opg) * cpg * hw;
+        const float *dy_o = dy + o * hw;
+        for (ic = 0; ic < cpg; ++ic) {
+            const float weight = w[o * cpg + ic];
+            float *dx_c = dx_g + ic * hw;
+            for (p = 0; p < hw; ++p) {
+                dx_c[p] += dy_o[p] * weight;
+            }
+        }
+    }
+}
+
 void mdy_conv2d_forward(const mdy_conv_shape_t *s, const float *x, const float *w,
                         const float *b, float *y)
 {
@@ -28,6 +80,10 @@ void mdy_conv2d_forward(const mdy_conv_shape_t *s, const float *x, const float *
     const int32_t opg = s->out_c / s->groups;  /* output channels per group */
     int32_t o, oy, ox, ic, ky, kx;
 
+    if (is_pointwise(s)) {
+        pointwise_forward(s, x, w, b, y);
+        return;
+    }
     for (o = 0; o < s->out_c; ++o) {
         const float *x_g = x + (o / opg) * cpg * in_hw;  /* group's inputs: cpg x in_h x in_w */
         const float *w_o = w + o * cpg * k_hw;           /* filter o:       cpg x k_h x k_w */
@@ -78,6 +134,10 @@ void mdy_conv2d_backward_input(const mdy_conv_shape_t *s, const float *dy, const
         }
     }
 
+    if (is_pointwise(s)) {
+        pointwise_backward_input(s, dy, w, dx);
+        return;
+    }
     /* Scatter: every output error flows back along the weights of its window. */
     for (o = 0; o < s->out_c; ++o) {
         float *dx_g = dx + (o / opg) * cpg * in_hw;      /* cpg x in_h x in_w */
