@@ -15,9 +15,14 @@ def main() -> None:
     """Compile a pre-trained network into a C engine that fine-tunes it on a microcontroller.
 
     \b
-    Typical flow:
-      medyate-mcu inspect model.onnx                 # what the compiler sees
+    Typical flow (MODEL defaults to the bundled pre-trained demo model):
+      medyate-mcu inspect model.onnx                  # what the compiler sees
+      medyate-mcu lara model.onnx --data PROXY_TASK   # rank the layers once per model
+      medyate-mcu plan model.onnx --budget 300kB      # how the budget would be spent
       medyate-mcu compile model.onnx --budget 300kB --board stm32f746g-disco -o build/
+      medyate-mcu verify build/                       # the C engine against the host reference
+      medyate-mcu build build/ && medyate-mcu flash build/
+      medyate-mcu train build/ --port /dev/ttyACM0 --data my_images/
     """
 
 
