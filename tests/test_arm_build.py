@@ -15,6 +15,7 @@ from elftools.elf.elffile import ELFFile
 from medyate_mcu.boards import get_board
 from medyate_mcu.build.arm import build_firmware, size_report, stack_bound
 from medyate_mcu.cli.main import main
+from medyate_mcu.codegen.project import DEFAULT_STACK_BYTES
 from medyate_mcu.errors import MedyateError
 from medyate_mcu.run.verify import load_manifest, memory_checks, rebuild_reference
 
@@ -60,7 +61,7 @@ def test_link_fits_and_engine_ram_is_the_plan(board_name: str, mbv1: Path,
         assert sections[".isr_vector"]["sh_addr"] == board.flash_origin
         assert sections[".data"]["sh_addr"] == board.ram_origin
         stack = sections[".stack"]
-        assert stack["sh_size"] == 8 * KiB
+        assert stack["sh_size"] == DEFAULT_STACK_BYTES
         assert stack["sh_addr"] + stack["sh_size"] <= board.ram_origin + board.ram_bytes
         # Armv7E-M (M4 and M7), hard-float ABI: Tag_ABI_VFP_args (28) = 1, VFP registers
         attributes = sections[".ARM.attributes"].data()
@@ -71,7 +72,7 @@ def test_link_fits_and_engine_ram_is_the_plan(board_name: str, mbv1: Path,
     assert report.ram_bytes == sum(sections[name]["sh_size"] for name in (".data", ".bss",
                                                                              ".stack"))
     bound = stack_bound(build, image)
-    assert bound.bytes is not None and 200 < bound.bytes < 8 * KiB
+    assert bound.bytes is not None and 200 < bound.bytes < DEFAULT_STACK_BYTES
     assert bound.chain[0] == "mdy_train_sample"
 
 
@@ -117,3 +118,16 @@ def test_host_project_refuses_arm_build(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     with pytest.raises(MedyateError, match="compiled without --board"):
         build_firmware(tmp_path / "b")
+
+
+def test_the_flagship_command_fits_its_board(tmp_path: Path) -> None:
+    """`compile --budget 300kB --board stm32f746g-disco` on the bundled model links and fits."""
+    out = tmp_path / "f746"
+    result = CliRunner().invoke(main, ["compile", "--budget", "300kB", "--board",
+                                       "stm32f746g-disco", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    board = get_board("stm32f746g-disco")
+    report = size_report(build_firmware(out), board, 300 * KiB)
+    assert not report.problems(), report.problems()
+    assert report.engine_bytes == 300 * KiB
+    assert report.ram_bytes <= board.ram_bytes and report.flash_bytes <= board.flash_bytes

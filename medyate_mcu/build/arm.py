@@ -78,7 +78,9 @@ def build_firmware(build_dir: Path, app: str = "train", stack_bytes: int | None 
             raise MedyateError(
                 f"the {app} firmware does not fit {board.name} ({board.ram_bytes:,} B RAM, "
                 f"{board.flash_bytes:,} B flash; the RAM also holds the {stack:,} B stack): "
-                + ", ".join(parts))
+                + ", ".join(parts)
+                + ("; embed fewer samples (compile --embed-data)" if any(
+                    region.upper() == "FLASH" for region, _ in overflows) else ""))
         tail = output.strip().splitlines()[-12:]
         raise MedyateError(f"building the {app} firmware in {build_dir} failed:\n"
                            + "\n".join(tail))

@@ -52,9 +52,9 @@ DEMO_DATA = "digits"  # what the bundled demo model trains on when no --data is 
                    f"bundled model: {DEMO_DATA}].")
 @click.option("--classes", type=click.IntRange(2, 65535), default=None,
               help="Classes of the target task when no --data is given [default: the model's].")
-@click.option("--embed-data", "embed", type=click.IntRange(0), default=256, show_default=True,
+@click.option("--embed-data", "embed", type=click.IntRange(0), default=None,
               help="Training samples from --data embedded in the image (plus a quarter as many "
-                   "test samples, at most 200).")
+                   "test samples, at most 200) [default: 256; 64 with --board, for flash].")
 @click.option("--epochs", type=click.IntRange(1), default=10, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True)
 @click.option("--lr", type=click.FloatRange(0, min_open=True), default=0.1, show_default=True,
@@ -68,7 +68,7 @@ DEMO_DATA = "digits"  # what the bundled demo model trains on when no --data is 
 @click.option("-o", "--output", type=click.Path(path_type=Path, file_okay=False),
               default=Path("build"), show_default=True, help="Folder for the generated C project.")
 def compile_command(model: Path | None, budget: int | str, board: str | None, ranking: Path | None,
-                    data: str | None, classes: int | None, embed: int, epochs: int,
+                    data: str | None, classes: int | None, embed: int | None, epochs: int,
                     batch_size: int, lr: float, warmup: int, seed: int, alpha: float,
                     k_rule: str, output: Path) -> None:
     """Compile MODEL (default: the bundled demo model) into a C project that fine-tunes it on a
@@ -90,6 +90,8 @@ def compile_command(model: Path | None, budget: int | str, board: str | None, ra
     target_classes = task.classes if task else (classes or graph.output_shape[0])
     headed = replace_classifier(graph, target_classes, seed)
     target = get_board(board) if board else None
+    if embed is None:
+        embed = 64 if target else 256
     settings = TrainSettings(epochs=epochs, batch_size=batch_size, lr=lr, warmup=warmup,
                              seed=seed)
     embedded = None
@@ -133,6 +135,9 @@ def compile_command(model: Path | None, budget: int | str, board: str | None, ra
               f"pool {format_size(plan.pool_bytes)}, engine {format_size(plan.total_bytes)} of "
               f"{format_size(budget)}")
     samples = 0 if embedded is None else len(embedded.train_y)
+    following = (f"medyate-mcu build {output}, then "
+                 + (f"medyate-mcu simulate {output}" if target.kind == "emulated"
+                    else f"medyate-mcu flash {output}")) if target else \
+        f"make -C {output} host && {output}/medyate_train"
     out.print(f"wrote {output}/ ({samples} embedded training samples"
-              f"{' from ' + task.name if task else ''}); next: make -C {output} host && "
-              f"{output}/medyate_train")
+              f"{' from ' + task.name if task else ''}); next: {following}")

@@ -24,7 +24,7 @@ from medyate_mcu.method.trainer import TrainSettings
 from medyate_mcu.resources import data_dir
 
 MANIFEST = "medyate_build.json"
-DEFAULT_STACK_BYTES = 8192  # reserved after .bss by the Cortex-M linker script (make STACK_SIZE=)
+DEFAULT_STACK_BYTES = 4096  # reserved after .bss by the Cortex-M linker script (make STACK_SIZE=)
 BYTES_PER_LINE = 32
 
 
