@@ -13,10 +13,10 @@ import torch
 from click.testing import CliRunner
 
 from medyate_mcu.cli.main import main
-from medyate_mcu.experiments.data import load_task
 from medyate_mcu.graph import export_onnx, load_onnx
 from medyate_mcu.method.lara import LaraSettings, compute_lara
 from medyate_mcu.zoo import architectures, default_model_path
+from medyate_mcu.zoo.tasks import load_task
 
 TASK = "digits"
 

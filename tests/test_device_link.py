@@ -30,7 +30,6 @@ from medyate_mcu.device import protocol as p
 from medyate_mcu.device.firmware import build_host_serial
 from medyate_mcu.device.link import DeviceError, DeviceLink, LinkTimeout
 from medyate_mcu.device.session import TrainSession
-from medyate_mcu.experiments.data import load_task
 from medyate_mcu.method.trainer import SelectionRule, SparseTrainer, epoch_order
 from medyate_mcu.run.engine_lib import EngineLibrary
 from medyate_mcu.run.verify import (
@@ -40,6 +39,7 @@ from medyate_mcu.run.verify import (
     rebuild_reference,
     relative_error,
 )
+from medyate_mcu.zoo.tasks import load_task
 
 SAMPLES = 24
 EPOCHS = 2

@@ -15,7 +15,6 @@ from click.testing import CliRunner
 
 from medyate_mcu.build.host import make
 from medyate_mcu.cli.main import main
-from medyate_mcu.experiments.data import load_task
 from medyate_mcu.graph import export_onnx, load_onnx
 from medyate_mcu.method.lara import LaraSettings, compute_lara
 from medyate_mcu.method.planner import minimum_budget, plan_budget
@@ -23,6 +22,7 @@ from medyate_mcu.method.trainer import channel_table, replace_classifier
 from medyate_mcu.run.engine_lib import EngineLibrary
 from medyate_mcu.run.verify import memory_checks, verify_build
 from medyate_mcu.zoo import architectures, default_model_path
+from medyate_mcu.zoo.tasks import load_task
 
 ARCHITECTURES = ("mbv2", "resnet8", "mbv1")
 TASK = "digits"

@@ -79,7 +79,7 @@ def compile_command(model: Path | None, budget: int | str, board: str | None, ra
            medyate-mcu verify OUTPUT                      (checks the C against the host reference)
     """
     from medyate_mcu.codegen.project import BuildManifest, EmbeddedData, write_project
-    from medyate_mcu.experiments.data import load_task
+    from medyate_mcu.zoo.tasks import load_task
 
     model_path = model if model is not None else bundled_model_path()
     graph = load_model(model_path)

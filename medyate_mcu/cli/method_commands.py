@@ -72,7 +72,7 @@ def lara_command(model: Path | None, proxy: str, epochs: int, batch_size: int, l
     task and score each layer by its gradient norm per unit of memory (summed over steps).
 
     The ranking (JSON, tied to the model's weights) is what `plan` and `compile` read."""
-    from medyate_mcu.experiments.data import load_task
+    from medyate_mcu.zoo.tasks import load_task
 
     graph = load_model(model)
     data = load_task(proxy, graph, seed=seed)

@@ -14,9 +14,9 @@ from medyate_mcu.device.export import trained_graph, write_trained_onnx
 from medyate_mcu.device.firmware import build_hash
 from medyate_mcu.device.link import DeviceLink
 from medyate_mcu.errors import MedyateError
-from medyate_mcu.experiments.data import load_task
 from medyate_mcu.graph.ir import Graph
 from medyate_mcu.method.trainer import TrainSettings, epoch_order
+from medyate_mcu.zoo.tasks import load_task
 
 
 @dataclass

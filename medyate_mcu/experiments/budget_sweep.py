@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 
 from medyate_mcu.errors import MedyateError
-from medyate_mcu.experiments.data import TaskData, load_task
 from medyate_mcu.graph.ir import Graph
 from medyate_mcu.method.lara import LaraSettings, LayerRanking, backbone_fingerprint, compute_lara
 from medyate_mcu.method.planner import DEFAULT_ALPHA, InfeasibleBudgetError, KRule
@@ -27,6 +26,7 @@ from medyate_mcu.method.policies import (
 )
 from medyate_mcu.method.trainer import TrainSettings, replace_classifier
 from medyate_mcu.units import format_size
+from medyate_mcu.zoo.tasks import TaskData, load_task
 
 
 @dataclass(frozen=True)

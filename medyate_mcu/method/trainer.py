@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from medyate_mcu.graph.ir import Graph, OpType
 from medyate_mcu.graph.reference import ReferenceNet
+from medyate_mcu.method.costs import channel_cost
 from medyate_mcu.method.sampler import Pcg32, select_channels, update_norm_vector
 from medyate_mcu.planning.schedule import classifier_node
 
@@ -106,7 +107,6 @@ class ChannelTable:
 
 
 def channel_table(graph: Graph, candidates: Sequence[str]) -> ChannelTable:
-    from medyate_mcu.method.costs import channel_cost
     names = [node.name for node in graph.nodes_of(OpType.CONV) if node.name in set(candidates)]
     costs = [channel_cost(graph, graph.node(name)) for name in names]
     return ChannelTable(tuple(names), tuple(c.in_channels for c in costs),

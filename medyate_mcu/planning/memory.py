@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from medyate_mcu.errors import MedyateError
 from medyate_mcu.graph.ir import Graph, OpType
 from medyate_mcu.planning.arena import ArenaPlan, Buffer, align, plan_arena
 from medyate_mcu.planning.schedule import StepKind, TrainingSchedule, build_schedule
@@ -141,7 +142,6 @@ def engine_memory(graph: Graph, candidates: set[str] | frozenset[str]) -> Engine
     trainable = classifier.params["weight"].size + classifier.params["bias"].size
     channels = sum(graph.shapes[graph.node(name).inputs[0]][0] for name in schedule.candidates)
     if channels > MAX_CANDIDATE_CHANNELS:
-        from medyate_mcu.errors import MedyateError
         raise MedyateError(f"{channels} candidate channels exceed the engine's limit of "
                            f"{MAX_CANDIDATE_CHANNELS}; use a smaller network or fewer layers")
     return EngineMemory(

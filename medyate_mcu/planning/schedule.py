@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from medyate_mcu.errors import ModelError
 from medyate_mcu.graph.ir import Graph, Node, OpType
 
 
@@ -49,7 +50,6 @@ def classifier_node(graph: Graph) -> Node:
     """The final Linear layer: the one that writes the graph output."""
     node = graph.producer(graph.output)
     if node is None or node.op is not OpType.LINEAR:
-        from medyate_mcu.errors import ModelError
         raise ModelError(f"the model's output {graph.output!r} must come from a Linear layer "
                          "(the classifier trained on the device); found "
                          f"{node.op.value if node else 'the input'}")

@@ -26,7 +26,6 @@ import torch.nn.functional as F
 from medyate_mcu.build.host import make, symbol_sizes
 from medyate_mcu.codegen.project import MANIFEST, BuildManifest
 from medyate_mcu.errors import MedyateError
-from medyate_mcu.experiments.data import load_task
 from medyate_mcu.graph import load_onnx
 from medyate_mcu.graph.ir import Graph, OpType
 from medyate_mcu.method.lara import LayerRanking
@@ -41,6 +40,7 @@ from medyate_mcu.method.trainer import (
 from medyate_mcu.planning.arena import align
 from medyate_mcu.planning.memory import CHANNEL_ARRAYS, ENGINE_STATE_BYTES
 from medyate_mcu.run.engine_lib import EngineLibrary
+from medyate_mcu.zoo.tasks import load_task
 
 WEIGHT_TOLERANCE = 1e-4  # max |C - reference| / max |reference|
 BOUNDARY = 1e-5  # a pre-activation this close to a ReLU threshold may flip its mask

@@ -19,7 +19,6 @@ import numpy as np
 import torch
 
 from medyate_mcu.errors import MedyateError
-from medyate_mcu.experiments.data import load_task
 from medyate_mcu.method.trainer import SelectionRule, SparseTrainer, epoch_order
 from medyate_mcu.run.verify import (
     BOUNDARY,
@@ -33,6 +32,7 @@ from medyate_mcu.run.verify import (
     rebuild_reference,
     relative_error,
 )
+from medyate_mcu.zoo.tasks import load_task
 
 NORMS_TOLERANCE = 1e-3
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from medyate_mcu.errors import MedyateError
 from medyate_mcu.graph.ir import Graph
-from medyate_mcu.zoo import SPECS, build
+from medyate_mcu.zoo.datasets import SPECS, build
 from medyate_mcu.zoo.training import channel_stats, normalise
 from medyate_mcu.zoo.userdata import load_user_data
 
