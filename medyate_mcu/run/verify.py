@@ -141,12 +141,12 @@ def verify_build(build_dir: Path, epochs: int | None = None, samples: int = 96,
         engine.init()
     weight_sizes = {name: graph.node(name).params["weight"].size for name in candidates}
     for epoch in range(1, (epochs or settings.epochs) + 1):
-        _copy_state(engine, reference, weight_sizes, plan)
+        _copy_state(engine, reference, weight_sizes)
         c_selection = sorted(engine.selected())
         h_selection = sorted(reference.select(epoch))
         checks.append(Check(f"epoch {epoch} selection", f"{len(c_selection)} channels",
                             "identical", c_selection == h_selection))
-        steps = _StepComparison(engine, reference, weight_sizes, plan, x, y)
+        steps = _StepComparison(engine, reference, weight_sizes, x, y)
         record = reference.train_epoch(x, y, epoch, steps.before, steps.after)
         checks.append(steps.check(epoch))
         norms_error = relative_error(engine.array("mdy_norms", np.float32,
@@ -180,8 +180,8 @@ class _StepComparison:
     """
 
     def __init__(self, engine: EngineLibrary, reference: SparseTrainer, sizes: dict[str, int],
-                 plan: BudgetPlan, x: np.ndarray, y: np.ndarray) -> None:
-        self.engine, self.reference, self.sizes, self.plan = engine, reference, sizes, plan
+                 x: np.ndarray, y: np.ndarray) -> None:
+        self.engine, self.reference, self.sizes = engine, reference, sizes
         self.x, self.y = x, y
         self.total_steps = -(-len(x) // reference.settings.batch_size)
         self.done = 0
@@ -260,8 +260,8 @@ def _copy_weights(engine: EngineLibrary, reference: SparseTrainer,
         bias.copy_(torch.from_numpy(values[weight.numel():]))
 
 
-def _copy_state(engine: EngineLibrary, reference: SparseTrainer, sizes: dict[str, int],
-                plan: BudgetPlan) -> None:
+def _copy_state(engine: EngineLibrary, reference: SparseTrainer,
+                sizes: dict[str, int]) -> None:
     """Start the reference from the C engine's weights and norm vector."""
     _copy_weights(engine, reference, sizes)
     if reference.table.size:
