@@ -143,14 +143,19 @@ def test_compile_rejects_bad_budget(hand_model: Path, budget: str) -> None:
     assert f"Invalid value for '--budget': budget '{budget}'" in result.output
 
 
-def test_compile_without_ranking_explains_and_writes_nothing(hand_model: Path,
-                                                             tmp_path: Path) -> None:
+def test_compile_over_the_board_ram_writes_nothing(hand_model: Path, tmp_path: Path) -> None:
+    model = tmp_path / "hand.onnx"
+    model.write_bytes(hand_model.read_bytes())
     out = tmp_path / "out"
-    result = run("compile", str(hand_model), "--budget", "300kB", "--board", "nrf52840-dk",
+    result = run("compile", str(model), "--budget", "300kB", "--board", "nrf52840-dk",
                  "-o", str(out))
     assert result.exit_code == 1
-    assert "no LaRa ranking" in result.stderr and "medyate-mcu lara" in result.stderr
+    assert result.stderr.strip() == ("error: budget 300.0 KiB (307200 B) exceeds nrf52840-dk's "
+                                     "RAM (256.0 KiB (262144 B))")
     assert not out.exists()
+    # no ranking existed: compile ranked the layers on the first panel task, at the model's size
+    assert "no LaRa ranking for hand.onnx" in result.stdout
+    assert (tmp_path / "hand.lara.json").is_file()
 
 
 # ---- bad model files: one clear line on stderr, non-zero exit, no traceback -----------------

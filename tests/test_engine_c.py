@@ -198,3 +198,17 @@ def test_boundary_distance_sees_a_pre_activation_on_the_threshold() -> None:
     assert boundary_distance(trainer, x) == pytest.approx(3e-6, rel=0.1)
     x[0, 0, 0, 1] = -1.0
     assert boundary_distance(trainer, x) == pytest.approx(0.5)
+
+
+def test_compile_ranks_a_model_without_ranking_on_a_proxy_task(tmp_path: Path) -> None:
+    from medyate_mcu.method.lara import LayerRanking
+    torch.manual_seed(1)
+    path = tmp_path / "fresh.onnx"
+    onnx.save(export_onnx(architectures.create("mbv1", 10, width=0.5),
+                          torch.zeros(1, 3, 32, 32)), path)
+    result = CliRunner().invoke(main, ["compile", str(path), "--budget", "120kB", "--data",
+                                       "shapes", "--embed-data", "8", "-o", str(tmp_path / "b")])
+    assert result.exit_code == 0, result.output
+    ranking = LayerRanking.load(tmp_path / "fresh.lara.json", load_onnx(path))
+    assert ranking.proxy_task == "digits"  # the panel task after the target, never the target
+    assert (tmp_path / "b" / "model.c").is_file()

@@ -25,8 +25,10 @@ from medyate_mcu.cli.method_commands import (
     K_RULE_OPTION,
     default_ranking_path,
     load_ranking,
+    run_lara,
 )
 from medyate_mcu.errors import MedyateError
+from medyate_mcu.method.lara import LaraSettings
 from medyate_mcu.method.planner import BudgetPlan, KRule, plan_budget
 from medyate_mcu.method.trainer import TrainSettings, replace_classifier
 from medyate_mcu.units import format_size
@@ -50,6 +52,10 @@ DEMO_DATA = "digits"  # what the bundled demo model trains on when no --data is 
               help="Target task: a panel data set name, a folder of class sub-folders or an "
                    ".npz. Sets the class count and the embedded samples [default for the "
                    f"bundled model: {DEMO_DATA}].")
+@click.option("--proxy", default=None,
+              help="LaRa proxy task, used only when the model has no ranking yet: a panel data "
+                   "set name, a folder or an .npz; never the target [default: the next panel "
+                   "task after --data].")
 @click.option("--classes", type=click.IntRange(2, 65535), default=None,
               help="Classes of the target task when no --data is given [default: the model's].")
 @click.option("--embed-data", "embed", type=click.IntRange(0), default=None,
@@ -67,8 +73,9 @@ DEMO_DATA = "digits"  # what the bundled demo model trains on when no --data is 
 @K_RULE_OPTION
 @click.option("-o", "--output", type=click.Path(path_type=Path, file_okay=False),
               default=Path("build"), show_default=True, help="Folder for the generated C project.")
-def compile_command(model: Path | None, budget: int | str, board: str | None, ranking: Path | None,
-                    data: str | None, classes: int | None, embed: int | None, epochs: int,
+def compile_command(model: Path | None, budget: int | str, board: str | None,
+                    ranking: Path | None, data: str | None, proxy: str | None,
+                    classes: int | None, embed: int | None, epochs: int,
                     batch_size: int, lr: float, warmup: int, seed: int, alpha: float,
                     k_rule: str, output: Path) -> None:
     """Compile MODEL (default: the bundled demo model) into a C project that fine-tunes it on a
@@ -79,13 +86,20 @@ def compile_command(model: Path | None, budget: int | str, board: str | None, ra
            medyate-mcu verify OUTPUT                      (checks the C against the host reference)
     """
     from medyate_mcu.codegen.project import BuildManifest, EmbeddedData, write_project
-    from medyate_mcu.zoo.tasks import load_task
+    from medyate_mcu.zoo.tasks import load_task, proxy_task_for
 
     model_path = model if model is not None else bundled_model_path()
     graph = load_model(model_path)
-    layer_ranking = load_ranking(model, ranking, graph)
     if data is None and model is None:
         data = DEMO_DATA
+    ranking_file = ranking or default_ranking_path(model)
+    if ranking is None and not ranking_file.is_file():
+        proxy = proxy or proxy_task_for(data)
+        console().print(f"no LaRa ranking for {model_path.name}: ranking its layers on the "
+                        f"proxy task {proxy} (saved to {ranking_file})")
+        layer_ranking = run_lara(graph, proxy, LaraSettings(), ranking_file)
+    else:
+        layer_ranking = load_ranking(model, ranking, graph)
     task = load_task(data, graph, seed=0) if data else None
     target_classes = task.classes if task else (classes or graph.output_shape[0])
     headed = replace_classifier(graph, target_classes, seed)

@@ -53,6 +53,26 @@ def load_ranking(model: Path | None, ranking: Path | None, graph: Graph) -> Laye
     return LayerRanking.load(path, graph)
 
 
+def run_lara(graph: Graph, proxy: str, settings: LaraSettings, path: Path) -> LayerRanking:
+    """LaRa on the proxy task with a progress bar; the ranking is saved to ``path``."""
+    from medyate_mcu.zoo.tasks import load_task
+
+    data = load_task(proxy, graph, seed=settings.seed)
+    with progress_bar() as bar:
+        task = bar.add_task(f"LaRa on {proxy}", total=None, status="")
+
+        def on_step(step: int, total: int, loss: float) -> None:
+            bar.update(task, completed=step, total=total, status=f"loss {loss:.3f}")
+
+        ranking = compute_lara(graph, data.x_train, data.y_train, data.classes, proxy, settings,
+                               on_step)
+    try:
+        ranking.save(path)
+    except OSError as exc:
+        raise MedyateError(f"cannot write the LaRa ranking to {path}: {exc.strerror}") from None
+    return ranking
+
+
 @click.command("lara")
 @MODEL_ARGUMENT
 @click.option("--data", "proxy", required=True,
@@ -72,21 +92,9 @@ def lara_command(model: Path | None, proxy: str, epochs: int, batch_size: int, l
     task and score each layer by its gradient norm per unit of memory (summed over steps).
 
     The ranking (JSON, tied to the model's weights) is what `plan` and `compile` read."""
-    from medyate_mcu.zoo.tasks import load_task
-
     graph = load_model(model)
-    data = load_task(proxy, graph, seed=seed)
-    settings = LaraSettings(epochs, batch_size, lr, seed)
-    with progress_bar() as bar:
-        task = bar.add_task(f"LaRa on {proxy}", total=None, status="")
-
-        def on_step(step: int, total: int, loss: float) -> None:
-            bar.update(task, completed=step, total=total, status=f"loss {loss:.3f}")
-
-        ranking = compute_lara(graph, data.x_train, data.y_train, data.classes, proxy, settings,
-                               on_step)
     path = output or default_ranking_path(model)
-    ranking.save(path)
+    ranking = run_lara(graph, proxy, LaraSettings(epochs, batch_size, lr, seed), path)
     out = console()
     out.print(f"wrote {path}: {len(ranking.scores)} conv layers, top 5:")
     for name in ranking.ranking[:5]:

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 
-from medyate_mcu.errors import MedyateError
 from medyate_mcu.graph.ir import Graph
 from medyate_mcu.method.lara import LaraSettings, LayerRanking, backbone_fingerprint, compute_lara
 from medyate_mcu.method.planner import DEFAULT_ALPHA, InfeasibleBudgetError, KRule
@@ -26,7 +25,7 @@ from medyate_mcu.method.policies import (
 )
 from medyate_mcu.method.trainer import TrainSettings, replace_classifier
 from medyate_mcu.units import format_size
-from medyate_mcu.zoo.tasks import TaskData, load_task
+from medyate_mcu.zoo.tasks import TaskData, load_task, proxy_task_for
 
 
 @dataclass(frozen=True)
@@ -56,15 +55,6 @@ class RunResult:
     seconds: float
 
 
-def proxy_for(task: str, tasks: Sequence[str], panel: Sequence[str]) -> str:
-    """The LaRa proxy of ``task``: the next task of the panel (never the task itself)."""
-    others = [t for t in panel if t != task] or [t for t in tasks if t != task]
-    if not others:
-        raise MedyateError("LaRa needs a proxy task other than the target")
-    index = list(panel).index(task) if task in panel else -1
-    return others[index % len(others)] if index >= 0 else others[0]
-
-
 def ranking_for(graph: Graph, proxy: TaskData, settings: LaraSettings,
                 cache: Path) -> LayerRanking:
     path = cache / f"lara-{proxy.name}-{backbone_fingerprint(graph)[:12]}.json"
@@ -86,7 +76,7 @@ def run_sweep(graph: Graph, config: SweepConfig, panel: Sequence[str], output: P
         len(config.budgets) * len(budgeted) + (Policy.FULL in config.policies))
     results: list[RunResult] = []
     for task in config.tasks:
-        proxy_name = proxy_for(task, config.tasks, panel)
+        proxy_name = proxy_task_for(task, tuple(panel))
         proxy = load_task(proxy_name, graph, train_per_class=config.train_per_class)
         ranking = ranking_for(graph, proxy, config.lara, output)
         for seed in config.seeds:

@@ -10,7 +10,7 @@ import numpy as np
 
 from medyate_mcu.errors import MedyateError
 from medyate_mcu.graph.ir import Graph
-from medyate_mcu.zoo.datasets import SPECS, build
+from medyate_mcu.zoo.datasets import DOWNSTREAM_TASKS, SPECS, build
 from medyate_mcu.zoo.training import channel_stats, normalise
 from medyate_mcu.zoo.userdata import load_user_data
 
@@ -80,3 +80,11 @@ def _stratified_test_mask(y: np.ndarray, seed: int) -> np.ndarray:
         count = max(1, round(len(members) * USER_TEST_FRACTION)) if len(members) > 1 else 0
         mask[rng.choice(members, size=count, replace=False)] = True
     return mask
+
+
+def proxy_task_for(target: str | None, panel: tuple[str, ...] = DOWNSTREAM_TASKS) -> str:
+    """The LaRa proxy for ``target``: the next downstream task of the panel after it (never the
+    target itself); the first one for a target outside the panel."""
+    if target in panel:
+        return panel[(panel.index(target) + 1) % len(panel)]
+    return panel[0]
