@@ -14,6 +14,7 @@ import struct
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,11 +27,14 @@ from onnx import numpy_helper
 
 from medyate_mcu.build.host import make
 from medyate_mcu.cli.main import main
+from medyate_mcu.codegen.project import BuildManifest
 from medyate_mcu.device import protocol as p
 from medyate_mcu.device.firmware import build_host_serial
 from medyate_mcu.device.link import DeviceError, DeviceLink, LinkTimeout
 from medyate_mcu.device.session import TrainSession
-from medyate_mcu.method.trainer import SelectionRule, SparseTrainer, epoch_order
+from medyate_mcu.graph import Graph
+from medyate_mcu.method.planner import BudgetPlan
+from medyate_mcu.method.trainer import SelectionRule, SparseTrainer, TrainSettings, epoch_order
 from medyate_mcu.run.engine_lib import EngineLibrary
 from medyate_mcu.run.verify import (
     LOSS_TOLERANCE,
@@ -39,7 +43,7 @@ from medyate_mcu.run.verify import (
     rebuild_reference,
     relative_error,
 )
-from medyate_mcu.zoo.tasks import load_task
+from medyate_mcu.zoo.tasks import TaskData, load_task
 
 SAMPLES = 24
 EPOCHS = 2
@@ -85,18 +89,10 @@ def test_train_matches_the_ctypes_engine_and_the_reference(build: Path, device: 
     assert len(losses) == EPOCHS
 
     # the same C through ctypes, same data, same order: an independent run of the engine
-    manifest = load_manifest(build)
-    graph, plan, settings = rebuild_reference(manifest)
-    data = load_task("digits", graph)
-    x, y = data.x_train[:SAMPLES], data.y_train[:SAMPLES]
-    engine = EngineLibrary(make(build, "lib"), x[0].size, manifest.classes)
-    engine.init()
-    engine_losses = []
-    for epoch in range(1, EPOCHS + 1):
-        for index in epoch_order(len(x), settings.seed, epoch):
-            assert engine.train_sample(x[index], int(y[index]))[0] == 0
-        engine.end_epoch()
-        engine_losses.append(engine.state.last_epoch_loss)
+    run = host_engine_run(build, SAMPLES, EPOCHS)
+    manifest, graph, plan, settings, data = (run.manifest, run.graph, run.plan, run.settings,
+                                             run.data)
+    x, y, engine, engine_losses = run.x, run.y, run.engine, run.losses
     np.testing.assert_allclose(losses, engine_losses, rtol=0, atol=5.1e-5)  # printed: 4 decimals
 
     # epoch 1 starts from the same state on both sides: the reference trainer's loss
@@ -258,18 +254,8 @@ def test_train_over_qemu_serial(qemu_build: Path, tmp_path: Path) -> None:
         qemu.wait()
 
     # the Cortex-M run against the same C built for this machine, same data and order
-    manifest = load_manifest(qemu_build)
-    graph, plan, settings = rebuild_reference(manifest)
-    data = load_task("digits", graph)
-    x, y = data.x_train[:samples], data.y_train[:samples]
-    engine = EngineLibrary(make(qemu_build, "lib"), x[0].size, manifest.classes)
-    engine.init()
-    losses = []
-    for epoch in range(1, epochs + 1):
-        for index in epoch_order(len(x), settings.seed, epoch):
-            assert engine.train_sample(x[index], int(y[index]))[0] == 0
-        engine.end_epoch()
-        losses.append(engine.state.last_epoch_loss)
+    run = host_engine_run(qemu_build, samples, epochs)
+    graph, plan, engine, losses = run.graph, run.plan, run.engine, run.losses
     printed = [float(v) for v in re.findall(r"epoch \d+: loss ([0-9.]+)", result.output)]
     np.testing.assert_allclose(printed, losses, rtol=LOSS_TOLERANCE, atol=5.1e-5)
     model = onnx.load(str(target))
@@ -281,3 +267,36 @@ def test_train_over_qemu_serial(qemu_build: Path, tmp_path: Path) -> None:
         if device is None:  # a candidate none of whose channels was selected keeps its values
             continue
         assert relative_error(device.reshape(-1), host) <= WEIGHT_TOLERANCE
+
+
+
+@dataclass
+class HostRun:
+    """A build's engine compiled for this machine and trained through ctypes on the first
+    ``samples`` digits in the reference order, with what it was built from."""
+
+    manifest: BuildManifest
+    graph: Graph
+    plan: BudgetPlan
+    settings: TrainSettings
+    data: TaskData
+    x: np.ndarray
+    y: np.ndarray
+    engine: EngineLibrary
+    losses: list[float]
+
+
+def host_engine_run(build: Path, samples: int, epochs: int) -> HostRun:
+    manifest = load_manifest(build)
+    graph, plan, settings = rebuild_reference(manifest)
+    data = load_task("digits", graph)
+    x, y = data.x_train[:samples], data.y_train[:samples]
+    engine = EngineLibrary(make(build, "lib"), x[0].size, manifest.classes)
+    engine.init()
+    losses = []
+    for epoch in range(1, epochs + 1):
+        for index in epoch_order(len(x), settings.seed, epoch):
+            assert engine.train_sample(x[index], int(y[index]))[0] == 0
+        engine.end_epoch()
+        losses.append(engine.state.last_epoch_loss)
+    return HostRun(manifest, graph, plan, settings, data, x, y, engine, losses)
