@@ -18,6 +18,7 @@ from medyate_mcu.build.host import symbol_sizes
 from medyate_mcu.codegen.project import DEFAULT_STACK_BYTES, MANIFEST, BuildManifest
 from medyate_mcu.errors import MedyateError
 from medyate_mcu.planning.arena import align
+from medyate_mcu.planning.memory import linked_bytes
 
 ARM_GCC = "arm-none-eabi-gcc"
 ARM_OBJDUMP = "arm-none-eabi-objdump"
@@ -129,16 +130,26 @@ def _sections(elf: ELFFile) -> dict[str, int]:
             if section["sh_flags"] & 0x2}  # SHF_ALLOC
 
 
+def _ram_extent(elf: ELFFile, board: Board) -> int:
+    """Bytes from the start of RAM to the end of the last section placed in it: what the
+    linker holds against the board's RAM (section sizes plus the alignment gaps between them)."""
+    ends = [section["sh_addr"] + section["sh_size"] for section in elf.iter_sections()
+            if section["sh_flags"] & 0x2
+            and board.ram_origin <= section["sh_addr"] < board.ram_origin + board.ram_bytes]
+    return max(ends, default=board.ram_origin) - board.ram_origin
+
+
 def size_report(image: Path, board: Board, budget: int) -> SizeReport:
     """Flash and RAM of a firmware image, part by part, from its sections and symbols."""
     with image.open("rb") as handle:
         elf = ELFFile(handle)
         sections = _sections(elf)
+        extent = _ram_extent(elf, board)
     engine = symbol_sizes(image)
     arena, pool = engine.get("mdy_arena", 0), engine.get("mdy_pool", 0)
-    weights = sum(align(size) for name, size in engine.items()
-                  if name.startswith("mdy_w_") or name == "mdy_classifier")
-    engine_total = sum(align(size) for size in engine.values())
+    weights = linked_bytes(size for name, size in engine.items()
+                           if name.startswith("mdy_w_") or name == "mdy_classifier")
+    engine_total = linked_bytes(engine.values())
     data, bss, stack = sections.get(".data", 0), sections.get(".bss", 0), sections.get(".stack", 0)
     code = sum(sections.get(name, 0) for name in (".isr_vector", ".text", ".ARM.exidx",
                                                   ".ARM.extab"))
@@ -154,6 +165,8 @@ def size_report(image: Path, board: Board, budget: int) -> SizeReport:
             engine_total - align(arena) - align(pool) - weights),
            ("application and C library (.data, .bss)", max(data + bss - engine_total, 0)),
            ("stack (reserved)", stack)]
+    if extent > data + bss + stack:
+        ram.append(("alignment between sections", extent - data - bss - stack))
     return SizeReport(board, flash, ram, engine, engine_total, budget)
 
 

@@ -20,6 +20,7 @@ from medyate_mcu.errors import MedyateError
 from medyate_mcu.graph.ir import Graph, Node, OpType
 from medyate_mcu.method.planner import BudgetPlan
 from medyate_mcu.method.trainer import TrainSettings, channel_table, learning_rate
+from medyate_mcu.planning.arena import ALIGNMENT
 from medyate_mcu.planning.memory import (
     CHANNEL_ARRAYS,
     ENGINE_STATE_BYTES,
@@ -352,7 +353,7 @@ def render_project(graph: Graph, plan: BudgetPlan, settings: TrainSettings, clas
             c["in_channels"] for c in model.candidates),
         "classifier_size": head.params["weight"].size + head.params["bias"].size,
         "learning_rates": learning_rate_table(settings),
-        "engine_state_bytes": ENGINE_STATE_BYTES,
+        "engine_state_bytes": ENGINE_STATE_BYTES, "alignment": ALIGNMENT,
     }
     return {name.removesuffix(".j2"): env.get_template(name).render(**context)
             for name in ("model.h.j2", "model.c.j2", "Makefile.j2")}

@@ -17,7 +17,7 @@ from enum import StrEnum
 from medyate_mcu.errors import MedyateError
 from medyate_mcu.graph.ir import Graph, OpType
 from medyate_mcu.method.costs import BYTES_PER_ELEMENT, ChannelCost, channel_cost
-from medyate_mcu.planning.memory import EngineMemory, engine_memory
+from medyate_mcu.planning.memory import EngineMemory, budget_for_pool, engine_memory, pool_bytes
 from medyate_mcu.units import format_size
 
 DEFAULT_ALPHA = 0.2
@@ -98,7 +98,7 @@ def feasible_plans(graph: Graph, ranking: Sequence[str], budget: int,
     plans = []
     for k in range(1, len(ranking) + 1):
         memory = engine_memory(graph, frozenset(ranking[:k]))
-        pool = budget - memory.fixed_bytes
+        pool = pool_bytes(budget, memory.fixed_bytes)
         if pool <= 0:
             break
         if pool >= min(cost.channel_bytes for cost in costs[:k]):
@@ -136,17 +136,18 @@ def minimum_budget(graph: Graph, ranking: Sequence[str],
                    costs: Sequence[ChannelCost]) -> tuple[int, str]:
     """The smallest budget the planner accepts, and how it is made up.
 
-    K is reachable when every smaller K left a positive pool (budget > fixed(K-1)), and usable when
-    its pool holds its cheapest channel: the minimum over K of
-    ``max(fixed(K) + cheapest(K), fixed(K-1) + 1)``. For most models K = 1 gives it, which is
-    DESIGN.md's ``fixed(1)`` + the top layer's cheapest channel.
+    K is reachable when every smaller K left a positive pool, and usable when its pool holds its
+    cheapest channel; pools are whole aligned slots (:func:`pool_bytes`), so the minimum over K
+    is ``max(fixed(K) + align(cheapest(K)), fixed(K-1) + align(1))``. For most models K = 1
+    gives it, which is DESIGN.md's ``fixed(1)`` + the top layer's cheapest channel (aligned).
     """
     best: tuple[int, str] | None = None
     previous_fixed = 0
     for k in range(1, len(ranking) + 1):
         fixed = engine_memory(graph, frozenset(ranking[:k])).fixed_bytes
         cheapest = min(cost.channel_bytes for cost in costs[:k])
-        need = max(fixed + cheapest, previous_fixed + 1)
+        need = max(budget_for_pool(fixed, cheapest),
+                   budget_for_pool(previous_fixed, 1) if k > 1 else 0)
         if best is None or need < best[0]:
             best = (need, f"engine {format_size(fixed)} with the top {k} ranked layer(s) + "
                           f"their cheapest channel, {cheapest} B")

@@ -29,7 +29,7 @@ from medyate_mcu.method.trainer import (
     epoch_order,
     learning_rate,
 )
-from medyate_mcu.planning.memory import engine_memory
+from medyate_mcu.planning.memory import budget_for_pool, engine_memory, pool_bytes
 
 
 class Policy(StrEnum):
@@ -72,9 +72,10 @@ def setup_policy(policy: Policy, graph: Graph, ranking: LayerRanking, budget: in
     if policy is Policy.RANDOM:
         fixed = engine_memory(graph, frozenset(convs)).fixed_bytes
         cheapest = min(channel_table(graph, convs).costs)
-        if budget - fixed < cheapest:
-            raise InfeasiblePolicy(f"random over every layer needs {fixed + cheapest} B")
-        return PolicySetup(policy, tuple(convs), budget - fixed,
+        if pool_bytes(budget, fixed) < cheapest:
+            raise InfeasiblePolicy(f"random over every layer needs "
+                                   f"{budget_for_pool(fixed, cheapest)} B")
+        return PolicySetup(policy, tuple(convs), pool_bytes(budget, fixed),
                            SelectionRule(resample=True, weighted=False), budget)
     if policy is Policy.CLASSIFIER:
         fixed = engine_memory(graph, frozenset()).fixed_bytes

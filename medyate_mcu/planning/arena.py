@@ -13,7 +13,13 @@ ALIGNMENT = 8
 
 
 def align(size: int, alignment: int = ALIGNMENT) -> int:
+    """``size`` rounded up to a multiple of ``alignment``."""
     return (size + alignment - 1) // alignment * alignment
+
+
+def align_down(size: int, alignment: int = ALIGNMENT) -> int:
+    """``size`` rounded down to a multiple of ``alignment`` (towards minus infinity)."""
+    return size // alignment * alignment
 
 
 @dataclass(frozen=True)

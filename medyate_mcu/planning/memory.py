@@ -13,17 +13,23 @@ Parts:
   sampler's integer weights (u32), the in-pool flags (u8), the selection list (u16) and each
   selected channel's offset in the pool (u32).
 - ``engine_state``: the engine's scalars (PCG32 state, epoch and step counters, learning rate...).
-- the channel pool itself (the paper's B) is what the budget has left after these.
+- the channel pool itself (the paper's B) is what the budget has left after these, rounded down
+  to the alignment (:func:`pool_bytes`).
+
+Every part is one or more C symbols, each placed by the linker at an ``ALIGNMENT``-aligned
+address: a symbol of ``n`` bytes occupies ``align(n)``. Every part above is counted that way, and
+:func:`linked_bytes` counts a built image's symbols the same way, so plan and image agree.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from medyate_mcu.errors import MedyateError
 from medyate_mcu.graph.ir import Graph, OpType
-from medyate_mcu.planning.arena import ArenaPlan, Buffer, align, plan_arena
+from medyate_mcu.planning.arena import ArenaPlan, Buffer, align, align_down, plan_arena
 from medyate_mcu.planning.schedule import StepKind, TrainingSchedule, build_schedule
 
 FLOAT_BYTES = 4
@@ -153,6 +159,23 @@ def engine_memory(graph: Graph, candidates: set[str] | frozenset[str]) -> Engine
         channel_state=sum(align(max(channels, 1) * size)
                           for _, size in CHANNEL_ARRAYS.values()),
     )
+
+
+def pool_bytes(budget: int, fixed_bytes: int) -> int:
+    """The channel pool ``budget`` leaves after the ``fixed_bytes`` part: rounded down to the
+    alignment, since the linker gives the pool, like every engine symbol, an aligned slot (a
+    pool of 8n + 4 bytes would occupy 8n + 8). Not positive: no pool."""
+    return align_down(budget - fixed_bytes)
+
+
+def budget_for_pool(fixed_bytes: int, pool: int) -> int:
+    """The smallest budget whose :func:`pool_bytes` is at least ``pool`` (> 0)."""
+    return fixed_bytes + align(pool)
+
+
+def linked_bytes(sizes: Iterable[int]) -> int:
+    """RAM that symbols of these sizes occupy in the linked image, each in an aligned slot."""
+    return sum(align(size) for size in sizes)
 
 
 def activation_offset(memory: EngineMemory, tensor: str) -> int:
