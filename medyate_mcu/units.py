@@ -14,6 +14,10 @@ _MULTIPLIERS = {
 }
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([A-Za-z]*)\s*$")
 _EXAMPLES = "write e.g. 300kB, 300KiB, 0.5MB or 307200 (bytes)"
+# The largest RAM a Cortex-M can map: its external-RAM region, 0x60000000-0x9FFFFFFF (the SRAM
+# region is 512 MiB). Sizes beyond it cannot be a target's RAM, and an engine that large would
+# not even link on the host (static data above 2 GiB).
+MAX_SIZE = 1024**3
 
 
 def parse_size(text: str, what: str = "size") -> int:
@@ -31,6 +35,9 @@ def parse_size(text: str, what: str = "size") -> int:
         raise MedyateError(f"{what} {text!r} must be more than 0 bytes")
     if size.denominator != 1:
         raise MedyateError(f"{what} {text!r} is {float(size):g} bytes, not a whole number")
+    if size > MAX_SIZE:
+        raise MedyateError(f"{what} {text!r} is {format_size(int(size))}, above the 1 GiB of RAM "
+                           "a Cortex-M can address (its external-RAM region); give at most 1024MB")
     return int(size)
 
 

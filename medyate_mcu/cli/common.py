@@ -12,17 +12,22 @@ from rich.console import Console
 from medyate_mcu.boards import all_boards
 from medyate_mcu.errors import MedyateError
 from medyate_mcu.graph import Graph, load_onnx
+from medyate_mcu.outputs import os_error
 from medyate_mcu.units import parse_size
 
 
 class MedyateGroup(click.Group):
-    """A click group that turns :class:`MedyateError` into one ``error:`` line and exit 1."""
+    """A click group that turns :class:`MedyateError` (and a file-system failure no command
+    caught) into one ``error:`` line and exit 1."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except MedyateError as exc:
             click.echo(f"error: {exc}", err=True)
+            ctx.exit(1)
+        except OSError as exc:
+            click.echo(f"error: {os_error(exc, 'use', exc.filename or 'a file')}", err=True)
             ctx.exit(1)
 
 

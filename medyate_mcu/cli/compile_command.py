@@ -101,7 +101,8 @@ def compile_command(model: Path | None, budget: int | str, board: str | None,
     else:
         layer_ranking = load_ranking(model, ranking, graph)
     task = load_task(data, graph, seed=0) if data else None
-    target_classes = task.classes if task else (classes or graph.output_shape[0])
+    target_classes = _target_classes(task.classes if task else None, data, classes,
+                                     graph.output_shape[0])
     headed = replace_classifier(graph, target_classes, seed)
     target = get_board(board) if board else None
     if embed is None:
@@ -153,5 +154,24 @@ def compile_command(model: Path | None, budget: int | str, board: str | None,
                  + (f"medyate-mcu simulate {output}" if target.kind == "emulated"
                     else f"medyate-mcu flash {output}")) if target else \
         f"make -C {output} host && {output}/medyate_train"
+    if samples == 0:  # nothing embedded: only the serial firmware trains
+        following = f"medyate-mcu train {output} --port PORT --data DATA (serial firmware)"
     out.print(f"wrote {output}/ ({samples} embedded training samples"
               f"{' from ' + task.name if task else ''}); next: {following}")
+
+
+def _target_classes(data_classes: int | None, data: str | None, classes: int | None,
+                    model_outputs: int) -> int:
+    """The class count: the data's (``--classes`` must agree), else ``--classes``, else the
+    model's outputs (at least 2)."""
+    if data_classes is not None:
+        if classes is not None and classes != data_classes:
+            raise MedyateError(f"--classes {classes} contradicts --data {data}, which has "
+                               f"{data_classes} classes; drop --classes (the data sets it)")
+        return data_classes
+    if classes is not None:
+        return classes
+    if model_outputs < 2:
+        raise MedyateError(f"the model's classifier has {model_outputs} output; give --classes "
+                           "N (at least 2) or --data")
+    return model_outputs

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import UnionType
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import numpy as np
 
@@ -21,6 +22,7 @@ from medyate_mcu.errors import MedyateError
 from medyate_mcu.graph.ir import Graph
 from medyate_mcu.method.planner import BudgetPlan
 from medyate_mcu.method.trainer import TrainSettings
+from medyate_mcu.outputs import check_output_folder, write_folder
 from medyate_mcu.resources import data_dir
 
 MANIFEST = "medyate_build.json"
@@ -58,9 +60,51 @@ class BuildManifest:
     parts: dict[str, int]
     board: str | None = None  # `compile --board`: the Cortex-M target of `make arm`
 
+    def __post_init__(self) -> None:
+        """A manifest edited by hand or damaged: every field of its declared type (TypeError
+        names the first that is not; `load_manifest` turns it into one line)."""
+        _check_types(self, get_type_hints(BuildManifest), "")
+        _check_types(self.settings, get_type_hints(TrainSettings), "settings.")
+
+
+def _has_type(value: object, hint: Any) -> bool:
+    """``value`` is of the type annotation ``hint`` (a JSON-decoded value: no bools as
+    numbers)."""
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (Union, UnionType):
+        return any(_has_type(value, arg) for arg in args)
+    if hint is type(None):
+        return value is None
+    if origin is list:
+        return isinstance(value, list) and all(_has_type(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(
+            _has_type(k, args[0]) and _has_type(v, args[1]) for k, v in value.items())
+    if isinstance(value, bool):
+        return hint is bool
+    if hint is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, origin or hint)
+
+
+def _check_types(record: object, hints: dict[str, Any], prefix: str) -> None:
+    values = record if isinstance(record, dict) else vars(record)
+    for name, value in values.items():
+        if name not in hints:
+            raise TypeError(f"unknown field {prefix}{name}")
+        if not _has_type(value, hints[name]):
+            raise TypeError(f"field {prefix}{name} is {value!r}, not of type "
+                            f"{getattr(hints[name], '__name__', hints[name])}")
+
 
 def _rows(x: np.ndarray) -> list[str]:
     return [", ".join(str(int(v)) for v in sample.reshape(-1)) for sample in x]
+
+
+def _c_float(value: float) -> str:
+    """A C float literal: ``1.0f``, ``0.456000011f``, ``1e-05f``."""
+    text = f"{value:.9g}"
+    return text + ("f" if any(c in text for c in ".en") else ".0f")
 
 
 def render_data(data: EmbeddedData | None, input_shape: tuple[int, ...]) -> dict[str, str]:
@@ -74,8 +118,8 @@ def render_data(data: EmbeddedData | None, input_shape: tuple[int, ...]) -> dict
     context = {
         "source": data.source, "channels": channels, "input_size": size,
         "train_count": len(data.train_y), "test_count": len(data.test_y),
-        "mean": ", ".join(f"{v:.9g}f" for v in data.mean),
-        "std": ", ".join(f"{v:.9g}f" for v in data.std),
+        "mean": ", ".join(_c_float(v) for v in data.mean),
+        "std": ", ".join(_c_float(v) for v in data.std),
         "train_y": ", ".join(str(int(v)) for v in data.train_y) or "0",
         "test_y": ", ".join(str(int(v)) for v in data.test_y) or "0",
         "train_x": _rows(data.train_x) or ["0"], "test_x": _rows(data.test_x) or ["0"],
@@ -114,15 +158,10 @@ def render_board_files(graph: Graph, plan: BudgetPlan, board: Board | None) -> d
 def write_project(output: Path, graph: Graph, plan: BudgetPlan, settings: TrainSettings,
                   classes: int, metadata: dict[str, str], manifest: BuildManifest,
                   data: EmbeddedData | None, board: Board | None = None) -> list[Path]:
-    """Write the project into ``output`` atomically: into a sibling temporary folder first, then
-    renamed into place, so a failure leaves no half-written project. An existing ``output`` is
-    replaced only when it is an earlier medyate-mcu build (or empty)."""
-    if output.exists():
-        if not output.is_dir():
-            raise MedyateError(f"{output} exists and is not a folder")
-        if any(output.iterdir()) and not (output / MANIFEST).is_file():
-            raise MedyateError(f"{output} is not empty and was not written by medyate-mcu; "
-                               "choose another -o folder")
+    """Write the project into ``output`` all or nothing (see medyate_mcu/outputs.py): files of
+    an earlier build that compile did not write (``trained.onnx``, the user's own) are kept; a
+    non-empty ``output`` that is not an earlier build is refused."""
+    check_output_folder(output, MANIFEST)
     if classes > 255 and data is not None:
         raise MedyateError("embedded data stores labels as bytes: at most 255 classes")
     files = render_project(graph, plan, settings, classes, metadata)
@@ -132,9 +171,8 @@ def write_project(output: Path, graph: Graph, plan: BudgetPlan, settings: TrainS
     files["main.c"] = env.get_template("main.c.j2").render(model_name=graph.name)
     files[MANIFEST] = json.dumps(asdict(manifest), indent=1)
     files.update(_serial_firmware(graph.name, manifest, files[MANIFEST]))
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
-    try:
+
+    def fill(staging: Path) -> None:
         for name, text in files.items():
             (staging / name).write_text(text)
         firmware_root = firmware_sources()[0].parent.parent
@@ -142,17 +180,8 @@ def write_project(output: Path, graph: Graph, plan: BudgetPlan, settings: TrainS
             target = staging / "medyate" / source.relative_to(firmware_root)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target)
-        if output.exists():
-            backup = output.with_name(f".{output.name}-old")
-            shutil.rmtree(backup, ignore_errors=True)
-            output.rename(backup)
-            staging.rename(output)
-            shutil.rmtree(backup, ignore_errors=True)
-        else:
-            staging.rename(output)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+
+    write_folder(output, fill, MANIFEST)
     return sorted(output.rglob("*"))
 
 

@@ -21,6 +21,7 @@ from medyate_mcu.errors import MedyateError
 from medyate_mcu.graph.ir import Graph, OpType
 from medyate_mcu.graph.onnx_import import _OnnxImporter
 from medyate_mcu.graph.reference import ReferenceNet
+from medyate_mcu.outputs import atomic_file
 from medyate_mcu.planning.schedule import classifier_node
 
 FORWARD_TOLERANCE = 1e-4
@@ -107,10 +108,8 @@ def write_trained_onnx(source: Path, graph: Graph, trained: Graph, out: Path,
         raise MedyateError(f"the trained model does not validate: {str(exc).splitlines()[0]}") \
             from None
     _check_forward(model, trained, check_input)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    onnx.save(model, str(tmp))
-    tmp.replace(out)
+    with atomic_file(out) as partial:
+        onnx.save(model, str(partial))
 
 
 def _replace_classifier(writer: _Writer, names: dict[str, onnx.NodeProto], name: str,

@@ -76,7 +76,19 @@ def import_onnx_model(model: onnx.ModelProto, name: str, origin: str = "model") 
     except Exception as exc:
         raise ModelError(f"{origin}: invalid ONNX model: {_first_line(exc)}") from None
     graph = importer.run()
+    _check_finite(importer.constants, origin)
     return run_default_passes(graph)
+
+
+def _check_finite(constants: dict[str, np.ndarray], origin: str) -> None:
+    """Refuse NaN or infinite weights: the engine would train on them and C has no literal for
+    them."""
+    for name, array in constants.items():
+        if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
+            bad = np.flatnonzero(~np.isfinite(array.reshape(-1)))
+            raise ModelError(f"{origin}: tensor {name!r} holds {bad.size} non-finite value(s) "
+                             f"(the first, {array.reshape(-1)[bad[0]]}, at flat index "
+                             f"{int(bad[0])}); a model to fine-tune needs finite weights")
 
 
 def _first_line(exc: BaseException) -> str:

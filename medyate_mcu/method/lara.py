@@ -23,6 +23,7 @@ from medyate_mcu.graph.ir import Graph, OpType
 from medyate_mcu.graph.reference import ReferenceNet
 from medyate_mcu.method.costs import channel_cost
 from medyate_mcu.method.trainer import epoch_order, replace_classifier
+from medyate_mcu.outputs import write_text_atomic
 
 FORMAT = "medyate-lara/1"
 
@@ -66,10 +67,7 @@ class LayerRanking:
         data = {"format": FORMAT, "fingerprint": self.fingerprint, "proxy_task": self.proxy_task,
                 "settings": asdict(self.settings), "ranking": self.ranking,
                 "scores": self.scores, "channel_norms": self.channel_norms}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(path.suffix + ".partial")
-        partial.write_text(json.dumps(data, indent=1))
-        partial.replace(path)  # never a half-written ranking
+        write_text_atomic(path, json.dumps(data, indent=1))  # never a half-written ranking
 
     @classmethod
     def load(cls, path: Path, graph: Graph | None = None) -> LayerRanking:

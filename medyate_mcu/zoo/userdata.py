@@ -12,6 +12,7 @@ Every problem is reported as one ``UserDataError`` line that names the file at f
 
 from __future__ import annotations
 
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -45,6 +46,9 @@ def load_user_data(path: Path | str, *, size: int | None = None,
     if num_classes is not None and dataset.num_classes > num_classes:
         raise UserDataError(f"{path}: {dataset.num_classes} classes, but the model has "
                             f"{num_classes}")
+    if dataset.num_classes < 2:
+        raise UserDataError(f"{path}: only one class ({dataset.class_names[0]!r}); a classifier "
+                            "to fine-tune needs at least 2 classes")
     return dataset
 
 
@@ -69,8 +73,13 @@ def _load_folder(root: Path, size: int | None) -> Dataset:
             raise UserDataError(f"{folder}: class {folder.name!r} has no images")
         for file in files:
             try:
-                with Image.open(file) as image:
-                    array = _to_rgb_array(image, size)
+                with warnings.catch_warnings():  # Pillow only warns below twice its limit
+                    warnings.simplefilter("error", Image.DecompressionBombWarning)
+                    with Image.open(file) as image:
+                        array = _to_rgb_array(image, size)
+            except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+                raise UserDataError(f"{file}: the image is too large to be a training sample "
+                                    f"({exc}); resize it first") from None
             except (UnidentifiedImageError, OSError, ValueError) as exc:
                 reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 raise UserDataError(f"{file}: cannot read it as an image ({reason})") from None
@@ -136,13 +145,16 @@ def _load_npz(path: Path, size: int | None, num_classes: int | None) -> Dataset:
     elif num_classes is not None:
         count = num_classes
     else:
-        count = int(max(int(y.max()), 0)) + 1
+        count = min(int(max(int(y.max()), 0)) + 1, len(y) + 1)  # more would leave a class empty
     bad = y[(y < 0) | (y >= count)]
     if bad.size:
-        raise UserDataError(f"{path}: label {int(bad[0])} is out of range 0..{count - 1}")
-    empty = [k for k in range(count) if not np.any(y == k)]
-    if empty:
-        which = names[empty[0]] if names is not None else str(empty[0])
+        raise UserDataError(f"{path}: label {int(bad[0])} is out of range 0..{count - 1}"
+                            + ("" if names is not None or num_classes is not None else
+                               f" (labels must be 0..K-1 for K classes, each with samples; "
+                               f"there are {len(y)} samples)"))
+    empty = np.flatnonzero(np.bincount(y.astype(np.int64), minlength=count) == 0)
+    if empty.size:
+        which = names[int(empty[0])] if names is not None else str(int(empty[0]))
         raise UserDataError(f"{path}: class {which!r} has no samples")
     class_names = tuple(names) if names is not None else tuple(str(k) for k in range(count))
     return Dataset(x, y.astype(np.int64), class_names)
