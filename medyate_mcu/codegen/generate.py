@@ -192,6 +192,7 @@ class _Emitter:
                     if self.has_buffer(f"mask:{node.name}") else "NULL"
                 kernel = "mdy_relu_forward" if node.op is OpType.RELU else "mdy_relu6_forward"
                 code.append(f"{kernel}({n}u, {x}, {y}, {mask});")
+                code.extend(self.export_decisions(node, mask))
             elif node.op is OpType.ADD:
                 code.append(f"mdy_add_forward({n}u, {x}, {self.act(node.inputs[1])}, {y});")
             elif node.op is OpType.GLOBAL_AVG_POOL:
@@ -203,6 +204,7 @@ class _Emitter:
                 argmax = self.bytes_at(f"argmax:{node.name}") \
                     if self.has_buffer(f"argmax:{node.name}") else "NULL"
                 code.append(f"mdy_maxpool_forward(&shape_{ident}, {x}, {y}, {argmax});")
+                code.extend(self.export_decisions(node, argmax))
             elif node.op is OpType.FLATTEN:
                 if self.storage[node.output] == self.storage.get(node.inputs[0], ""):
                     code.append("/* in place: the same bytes, read as a vector */")
@@ -215,6 +217,13 @@ class _Emitter:
             else:
                 raise AssertionError(f"no forward kernel for {node.op}")
             self.model.forward.append(Call(comment, code))
+
+    def export_decisions(self, node: Node, buffer: str) -> list[str]:
+        """The debug export of a mask or argmax the backward pass reads (a no-op unless the
+        host library is built with MDY_DECISION_EXPORT; the verifier reads it from the arena)."""
+        if buffer == "NULL":
+            return []
+        return [f"MDY_DECISIONS({self.graph.nodes.index(node)}u);"]
 
     def backward_calls(self) -> None:
         written: set[str] = set()

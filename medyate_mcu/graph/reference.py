@@ -29,6 +29,10 @@ class ReferenceNet(nn.Module):
         self.weights = nn.ParameterDict()
         self.biases = nn.ParameterDict()
         self.keys: dict[str, str] = {}
+        # Decisions given from outside (the verifier forces the C engine's): ReLU/ReLU6 node ->
+        # its gradient mask (bool, the output's shape), max-pool node -> the window cell each
+        # output takes (int64, row-major tap index in the padded window).
+        self.forced: dict[str, torch.Tensor] = {}
         for node in graph.nodes:
             if node.op not in (OpType.CONV, OpType.LINEAR):
                 continue
@@ -76,10 +80,14 @@ class ReferenceNet(nn.Module):
         if op is OpType.LINEAR:
             key = self.keys[node.name]
             return F.linear(x, self.weights[key], self.biases[key])
+        if op in (OpType.RELU, OpType.RELU6) and node.name in self.forced:
+            return _ForcedClamp.apply(x, self.forced[node.name], op is OpType.RELU6)
         if op is OpType.RELU:
             return F.relu(x)
         if op is OpType.RELU6:
             return F.relu6(x)
+        if op is OpType.MAX_POOL and node.name in self.forced:
+            return pick_window_cells(x, node.pool.window, self.forced[node.name])
         if op is OpType.ADD:
             return x + inputs[1]
         if op is OpType.GLOBAL_AVG_POOL:
@@ -111,3 +119,32 @@ def _average_pool(x: torch.Tensor, node: Node) -> torch.Tensor:
     ones = torch.ones((1, 1, *x.shape[2:]), dtype=x.dtype)
     counts = F.avg_pool2d(_pad(ones, window, 0.0), window.kernel, window.stride) * area
     return sums / counts
+
+
+class _ForcedClamp(torch.autograd.Function):
+    """``clamp(x, 0, 6 or ∞)`` forward; backward passes the error only where ``mask`` is set
+    (a gradient mask decided elsewhere, e.g. by the C engine)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, mask: torch.Tensor, six: bool) -> torch.Tensor:
+        ctx.save_for_backward(mask)
+        return x.clamp(0.0, 6.0) if six else x.clamp(min=0.0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        (mask,) = ctx.saved_tensors
+        return torch.where(mask, grad, torch.zeros_like(grad)), None, None
+
+
+def window_cells(x: torch.Tensor, window: Window) -> torch.Tensor:
+    """Every pooling window's cells: (N, C, kh·kw, out_h·out_w), padding as -inf."""
+    n, c = x.shape[:2]
+    cells = F.unfold(_pad(x, window, float("-inf")), window.kernel, stride=window.stride)
+    return cells.view(n, c, window.kernel[0] * window.kernel[1], -1)
+
+
+def pick_window_cells(x: torch.Tensor, window: Window, cell: torch.Tensor) -> torch.Tensor:
+    """Max pool whose outputs take the given window ``cell`` (N, C, out_h, out_w) instead of
+    their own maxima; the error flows back to those cells."""
+    picked = window_cells(x, window).gather(2, cell.reshape(*cell.shape[:2], 1, -1))
+    return picked.reshape(cell.shape)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,8 @@ from medyate_mcu.errors import MedyateError
 
 STATUS = {0: "ok", -1: "label out of range", -2: "non-finite value", -3: "sampler error",
           -4: "engine not initialised"}
+
+DECISION_HOOK = ctypes.CFUNCTYPE(None, ctypes.c_uint32)
 
 
 class MdyState(ctypes.Structure):
@@ -38,6 +41,13 @@ class EngineLibrary:
         self.lib.mdy_predict.argtypes = [float_p, ctypes.POINTER(ctypes.c_uint16)]
         self.lib.mdy_predict.restype = ctypes.c_int
         self.state = MdyState.in_dll(self.lib, "mdy_state")
+
+    def on_decisions(self, hook: Callable[[int], None]) -> None:
+        """Call ``hook(node index)`` after each forward ReLU/ReLU6/max-pool whose mask or argmax
+        the backward pass reads (the library's debug export, ``MDY_DECISION_EXPORT``)."""
+        self._hook = DECISION_HOOK(hook)  # kept alive while the library may call it
+        ctypes.c_void_p.in_dll(self.lib, "medyate_decision_hook").value = \
+            ctypes.cast(self._hook, ctypes.c_void_p).value
 
     def array(self, symbol: str, dtype: type, length: int) -> np.ndarray:
         ctype = np.ctypeslib.as_ctypes_type(np.dtype(dtype))
