@@ -3,6 +3,8 @@
 
 #include <math.h>
 
+#include "mdy_math.h"
+
 int mdy_softmax_xent(uint16_t n, const float *logits, int32_t label, float *dlogits, float *loss)
 {
     uint32_t i;
@@ -22,9 +24,10 @@ int mdy_softmax_xent(uint16_t n, const float *logits, int32_t label, float *dlog
     }
     z_label = logits[label] - max;  /* read before dlogits (which may be logits) is written */
 
-    /* exp(z - max) <= 1 cannot overflow, and the max term is 1 so sum >= 1. */
+    /* exp(z - max) <= 1 cannot overflow, and the max term is 1 so sum >= 1. The engine's own
+     * exp and log (mdy_math.h): the same bits on the host and on Cortex-M. */
     for (i = 0; i < n; ++i) {
-        dlogits[i] = expf(logits[i] - max);
+        dlogits[i] = mdy_expf(logits[i] - max);
         sum += dlogits[i];
     }
     for (i = 0; i < n; ++i) {
@@ -32,7 +35,7 @@ int mdy_softmax_xent(uint16_t n, const float *logits, int32_t label, float *dlog
     }
     dlogits[label] -= 1.0f;
     /* -log(exp(z_label) / sum) */
-    *loss = logf(sum) - z_label;
+    *loss = mdy_logf(sum) - z_label;
     return MDY_OK;
 }
 
