@@ -10,27 +10,34 @@ from rich.table import Table
 
 from medyate_mcu.cli.common import console
 
+HOST_EPOCHS = 3  # epochs compared with the reference unless --epochs says otherwise
+
 
 @click.command("verify")
 @click.argument("build_dir", type=click.Path(path_type=Path, file_okay=False, exists=True),
                 default=Path("build"))
-@click.option("--epochs", type=click.IntRange(1), default=3, show_default=True,
-              help="Epochs to compare (the compiled schedule's first epochs).")
+@click.option("--epochs", type=click.IntRange(1), default=None,
+              help="Epochs to compare (the compiled schedule's first epochs) [default: 3; with "
+                   "--qemu, the build's whole run byte for byte, 3 against the reference].")
 @click.option("--samples", type=click.IntRange(1), default=96, show_default=True,
               help="Training samples of the build's data set to use.")
 @click.option("--qemu", is_flag=True,
-              help="Check the Cortex-M build instead: build the verification firmware for the "
-                   "build's emulated board (compile --board qemu-...) and run it under QEMU.")
+              help="Check the Cortex-M build too: build the verification firmware for the "
+                   "build's emulated board (compile --board qemu-...), run it under QEMU and "
+                   "compare the engine's whole RAM after every epoch byte for byte with the "
+                   "host build; then check the host build against the reference.")
 @click.option("--timeout", type=click.FloatRange(1), default=600, show_default=True,
               help="With --qemu: wall-time watchdog for the emulator, seconds.")
-def verify_command(build_dir: Path, epochs: int, samples: int, qemu: bool,
+def verify_command(build_dir: Path, epochs: int | None, samples: int, qemu: bool,
                    timeout: float) -> None:
     """Build BUILD_DIR (a `compile` output) for the host and check it against the host reference:
     RAM symbol sizes against the plan, the forward pass, one sample's gradients, and for each
     epoch the channel selection (identical), weights, norms, loss and accuracy (within
-    tolerance). With --qemu, the same epoch comparison on the Cortex-M build under QEMU (tensors
-    through semihosting files), plus the image's RAM symbols and instructions per training step.
-    Prints a table; exits 1 on any mismatch."""
+    tolerance). With --qemu, first the Cortex-M build under QEMU (tensors through semihosting
+    files) against the host build of the same sources: every byte of the engine's RAM after
+    mdy_init and after each epoch, no tolerance (the first difference is named: tensor, index,
+    both values); plus the image's RAM symbols and instructions per training step. Prints a
+    table; exits 1 on any mismatch."""
     from medyate_mcu.run.verify import verify_build
 
     out = console()
@@ -39,10 +46,11 @@ def verify_command(build_dir: Path, epochs: int, samples: int, qemu: bool,
         from medyate_mcu.run.verify_qemu import verify_qemu
         with out.status("building the verification firmware and running it under QEMU..."):
             checks, figures = verify_qemu(build_dir, epochs=epochs, samples=samples,
-                                          timeout=timeout)
+                                          timeout=timeout,
+                                          reference_epochs=epochs or HOST_EPOCHS)
     else:
         with out.status("building and running the C engine..."):
-            checks = verify_build(build_dir, epochs=epochs, samples=samples)
+            checks = verify_build(build_dir, epochs=epochs or HOST_EPOCHS, samples=samples)
     table = Table(title=f"verify {build_dir}")
     for column in ("check", "measured", "limit", "result"):
         table.add_column(column)

@@ -331,6 +331,27 @@ def generate_model(graph: Graph, plan: BudgetPlan) -> GeneratedModel:
     return emitter.model
 
 
+SNAPSHOT_FIRST = ("mdy_classifier", "mdy_norms", "mdy_selected", "mdy_sampler_weights")
+
+
+def engine_ram(graph: Graph, plan: BudgetPlan) -> list[CArray]:
+    """Every RAM buffer of the generated engine (what the budget counts), trainable state first:
+    candidate weights, classifier, norm vector, selection, sampler weights; then the other
+    per-channel arrays, gradients, the scalars (``mdy_state``), the channel pool and the arena."""
+
+    def rank(array: CArray) -> tuple[int, int]:
+        if array.name.startswith("mdy_w_"):
+            return 0, 0
+        if array.name in SNAPSHOT_FIRST:
+            return 1, SNAPSHOT_FIRST.index(array.name)
+        return 2, 0
+
+    return [*sorted(generate_model(graph, plan).ram, key=rank),
+            CArray("mdy_state", "mdy_state_t", 1, "the engine's scalars"),
+            CArray("mdy_pool", "float", max(plan.pool_bytes // 4, 1), "the channel pool"),
+            CArray("mdy_arena", "float", plan.memory.arena.size // 4, "the activation arena")]
+
+
 def template_environment() -> jinja2.Environment:
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(data_dir("codegen_templates"))),

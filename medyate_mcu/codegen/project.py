@@ -13,7 +13,7 @@ import numpy as np
 
 from medyate_mcu.boards import Board
 from medyate_mcu.codegen.generate import (
-    c_identifier,
+    engine_ram,
     firmware_sources,
     render_project,
     template_environment,
@@ -28,6 +28,8 @@ from medyate_mcu.resources import data_dir
 MANIFEST = "medyate_build.json"
 DEFAULT_STACK_BYTES = 4096  # reserved after .bss by the Cortex-M linker script (make STACK_SIZE=)
 BYTES_PER_LINE = 32
+# Element types of the parts of a verification snapshot (qemu_verify.c.j2); 0: raw bytes.
+SNAPSHOT_TYPES = {"mdy_state_t": 0, "float": 1, "uint32_t": 2, "uint16_t": 3, "uint8_t": 4}
 
 
 @dataclass(frozen=True)
@@ -144,14 +146,10 @@ def render_board_files(graph: Graph, plan: BudgetPlan, board: Board | None) -> d
         return files
     files["linker.ld"] = env.get_template("linker.ld.j2").render(model_name=graph.name,
                                                                  board=board)
-    channels = plan.memory.candidate_channels
-    head = graph.producer(graph.output)
-    assert head is not None
+    parts = [{"name": array.name, "ctype": array.ctype, "length": array.length,
+              "type": SNAPSHOT_TYPES[array.ctype]} for array in engine_ram(graph, plan)]
     files["qemu_verify.c"] = env.get_template("qemu_verify.c.j2").render(
-        model_name=graph.name, n_channels=channels, n_channels_array=max(channels, 1),
-        classifier_size=head.params["weight"].size + head.params["bias"].size,
-        candidates=[(f"mdy_w_{c_identifier(name)}", graph.node(name).params["weight"].size)
-                    for name in plan.memory.schedule.candidates])
+        model_name=graph.name, parts=parts)
     return files
 
 

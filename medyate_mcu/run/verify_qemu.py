@@ -1,118 +1,62 @@
-"""`verify --qemu`: the Cortex-M build of a project, run under QEMU, against the host reference.
+"""`verify --qemu`: the Cortex-M build of a project under QEMU, byte for byte against the host
+build of the same sources, and the host build against the reference.
+
+The chain of trust: Cortex-M C ≡ host C (here: no tolerance) and host C ≈ reference
+(`verify_build`, run on the same build, every accepted difference explained).
 
 The verification firmware (qemu_verify.c, generated) reads the samples of every epoch, in the
-epoch's order (`epoch_order`), from a file the host wrote, and writes a snapshot of the engine
-after mdy_init and after each epoch (candidate weights, classifier, norms, the next selection,
-the epoch's loss and correct count, cycle counts, stack high-water mark) through semihosting
-files. Each epoch is then replayed in the host reference from the firmware's previous snapshot,
-as the host verification does with the ctypes engine: same selection, weights, norms, loss and
-accuracy within the host tolerances.
+epoch's order (`epoch_order`), from a file the host wrote, and writes the engine's whole RAM (every
+buffer the budget counts: weights, classifier, norms, selection, sampler weights, gradients, the
+scalars, the channel pool and the arena) after mdy_init and after each epoch through semihosting
+files. The host shared library (`make lib`, a fresh copy, so its RAM starts zeroed as after a
+reset) is driven through ctypes with the same samples in the same order, and every byte of every
+snapshot must be equal; the first difference is reported by tensor, index and both values.
 """
 
 from __future__ import annotations
 
+import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from medyate_mcu.boards import Board
+from medyate_mcu.build.arm import build_firmware, project_board
+from medyate_mcu.build.host import make, symbol_sizes
+from medyate_mcu.codegen.generate import c_identifier
+from medyate_mcu.codegen.project import SNAPSHOT_TYPES
 from medyate_mcu.errors import MedyateError
-from medyate_mcu.method.trainer import SelectionRule, SparseTrainer, epoch_order
+from medyate_mcu.graph.ir import Graph
+from medyate_mcu.method.planner import BudgetPlan
+from medyate_mcu.method.trainer import epoch_order
+from medyate_mcu.run.engine_lib import EngineLibrary, MdyState
+from medyate_mcu.run.qemu import instructions, run_qemu
 from medyate_mcu.run.verify import (
-    BOUNDARY,
-    EXPLAINED_TOLERANCE,
-    LOSS_TOLERANCE,
-    WEIGHT_TOLERANCE,
     Check,
-    boundary_distance,
     load_manifest,
     memory_checks,
     rebuild_reference,
-    relative_error,
+    verify_build,
 )
 from medyate_mcu.zoo.tasks import load_task
 
-NORMS_TOLERANCE = 1e-3
+VERIFY_MAGIC, SNAPSHOT_MAGIC = 0x5659444D, 0x5359444D  # qemu_verify.c.j2
+INPUT_VERSION, SNAPSHOT_VERSION = 1, 2
+SNAPSHOT_HEADER_WORDS = 16
+DTYPES = {code: np.dtype({"float": np.float32, "uint32_t": np.uint32, "uint16_t": np.uint16}
+                         .get(ctype, np.uint8)) for ctype, code in SNAPSHOT_TYPES.items()}
 
 
 @dataclass(frozen=True)
 class Snapshot:
-    """The engine's trainable state at an epoch boundary: after mdy_init (epoch 0) or after
-    mdy_end_epoch (that epoch's statistics, and the selection of the next epoch)."""
+    """What the firmware wrote after mdy_init (epoch 0) or after an epoch: its header words and
+    the engine's RAM, part by part (name -> element type, bytes), in the firmware's order."""
 
-    weights: dict[str, np.ndarray]  # candidate layer -> its RAM weights, flat
-    classifier: np.ndarray  # weights then bias
-    norms: np.ndarray
-    selected: list[int]
-    loss: float
-    correct: int
-
-
-def _classifier(reference: SparseTrainer) -> np.ndarray:
-    key = reference.net.keys[reference.classifier]
-    return np.concatenate([reference.net.weights[key].detach().numpy().reshape(-1),
-                           reference.net.biases[key].detach().numpy().reshape(-1)])
-
-
-def load_state(reference: SparseTrainer, snapshot: Snapshot) -> None:
-    """Start the reference from a snapshot's weights and norm vector."""
-    with torch.no_grad():
-        for name, values in snapshot.weights.items():
-            weight = reference.net.weights[reference.net.keys[name]]
-            weight.copy_(torch.from_numpy(values.copy()).reshape(weight.shape))
-        key = reference.net.keys[reference.classifier]
-        weight, bias = reference.net.weights[key], reference.net.biases[key]
-        weight.copy_(torch.from_numpy(snapshot.classifier[:weight.numel()].copy())
-                     .reshape(weight.shape))
-        bias.copy_(torch.from_numpy(snapshot.classifier[weight.numel():].copy()))
-    if reference.table.size:
-        reference.norms = snapshot.norms.copy()
-
-
-def epoch_checks(reference: SparseTrainer, before: Snapshot, after: Snapshot, x: np.ndarray,
-                 y: np.ndarray, epoch: int) -> list[Check]:
-    """One epoch: the reference starts from `before`, selects with the Python sampler fed the C
-    norms, trains the epoch on the same samples in the same order and must end at `after`.
-
-    The firmware runs whole epochs, so state cannot be shared per step as on the host: a
-    ReLU/ReLU6 mask flipped by rounding (a pre-activation within ``BOUNDARY`` of its threshold)
-    compounds over the epoch. An epoch over tolerance passes only when such a pre-activation
-    exists on its samples (at the start or end state), and never beyond ``EXPLAINED_TOLERANCE``.
-    """
-    load_state(reference, before)
-    checks = [Check(f"epoch {epoch} selection", f"{len(before.selected)} channels", "identical",
-                    sorted(before.selected) == sorted(reference.select(epoch)))]
-    start_distance = boundary_distance(reference, x)
-    record = reference.train_epoch(x, y, epoch)
-    boundary = min(start_distance, boundary_distance(reference, x)) <= BOUNDARY
-
-    def within(error: float, tolerance: float) -> bool:
-        return error <= tolerance or (boundary and error <= EXPLAINED_TOLERANCE)
-
-    note = " (ReLU boundary in this epoch)" if boundary else ""
-    errors = [relative_error(values, reference.net.weights[reference.net.keys[name]].detach()
-                             .numpy().reshape(-1)) for name, values in after.weights.items()]
-    errors.append(relative_error(after.classifier, _classifier(reference)))
-    checks.append(Check(f"epoch {epoch} weights", f"{max(errors):.2e}{note}",
-                        f"<= {WEIGHT_TOLERANCE:.0e}", within(max(errors), WEIGHT_TOLERANCE)))
-    norms_error = relative_error(after.norms, reference.norms) if reference.table.size else 0.0
-    checks.append(Check(f"epoch {epoch} norms", f"{norms_error:.2e}",
-                        f"<= {NORMS_TOLERANCE:.0e}", within(norms_error, NORMS_TOLERANCE)))
-    loss_error = abs(after.loss - record.loss) / max(abs(record.loss), 1e-12)
-    checks.append(Check(f"epoch {epoch} loss C {after.loss:.4f} / ref {record.loss:.4f}",
-                        f"{loss_error:.2e}", f"<= {LOSS_TOLERANCE:.0e}",
-                        within(loss_error, LOSS_TOLERANCE)))
-    gap = abs(after.correct - round(record.train_accuracy * len(x)))
-    checks.append(Check(f"epoch {epoch} accuracy C {after.correct / len(x):.3f} / ref "
-                        f"{record.train_accuracy:.3f}", f"{gap} sample(s)", "<= 1 sample",
-                        gap <= 1))
-    return checks
-
-
-VERIFY_MAGIC, SNAPSHOT_MAGIC, FILE_VERSION = 0x5659444D, 0x5359444D, 1  # qemu_verify.c.j2
-SNAPSHOT_HEADER_WORDS = 16
+    header: np.ndarray
+    parts: dict[str, tuple[np.dtype, bytes]]
 
 
 @dataclass(frozen=True)
@@ -129,7 +73,7 @@ class QemuFigures:
 
 def write_verify_input(path: Path, x: np.ndarray, y: np.ndarray, seed: int, epochs: int) -> None:
     """mdy_verify.in: the header, then each epoch's samples in the epoch's order."""
-    header = np.array([VERIFY_MAGIC, FILE_VERSION, epochs, len(x), x[0].size], np.uint32)
+    header = np.array([VERIFY_MAGIC, INPUT_VERSION, epochs, len(x), x[0].size], np.uint32)
     with path.open("wb") as handle:
         handle.write(header.tobytes())
         for epoch in range(1, epochs + 1):
@@ -138,40 +82,138 @@ def write_verify_input(path: Path, x: np.ndarray, y: np.ndarray, seed: int, epoc
                 handle.write(np.ascontiguousarray(x[index], np.float32).tobytes())
 
 
-def read_snapshot(path: Path, weight_sizes: dict[str, int], classifier_size: int,
-                  channels: int) -> tuple[Snapshot, np.ndarray]:
-    """A snapshot file the verification firmware wrote, and its header words."""
+def read_snapshot(path: Path) -> Snapshot:
+    """A snapshot file the verification firmware wrote."""
     if not path.is_file():
         raise MedyateError(f"the firmware wrote no {path.name}")
     raw = path.read_bytes()
-    floats = sum(weight_sizes.values()) + classifier_size + channels
-    expected = 4 * SNAPSHOT_HEADER_WORDS + 4 * floats + 2 * channels
-    header = np.frombuffer(raw[:4 * SNAPSHOT_HEADER_WORDS], np.uint32)
-    if len(raw) != expected or header[0] != SNAPSHOT_MAGIC or header[1] != FILE_VERSION:
-        raise MedyateError(f"{path.name}: {len(raw)} bytes, expected {expected} with a "
-                           "snapshot header: firmware and host disagree; build again")
-    offset = 4 * SNAPSHOT_HEADER_WORDS
-    values = np.frombuffer(raw[offset:offset + 4 * floats], np.float32)
-    weights, at = {}, 0
-    for name, size in weight_sizes.items():
-        weights[name] = values[at:at + size].copy()
+    words = 4 * SNAPSHOT_HEADER_WORDS
+    damaged = MedyateError(f"{path.name} ({len(raw)} bytes) is not a version-{SNAPSHOT_VERSION} "
+                           "snapshot: firmware and host disagree; compile and build again")
+    if len(raw) < words:
+        raise damaged
+    header = np.frombuffer(raw[:words], np.uint32)
+    if header[0] != SNAPSHOT_MAGIC or header[1] != SNAPSHOT_VERSION:
+        raise damaged
+    parts: dict[str, tuple[np.dtype, bytes]] = {}
+    at = words
+    for _ in range(int(header[3])):
+        if at + 4 > len(raw):
+            raise damaged
+        length = int.from_bytes(raw[at:at + 4], "little")
+        name = raw[at + 4:at + 4 + length].decode("ascii", errors="replace")
+        at += 4 + length
+        if at + 8 > len(raw):
+            raise damaged
+        kind, size = (int.from_bytes(raw[at + i:at + i + 4], "little") for i in (0, 4))
+        at += 8
+        if kind not in DTYPES or at + size > len(raw):
+            raise damaged
+        parts[name] = (DTYPES[kind], raw[at:at + size])
         at += size
-    classifier = values[at:at + classifier_size].copy()
-    norms = values[at + classifier_size:].copy()
-    count = int(header[3])
-    selected = np.frombuffer(raw[offset + 4 * floats:], np.uint16)[:count].astype(int).tolist()
-    loss = float(np.array([header[4]], np.uint32).view(np.float32)[0])
-    return Snapshot(weights, classifier, norms, sorted(selected), loss, int(header[5])), header
+    if at != len(raw):
+        raise damaged
+    return Snapshot(header, parts)
+
+
+def host_snapshots(library: Path, names: dict[str, int], x: np.ndarray, y: np.ndarray,
+                   classes: int, seed: int, epochs: int) -> list[dict[str, bytes]]:
+    """Run the host build on the same samples in the same order as the firmware: the bytes of
+    each RAM buffer in ``names`` (symbol -> bytes) after mdy_init and after each epoch.
+    A private copy of the library is loaded, so that its RAM starts zeroed as after a reset."""
+    with tempfile.TemporaryDirectory(prefix="medyate-host-") as folder:
+        copy = Path(folder) / library.name
+        shutil.copy2(library, copy)
+        engine = EngineLibrary(copy, x[0].size, classes)
+
+    def snapshot() -> dict[str, bytes]:
+        return {name: engine.array(name, np.uint8, size).tobytes()
+                for name, size in names.items()}
+
+    engine.init()
+    snapshots = [snapshot()]
+    for epoch in range(1, epochs + 1):
+        for index in epoch_order(len(x), seed, epoch):
+            status, _ = engine.train_sample(x[index], int(y[index]))
+            if status != 0:
+                raise MedyateError(f"the host engine rejected training sample {index} in epoch "
+                                   f"{epoch} (status {status})")
+        engine.end_epoch()
+        snapshots.append(snapshot())
+    return snapshots
+
+
+def _value(dtype: np.dtype, raw: bytes, index: int) -> str:
+    value = np.frombuffer(raw, dtype)[index]
+    if dtype == np.float32:
+        return f"{float(value):.9g} (0x{int(np.float32(value).view(np.uint32)):08x})"
+    return str(int(value))
+
+
+def _where(name: str, index: int, shapes: dict[str, tuple[str, tuple[int, ...]]]) -> str:
+    """A readable place: the layer and (out, in, kh, kw) of a candidate weight, the field of the
+    engine's scalars, else the flat index."""
+    if name in shapes:
+        layer, shape = shapes[name]
+        position = ", ".join(str(int(i)) for i in np.unravel_index(index, shape))
+        return f"{name}[{index}] (weight [{position}] of {layer})"
+    if name == "mdy_state":
+        for field, _ in MdyState._fields_:
+            descriptor = getattr(MdyState, field)
+            if descriptor.offset <= index < descriptor.offset + descriptor.size:
+                return f"mdy_state.{field}"
+    return f"{name}[{index}]"
+
+
+def compare_snapshot(epoch: int, device: Snapshot, host: dict[str, bytes],
+                     shapes: dict[str, tuple[str, tuple[int, ...]]]) -> Check:
+    """The firmware's snapshot against the host's, byte for byte: the first differing tensor
+    (in the firmware's order, trainable state first), its index and both values."""
+    when = "after mdy_init" if epoch == 0 else f"after epoch {epoch}"
+    total = sum(len(raw) for _, raw in device.parts.values())
+    for name, (dtype, raw) in device.parts.items():
+        theirs = host[name]
+        if raw == theirs:
+            continue
+        step = dtype.itemsize if name != "mdy_state" else 4
+        ours_elements = np.frombuffer(raw, np.uint8).reshape(-1, step)
+        host_elements = np.frombuffer(theirs, np.uint8).reshape(-1, step)
+        differing = np.flatnonzero((ours_elements != host_elements).any(axis=1))
+        index = int(differing[0])
+        where = _where(name, index * step if name == "mdy_state" else index, shapes)
+        shown = np.dtype(np.uint32) if name == "mdy_state" else dtype
+        return Check(f"Cortex-M ≡ host C {when}",
+                     f"{where}: Cortex-M {_value(shown, raw, index)} / host "
+                     f"{_value(shown, theirs, index)} ({len(differing)} of "
+                     f"{len(ours_elements)} elements of {name} differ)", "byte for byte", False)
+    return Check(f"Cortex-M ≡ host C {when}", f"{total:,} B identical ({len(device.parts)} "
+                 "buffers)", "byte for byte", True)
+
+
+def coverage_check(device: Snapshot, library: Path) -> Check:
+    """The snapshot holds every RAM buffer of the host library's engine, at the same size."""
+    host = symbol_sizes(library)
+    device_sizes = {name: len(raw) for name, (_, raw) in device.parts.items()}
+    missing = sorted(set(host) - set(device_sizes))
+    different = sorted(name for name in set(host) & set(device_sizes)
+                       if host[name] != device_sizes[name])
+    extra = sorted(set(device_sizes) - set(host))
+    problems = [f"missing {', '.join(missing)}"] * bool(missing) \
+        + [f"sizes differ: {', '.join(different)}"] * bool(different) \
+        + [f"not in the host build: {', '.join(extra)}"] * bool(extra)
+    return Check("snapshot covers the engine's RAM (host build's mdy_ symbols)",
+                 "; ".join(problems) or f"{len(host)} buffers, {sum(host.values()):,} B",
+                 "all, same sizes", not problems)
 
 
 def verify_qemu(build_dir: Path, epochs: int | None = None, samples: int = 96,
-                timeout: float = 600.0, on_epoch=None) -> tuple[list[Check], QemuFigures]:
-    """Build the verification firmware for the build's emulated board, run it under QEMU on
-    the same samples as the host verification, and compare every epoch with the reference
-    from the firmware's previous snapshot, as `verify_build` does with the host engine."""
-    from medyate_mcu.build.arm import build_firmware, project_board
-    from medyate_mcu.run.qemu import instructions, run_qemu
-
+                timeout: float = 600.0, on_epoch: Callable[[int], None] | None = None,
+                reference_epochs: int | None = None) -> tuple[list[Check], QemuFigures]:
+    """Build the verification firmware for the build's emulated board, run it under QEMU for
+    ``epochs`` (default: the build's whole run) and compare the engine's RAM after mdy_init and
+    after every epoch byte for byte with the host build run on the same samples in the same
+    order; then check the host build against the reference (`verify_build`, over
+    ``reference_epochs``, default ``epochs``)."""
     manifest = load_manifest(build_dir)
     _, board = project_board(build_dir)
     if board.kind != "emulated":
@@ -188,15 +230,8 @@ def verify_qemu(build_dir: Path, epochs: int | None = None, samples: int = 96,
     data = load_task(manifest.data_source, graph, seed=0)
     x, y = data.x_train[:samples], data.y_train[:samples]
     image = build_firmware(build_dir, "verify")
-    checks = memory_checks(image, plan)
-    candidates = list(plan.memory.schedule.candidates)
-    weight_sizes = {name: graph.node(name).params["weight"].size for name in candidates}
-    reference = SparseTrainer(graph, candidates, plan.pool_bytes,
-                              SelectionRule(resample=True, weighted=True), settings)
-    channels = reference.table.size
-    head = graph.producer(graph.output)
-    assert head is not None
-    classifier_size = head.params["weight"].size + head.params["bias"].size
+    checks = [Check(f"Cortex-M image: {check.name}", check.measured, check.limit, check.ok)
+              for check in memory_checks(image, plan)]
     with tempfile.TemporaryDirectory(prefix="medyate-qemu-") as folder:
         work = Path(folder)
         write_verify_input(work / "mdy_verify.in", x, y, settings.seed, epochs)
@@ -208,23 +243,45 @@ def verify_qemu(build_dir: Path, epochs: int | None = None, samples: int = 96,
             last = run.output.strip().splitlines()[-1:] or ["(no output)"]
             raise MedyateError(f"the verification firmware exited with status {run.status}: "
                                f"{last[0]}")
-        snapshots = [read_snapshot(work / f"mdy_snapshot_{epoch}.bin", weight_sizes,
-                                   classifier_size, channels)
+        snapshots = [read_snapshot(work / f"mdy_snapshot_{epoch}.bin")
                      for epoch in range(epochs + 1)]
-    for epoch in range(1, epochs + 1):
-        checks.extend(epoch_checks(reference, snapshots[epoch - 1][0], snapshots[epoch][0], x,
-                                   y, epoch))
-        if on_epoch:
-            on_epoch(epoch)
-    header = snapshots[-1][1]
-    steps = int(header[6])
-    total = int(header[7]) | int(header[8]) << 32
-    fastest = int(header[9]) | int(header[10]) << 32
-    slowest = int(header[11]) | int(header[12]) << 32
-    reserved, untouched = int(header[14]), int(header[13])
-    figures = QemuFigures(steps, instructions(total / max(steps, 1), board),
-                          instructions(fastest, board), instructions(slowest, board),
-                          reserved - untouched, reserved)
-    checks.append(Check("stack used under QEMU (painted at reset)", f"{reserved - untouched} B",
-                        f"<= {reserved} B reserved", untouched > 0))
+    library = make(build_dir, "lib")
+    checks.append(coverage_check(snapshots[0], library))
+    if checks[-1].ok:
+        checks.extend(_byte_checks(snapshots, library, graph, plan, x, y, settings.seed,
+                                   on_epoch))
+    checks.extend(verify_build(build_dir, epochs=reference_epochs or epochs, samples=samples))
+    figures = _figures(snapshots[-1].header, board)
+    checks.append(Check("stack used under QEMU (painted at reset)",
+                        f"{figures.stack_used} B", f"<= {figures.stack_reserved} B reserved",
+                        figures.stack_used < figures.stack_reserved))
     return checks, figures
+
+
+def _byte_checks(snapshots: list[Snapshot], library: Path, graph: Graph, plan: BudgetPlan,
+                 x: np.ndarray, y: np.ndarray, seed: int,
+                 on_epoch: Callable[[int], None] | None) -> list[Check]:
+    """One row per snapshot, up to the first that differs."""
+    sizes = {name: len(raw) for name, (_, raw) in snapshots[0].parts.items()}
+    host = host_snapshots(library, sizes, x, y, graph.output_shape[0], seed, len(snapshots) - 1)
+    shapes = {f"mdy_w_{c_identifier(name)}": (name, graph.node(name).params["weight"].shape)
+              for name in plan.memory.schedule.candidates}
+    checks = []
+    for epoch, (device, ours) in enumerate(zip(snapshots, host, strict=True)):
+        checks.append(compare_snapshot(epoch, device, ours, shapes))
+        if on_epoch and epoch:
+            on_epoch(epoch)
+        if not checks[-1].ok:
+            break
+    return checks
+
+
+def _figures(header: np.ndarray, board: Board) -> QemuFigures:
+    steps = int(header[4])
+    total = int(header[5]) | int(header[6]) << 32
+    fastest = int(header[7]) | int(header[8]) << 32
+    slowest = int(header[9]) | int(header[10]) << 32
+    untouched, reserved = int(header[11]), int(header[12])
+    return QemuFigures(steps, instructions(total / max(steps, 1), board),
+                       instructions(fastest, board), instructions(slowest, board),
+                       reserved - untouched, reserved)
