@@ -26,6 +26,7 @@ ARM_PACKAGES = "gcc-arm-none-eabi libnewlib-arm-none-eabi"
 APPS = ("train", "verify", "serial")
 ARM_DIR = "arm"
 STACK_ROOT = "mdy_train_sample"
+STACK_PART = "stack (reserved)"  # the RAM part of a SizeReport that is the reserved stack
 EXCEPTION_FRAME_BYTES = 104  # exception entry with FP context: 26 words (+ alignment word)
 
 
@@ -69,6 +70,8 @@ def build_firmware(build_dir: Path, app: str = "train", stack_bytes: int | None 
     stack = stack_bytes if stack_bytes is not None else DEFAULT_STACK_BYTES
     if stack <= 0 or stack % 8:
         raise MedyateError(f"stack size {stack} B must be a positive multiple of 8")
+    # relinked every time: the ELF's make rule does not depend on STACK_SIZE (objects are reused)
+    firmware_path(build_dir, app).unlink(missing_ok=True)
     result = subprocess.run(["make", "-s", "-C", str(build_dir), "arm", f"FIRMWARE_APP={app}",
                              f"STACK_SIZE={stack}"], capture_output=True, text=True, check=False)
     output = result.stdout + result.stderr
@@ -118,7 +121,7 @@ class SizeReport:
             found.append(f"the engine's RAM exceeds the budget by "
                          f"{self.engine_bytes - self.budget:,} bytes")
         if self.stack and self.stack.bytes is not None:
-            reserved = dict(self.ram).get("stack (reserved)", 0)
+            reserved = dict(self.ram).get(STACK_PART, 0)
             if self.stack.bytes > reserved:
                 found.append(f"the training step may need {self.stack.bytes:,} B of stack, "
                              f"more than the {reserved:,} B reserved (build --stack)")
@@ -164,7 +167,7 @@ def size_report(image: Path, board: Board, budget: int) -> SizeReport:
            ("engine other (gradients, channel state, scalars)",
             engine_total - align(arena) - align(pool) - weights),
            ("application and C library (.data, .bss)", max(data + bss - engine_total, 0)),
-           ("stack (reserved)", stack)]
+           (STACK_PART, stack)]
     if extent > data + bss + stack:
         ram.append(("alignment between sections", extent - data - bss - stack))
     return SizeReport(board, flash, ram, engine, engine_total, budget)

@@ -1,9 +1,12 @@
-"""``--budget auto``: the largest engine budget a board's RAM allows.
+"""What a board's RAM leaves for the engine: ``--budget auto``, and the refusal of a budget the
+board cannot hold.
 
 Everything in RAM that is not the engine (the reserved stack, the application's buffers, the C
-library) does not depend on the budget, so it is measured once on an image built at the smallest
-feasible budget; the engine gets the board's RAM less that and a reserve. The final image is built
-once more to confirm that it fits.
+library, alignment between sections) does not depend on the budget, so it is measured once on an
+image built at the smallest feasible budget (:func:`measure_room`). That one account serves both
+uses: ``--budget auto`` gives the engine the board's RAM less that and a reserve (the final image
+is then built once more to confirm that it fits), and a fixed ``--budget`` above what the board
+holds is refused at `compile`, with the figure.
 """
 
 from __future__ import annotations
@@ -11,29 +14,65 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from medyate_mcu.boards import Board
-from medyate_mcu.build.arm import build_firmware, size_report
+from medyate_mcu.build.arm import (
+    ARM_GCC,
+    ARM_PACKAGES,
+    STACK_PART,
+    build_firmware,
+    require_tool,
+    size_report,
+)
 from medyate_mcu.errors import MedyateError
 from medyate_mcu.graph.ir import Graph
 from medyate_mcu.method.costs import channel_cost
 from medyate_mcu.method.planner import BudgetPlan, minimum_budget
 from medyate_mcu.units import format_size
 
-RESERVE_BYTES = 1024  # left free: alignment differences between builds, late additions
+RESERVE_BYTES = 1024  # left free by --budget auto: late additions to the application
 
 Emit = Callable[[int, Path], BudgetPlan]
 
 
-def auto_budget(board: Board, graph: Graph, ranking: Sequence[str], emit: Emit,
-                output: Path, say: Callable[[str], None] = print) -> int:
-    """The engine budget for ``board``: its RAM - (stack + application + C library) - reserve.
+@dataclass(frozen=True)
+class BoardRoom:
+    """A board's RAM, measured on an image with the smallest engine: the stack and the rest of
+    the image (application, C library, alignment) that any engine budget comes on top of."""
 
-    ``emit(budget, folder)`` writes a project at ``budget`` into ``folder``."""
+    board: Board
+    stack: int
+    rest: int  # application and C library (.data, .bss beyond the engine), section alignment
+    smallest: int  # the smallest feasible engine budget (the measured image's)
+
+    @property
+    def engine_max(self) -> int:
+        """The largest engine budget whose image fits the board's RAM."""
+        return self.board.ram_bytes - self.stack - self.rest
+
+    def account(self) -> str:
+        return (f"{self.board.name} RAM {self.board.ram_bytes:,} B - stack {self.stack:,} B - "
+                f"application and C library {self.rest:,} B")
+
+    def check(self, budget: int) -> None:
+        """Refuse ``budget`` if the board cannot hold its image."""
+        if budget > self.engine_max:
+            raise MedyateError(
+                f"budget {format_size(budget)} does not fit {self.board.name}: "
+                f"{self.account()} = {self.engine_max:,} B at most for the engine; use "
+                f"--budget {self.engine_max} or less, or --budget auto")
+
+
+def measure_room(board: Board, graph: Graph, ranking: Sequence[str], emit: Emit,
+                 output: Path) -> BoardRoom:
+    """Build the project at the smallest feasible budget (``emit(budget, folder)`` writes it)
+    in a scratch folder beside ``output`` and read what is not the engine from the image."""
+    require_tool(ARM_GCC, ARM_PACKAGES)
     costs = [channel_cost(graph, graph.node(name)) for name in ranking]
     smallest, _ = minimum_budget(graph, ranking, costs)
-    scratch = Path(tempfile.mkdtemp(prefix=".medyate-auto-", dir=output.parent.resolve()
+    scratch = Path(tempfile.mkdtemp(prefix=".medyate-room-", dir=output.parent.resolve()
                                     if output.parent.exists() else None))
     try:
         probe = scratch / "probe"
@@ -41,21 +80,22 @@ def auto_budget(board: Board, graph: Graph, ranking: Sequence[str], emit: Emit,
         try:
             report = size_report(build_firmware(probe), board, smallest)
         except MedyateError as exc:
-            raise MedyateError(f"--budget auto: even the smallest engine "
-                               f"({format_size(smallest)}) does not fit {board.name}: {exc}") \
-                from None
+            raise MedyateError(f"even the smallest engine for this model "
+                               f"({format_size(smallest)}) does not fit: {exc}") from None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    rest = report.ram_bytes - report.engine_bytes
-    budget = board.ram_bytes - rest - RESERVE_BYTES
-    if budget < smallest:
-        raise MedyateError(f"--budget auto: {board.name}'s {format_size(board.ram_bytes)} RAM "
-                           f"leaves {format_size(max(budget, 0))} for the engine after "
-                           f"{format_size(rest)} of stack, application and C library and a "
-                           f"{RESERVE_BYTES} B reserve; this model needs at least "
-                           f"{format_size(smallest)}")
-    stack = dict(report.ram).get("stack (reserved)", 0)
-    say(f"--budget auto: {board.name} RAM {board.ram_bytes:,} B - stack {stack:,} B - "
-        f"application and C library {rest - stack:,} B - reserve {RESERVE_BYTES:,} B = "
-        f"{budget:,} B for the engine")
+    stack = dict(report.ram).get(STACK_PART, 0)
+    return BoardRoom(board, stack, report.ram_bytes - report.engine_bytes - stack, smallest)
+
+
+def auto_budget(room: BoardRoom, say: Callable[[str], None] = print) -> int:
+    """The engine budget for ``room.board``: its RAM - (stack + application + C library) -
+    reserve."""
+    budget = room.engine_max - RESERVE_BYTES
+    if budget < room.smallest:
+        raise MedyateError(f"--budget auto: {room.account()} - reserve {RESERVE_BYTES:,} B "
+                           f"leaves {format_size(max(budget, 0))} for the engine; this model "
+                           f"needs at least {format_size(room.smallest)}")
+    say(f"--budget auto: {room.account()} - reserve {RESERVE_BYTES:,} B = {budget:,} B for the "
+        "engine")
     return budget

@@ -10,13 +10,15 @@ import click
 from rich.table import Table
 
 from medyate_mcu.cli.common import SizeType, console
+from medyate_mcu.codegen.project import DEFAULT_STACK_BYTES
 from medyate_mcu.errors import MedyateError
 
 BUILD_DIR = click.argument("build_dir", type=click.Path(path_type=Path, file_okay=False,
                                                         exists=True), default=Path("build"))
 STACK_OPTION = click.option("--stack", type=SizeType(), default=None,
-                            help="Stack reserved after .bss [default: 8 KiB]; not part of the "
-                                 "budget, but the image and the stack must fit the board's RAM.")
+                            help="Stack reserved after .bss [default: "
+                                 f"{DEFAULT_STACK_BYTES:,} B]; not part of the budget, but the "
+                                 "image and the stack must fit the board's RAM.")
 
 
 def build_and_report(build_dir: Path, app: str, stack: int | None) -> tuple[Path, object]:

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 
 import click
 
 from medyate_mcu.boards import get_board
-from medyate_mcu.build.arm import build_firmware
-from medyate_mcu.build.auto_budget import auto_budget
+from medyate_mcu.build.arm import ARM_GCC, build_firmware
+from medyate_mcu.build.auto_budget import RESERVE_BYTES, auto_budget, measure_room
 from medyate_mcu.cli.common import (
     AUTO,
     MODEL_ARGUMENT,
@@ -43,7 +44,9 @@ DEMO_DATA = "digits"  # what the bundled demo model trains on when no --data is 
               show_default=True,
               help="RAM the training engine may allocate statically: a plain number is bytes; "
                    "k/kB/KB/KiB = 1024 bytes; M/MB/MiB = 1024² bytes. 'auto' (needs --board): "
-                   "the board's RAM less the stack, the rest of the image and a 1 KiB reserve.")
+                   "the board's RAM less the stack, the rest of the image and a "
+                   f"{RESERVE_BYTES:,} B reserve. With --board, a budget whose image the "
+                   "board's RAM cannot hold is refused.")
 @click.option("--board", type=BoardType(), default=None,
               help="Target board (see `medyate-mcu boards`); default: host build only.")
 @click.option("--ranking", type=click.Path(path_type=Path, dir_okay=False, exists=True),
@@ -135,7 +138,7 @@ def compile_command(model: Path | None, budget: int | str, board: str | None,
         if target is None:
             raise MedyateError("--budget auto needs --board: it sizes the engine to that "
                                "board's RAM")
-        budget = auto_budget(target, headed, layer_ranking.ranking, emit, output,
+        budget = auto_budget(measure_room(target, headed, layer_ranking.ranking, emit, output),
                              say=console().print)
         plan = emit(budget, output)
         build_firmware(output)  # confirms that the whole image fits the board
@@ -144,6 +147,12 @@ def compile_command(model: Path | None, budget: int | str, board: str | None,
         if target and budget > target.ram_bytes:
             raise MedyateError(f"budget {format_size(budget)} exceeds {target.name}'s RAM "
                                f"({format_size(target.ram_bytes)})")
+        if target and shutil.which(ARM_GCC):
+            measure_room(target, headed, layer_ranking.ranking, emit, output).check(budget)
+        elif target:
+            console().print(f"note: {ARM_GCC} is not installed, so whether {target.name}'s RAM "
+                            "holds this budget with the stack and the application is checked "
+                            "only by `medyate-mcu build`")
         plan = emit(budget, output)
     out = console()
     out.print(f"{graph.name}: {target_classes} classes, K = {plan.k} candidate layers, channel "
