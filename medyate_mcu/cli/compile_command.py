@@ -89,7 +89,7 @@ def compile_command(model: Path | None, budget: int | str, board: str | None,
            medyate-mcu verify OUTPUT                      (checks the C against the host reference)
     """
     from medyate_mcu.codegen.project import BuildManifest, EmbeddedData, write_project
-    from medyate_mcu.zoo.tasks import load_task, proxy_task_for
+    from medyate_mcu.zoo.tasks import load_task, proxy_task_for, stratified_sample
 
     model_path = model if model is not None else bundled_model_path()
     graph = load_model(model_path)
@@ -114,9 +114,10 @@ def compile_command(model: Path | None, budget: int | str, board: str | None,
                              seed=seed)
     embedded = None
     if task is not None and embed > 0:
-        tests = min(200, max(1, embed // 4))
-        embedded = EmbeddedData(task.name, task.raw_train[:embed], task.y_train[:embed],
-                                task.raw_test[:tests], task.y_test[:tests], task.mean, task.std)
+        train = stratified_sample(task.y_train, embed, seed)
+        test = stratified_sample(task.y_test, min(200, max(1, embed // 4)), seed)
+        embedded = EmbeddedData(task.name, task.raw_train[train], task.y_train[train],
+                                task.raw_test[test], task.y_test[test], task.mean, task.std)
 
     def emit(engine_budget: int, folder: Path) -> BudgetPlan:
         plan = plan_budget(headed, layer_ranking.ranking, engine_budget, alpha, KRule(k_rule))

@@ -131,7 +131,7 @@ def verify_build(build_dir: Path, epochs: int | None = None, samples: int = 96,
     if manifest.data_source is None:
         raise MedyateError("the build embeds no data set; compile with --data to verify")
     data = load_task(manifest.data_source, graph, seed=0)
-    x, y = data.x_train[:samples], data.y_train[:samples]
+    x, y = data.train_subset(samples, settings.seed)
     library = make(build_dir, "lib")
     checks = memory_checks(library, plan)
     engine = EngineLibrary(library, x[0].size, manifest.classes)

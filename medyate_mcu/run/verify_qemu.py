@@ -228,7 +228,7 @@ def verify_qemu(build_dir: Path, epochs: int | None = None, samples: int = 96,
         raise MedyateError(f"the build trains {settings.epochs} epochs; --epochs {epochs} is "
                            "more")
     data = load_task(manifest.data_source, graph, seed=0)
-    x, y = data.x_train[:samples], data.y_train[:samples]
+    x, y = data.train_subset(samples, settings.seed)
     image = build_firmware(build_dir, "verify")
     checks = [Check(f"Cortex-M image: {check.name}", check.measured, check.limit, check.ok)
               for check in memory_checks(image, plan)]

@@ -34,6 +34,11 @@ class TaskData:
     def classes(self) -> int:
         return len(self.class_names)
 
+    def train_subset(self, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """``count`` training samples and labels, drawn by :func:`stratified_sample`."""
+        chosen = stratified_sample(self.y_train, count, seed)
+        return self.x_train[chosen], self.y_train[chosen]
+
 
 def normalisation(graph: Graph, x_uint8: np.ndarray) -> tuple[list[float], list[float]]:
     """The model's input mean/std from its metadata, else the data's own statistics."""
@@ -70,6 +75,35 @@ def load_task(source: str, graph: Graph, seed: int = 0,
     return TaskData(source, normalise(x_train, mean, std).numpy(), y_train.astype(np.int64),
                     normalise(x_test, mean, std).numpy(), y_test.astype(np.int64), tuple(names),
                     x_train, x_test, tuple(mean), tuple(std))
+
+
+def stratified_sample(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """Indices of ``count`` samples (every one if there are fewer), stratified by class and
+    shuffled with ``seed``: each class gets a share proportional to its size (largest
+    remainders; at least one sample per class when ``count`` is at least the class count), its
+    members drawn at random. What a build embeds and what `verify` trains on, so that neither is
+    the first classes of a data set sorted by class."""
+    labels = np.asarray(labels)
+    count = max(0, min(count, len(labels)))
+    classes, sizes = np.unique(labels, return_counts=True)
+    rng = np.random.default_rng(seed)
+    shares = _class_shares(sizes, count, rng)
+    picked = [rng.choice(np.flatnonzero(labels == label), size=share, replace=False)
+              for label, share in zip(classes, shares, strict=True) if share]
+    return rng.permutation(np.concatenate(picked)) if picked else np.zeros(0, np.int64)
+
+
+def _class_shares(sizes: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
+    """``count`` split over classes of ``sizes`` members, in proportion (largest remainders,
+    ties in random order), then at least one each when ``count`` allows."""
+    exact = sizes * count / sizes.sum()
+    shares = np.floor(exact).astype(np.int64)
+    order = np.lexsort((rng.random(len(sizes)), -(exact - shares)))
+    shares[order[:count - int(shares.sum())]] += 1
+    while count >= len(sizes) and not shares.all():
+        shares[np.argmax(shares)] -= 1  # the largest share has more than one
+        shares[np.argmin(shares)] += 1  # a class with none
+    return shares
 
 
 def _stratified_test_mask(y: np.ndarray, seed: int) -> np.ndarray:
