@@ -173,33 +173,6 @@ def test_verify_catches_a_wrong_update(tmp_path: Path) -> None:
     assert "epoch 1 selection" not in failed  # the selection does not depend on the rate
 
 
-def test_boundary_distance_sees_a_pre_activation_on_the_threshold() -> None:
-    import torch.nn as nn
-
-    from medyate_mcu.graph import import_torch
-    from medyate_mcu.method.trainer import SelectionRule, SparseTrainer
-    from medyate_mcu.run.verify import boundary_distance
-
-    class Tiny(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv = nn.Conv2d(1, 1, 1, bias=False)
-            self.fc = nn.Linear(4, 2)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.fc(nn.functional.relu6(self.conv(x)).flatten(1))
-
-    module = Tiny()
-    with torch.no_grad():
-        module.conv.weight.fill_(1.0)
-    graph = import_torch(module, torch.zeros(1, 1, 2, 2))
-    trainer = SparseTrainer(graph, [], 0, SelectionRule(False, False, fixed=[]))
-    x = np.array([[[[0.5, 6.0 + 3e-6], [2.0, 3.0]]]], np.float32)
-    assert boundary_distance(trainer, x) == pytest.approx(3e-6, rel=0.1)
-    x[0, 0, 0, 1] = -1.0
-    assert boundary_distance(trainer, x) == pytest.approx(0.5)
-
-
 def test_compile_ranks_a_model_without_ranking_on_a_proxy_task(tmp_path: Path) -> None:
     from medyate_mcu.method.lara import LayerRanking
     torch.manual_seed(1)

@@ -49,9 +49,12 @@ from medyate_mcu.run.decisions import (
 from medyate_mcu.run.engine_lib import EngineLibrary
 from medyate_mcu.zoo.tasks import load_task
 
-WEIGHT_TOLERANCE = 1e-4  # max |C - reference| / max |reference|
-FORWARD_TOLERANCE = 1e-4
-LOSS_TOLERANCE = 1e-3  # relative
+# Tolerances, derived and measured in docs/verification.md. Relative errors of float32 results
+# computed in different summation orders; the measured clean maxima are 10-20x below each.
+GRADIENT_TOLERANCE = 5e-5  # gradients and norms: max |C - ref| / max |ref|, per tensor
+WEIGHT_TOLERANCE = GRADIENT_TOLERANCE  # one step's update beyond its final roundings, relative
+FORWARD_TOLERANCE = 1e-5  # logits: max |C - ref| / max |ref|
+LOSS_TOLERANCE = 1e-5  # epoch mean loss, relative
 
 
 @dataclass(frozen=True)
@@ -161,8 +164,8 @@ def verify_build(build_dir: Path, epochs: int | None = None, samples: int = 96,
                                                   max(reference.table.size, 1))[
                                          :reference.table.size], reference.norms) \
             if reference.table.size else 0.0
-        checks.append(Check(f"epoch {epoch} norms", f"{norms_error:.2e}", "<= 1e-03",
-                            norms_error <= 1e-3))
+        checks.append(Check(f"epoch {epoch} norms", f"{norms_error:.2e}",
+                            f"<= {GRADIENT_TOLERANCE:.0e}", norms_error <= GRADIENT_TOLERANCE))
         c_loss, c_correct = engine.state.last_epoch_loss, engine.state.last_epoch_correct
         loss_error = abs(c_loss - record.loss) / max(abs(record.loss), 1e-12)
         checks.append(Check(f"epoch {epoch} loss C {c_loss:.4f} / ref {record.loss:.4f}",
@@ -396,5 +399,5 @@ def _gradient_check(engine: EngineLibrary, reference: SparseTrainer, graph: Grap
         for parameter in (net.weights[key], net.biases[key]):
             parameter.grad = None
     return Check("one-sample gradients (selected slices, classifier)", f"{max(errors):.2e}",
-                 f"<= {WEIGHT_TOLERANCE:.0e}", max(errors) <= WEIGHT_TOLERANCE)
+                 f"<= {GRADIENT_TOLERANCE:.0e}", max(errors) <= GRADIENT_TOLERANCE)
 
