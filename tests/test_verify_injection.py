@@ -200,6 +200,10 @@ def test_the_forced_replay_takes_the_given_decisions(tiny: ReferenceNet) -> None
     forced = {name: p.grad.clone() for name, p in tiny.named_parameters()}
     tiny.zero_grad()
     tiny.forced = {}
+    tiny(x).sum().backward()
+    own = {name: p.grad.clone() for name, p in tiny.named_parameters()}
+    tiny.zero_grad()
+    assert not all(torch.equal(own[name], forced[name]) for name in own)  # the forcing matters
 
     conv, fc = tiny.keys.values()
     z = F.conv2d(x, tiny.weights[conv], tiny.biases[conv])
