@@ -30,7 +30,7 @@ from medyate_mcu.cli.main import main
 from medyate_mcu.codegen.project import BuildManifest
 from medyate_mcu.device import protocol as p
 from medyate_mcu.device.firmware import build_host_serial
-from medyate_mcu.device.link import DeviceError, DeviceLink, LinkTimeout
+from medyate_mcu.device.link import DEVICE_IDLE_S, DeviceError, DeviceLink, LinkTimeout
 from medyate_mcu.device.session import TrainSession
 from medyate_mcu.graph import Graph
 from medyate_mcu.method.planner import BudgetPlan
@@ -180,6 +180,44 @@ def test_bad_frames_get_error_frames_and_the_device_keeps_working(build: Path,
         assert link.stats().bad_frames == 4
 
 
+def _half_a_sample(build: Path) -> bytes:
+    data = load_task("digits", rebuild_reference(load_manifest(build))[0])
+    frame = p.encode_frame(p.MsgType.SAMPLE, 60, p.sample_payload(data.x_train[0], 1,
+                                                                  data.x_train[0].size))
+    return frame[:len(frame) // 2]
+
+
+def test_a_frame_cut_short_is_dropped_when_the_link_goes_idle(build: Path, device: str) -> None:
+    """A host that stops mid-SAMPLE: the device drops the frame after its idle timeout (no
+    reply), counts it, and answers the next request on the same connection."""
+    with DeviceLink(device, timeout=10) as link:
+        link.hello()
+        link.send_raw(_half_a_sample(build))
+        with pytest.raises(LinkTimeout):
+            link.wait_reply(p.MsgType.SAMPLE, 60, timeout=3 * DEVICE_IDLE_S)
+        stats = link.stats()  # no flush: the request's bytes would otherwise complete the frame
+        assert (stats.bad_frames, stats.samples_in_epoch) == (1, 0)
+
+
+def test_train_works_after_a_host_stopped_mid_sample(build: Path, device: str,
+                                                     tmp_path: Path) -> None:
+    """Ctrl-C or an unplugged cable during a SAMPLE, then `train` again: it trains."""
+    for _ in range(2):
+        with socket.create_connection(("127.0.0.1", int(device.rsplit(":", 1)[1]))) as client:
+            client.sendall(_half_a_sample(build))
+        result = CliRunner().invoke(main, ["train", str(build), "--port", device, "--samples",
+                                           "2", "--epochs", "1", "-o",
+                                           str(tmp_path / "trained.onnx"), "--timeout", "10"])
+        assert result.exit_code == 0, result.output
+
+
+def test_the_host_waits_out_the_devices_idle_timeout() -> None:
+    """link.py's DEVICE_IDLE_S is firmware/hal/uart.h's MDY_UART_IDLE_MS."""
+    header = (Path(__file__).parent.parent / "firmware" / "hal" / "uart.h").read_text()
+    match = re.search(r"#define MDY_UART_IDLE_MS (\d+)u", header)
+    assert match and int(match.group(1)) == round(DEVICE_IDLE_S * 1000)
+
+
 def test_wrong_build_and_missing_device_are_one_line_errors(build: Path, device: str,
                                                            tmp_path: Path) -> None:
     other = tmp_path / "other"
@@ -232,15 +270,25 @@ def test_train_over_qemu_serial(qemu_build: Path, tmp_path: Path) -> None:
     command = qemu_command(get_board("qemu-mps2-an386"),
                            qemu_build / "arm" / "medyate_serial.elf")
     command[command.index("stdio")] = f"tcp:127.0.0.1:{port},server=on,wait=on"
+    # real time, as a user runs it: under -icount, time follows instructions, and a UART
+    # polling loop runs so few per second that the 250 ms idle timeout would take minutes
+    del command[command.index("-icount"):command.index("-icount") + 2]
     qemu = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
         target = tmp_path / "trained.onnx"
         # until QEMU listens; this probe is its first client, so the start-up READY goes to it
-        # and is lost: `train` must get READY by HELLO, as after a board reset
+        # and is lost: `train` must get READY by HELLO, as after a board reset. The probe
+        # also stops half-way through a SAMPLE, as an interrupted host does: the CMSDK UART's
+        # idle timeout (SysTick) must drop that frame
         for _ in range(100):
             with socket.socket() as client:
                 if client.connect_ex(("127.0.0.1", port)) == 0:
+                    client.recv(1)  # the start-up READY: the firmware runs
+                    # the head of a SAMPLE: QEMU passes a byte at a time and drops what the
+                    # guest has not read when the client hangs up
+                    client.sendall(_half_a_sample(qemu_build)[:64])
+                    time.sleep(0.5)
                     break
             time.sleep(0.1)
         result = CliRunner().invoke(main, ["train", str(qemu_build), "--port",
@@ -249,6 +297,9 @@ def test_train_over_qemu_serial(qemu_build: Path, tmp_path: Path) -> None:
                                            str(target), "--timeout", "60"])
         assert result.exit_code == 0, result.output
         assert "board qemu-mps2-an386" in result.output
+        with DeviceLink(f"socket://127.0.0.1:{port}", timeout=20) as link:
+            link.hello()
+            assert link.stats().bad_frames == 1  # the probe's half SAMPLE, dropped when idle
     finally:
         qemu.kill()
         qemu.wait()

@@ -7,6 +7,7 @@
  */
 #include "uart.h"
 
+#include "cycles.h"
 #include "uart_config.h"
 
 #ifndef MDY_UART_CMSDK_BASE
@@ -32,7 +33,11 @@ int mdy_uart_init(void)
 
 int mdy_uart_read(void)
 {
+    uint64_t start = mdy_cycles_now();
     while ((UART_STATE & STATE_RX_FULL) == 0u) {
+        if (mdy_cycles_now() - start >= MDY_UART_IDLE_CYCLES) {
+            return MDY_UART_IDLE;
+        }
     }
     return (int)(UART_DATA & 0xFFu);
 }

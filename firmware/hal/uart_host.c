@@ -15,6 +15,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -87,6 +88,20 @@ int mdy_uart_read(void)
         return c == EOF ? -1 : c;
     }
     for (;;) {
+        if (peer >= 0) {
+            struct pollfd waiting;
+            int ready;
+            waiting.fd = peer;
+            waiting.events = POLLIN;
+            waiting.revents = 0;
+            ready = poll(&waiting, 1, (int)MDY_UART_IDLE_MS);
+            if (ready == 0) {
+                return MDY_UART_IDLE;
+            }
+            if (ready < 0 && errno == EINTR) {
+                continue;
+            }
+        }
         n = peer >= 0 ? recv(peer, &byte, 1, 0) : 0;
         if (n == 1) {
             return byte;
@@ -101,6 +116,7 @@ int mdy_uart_read(void)
         if (accept_peer() < 0) {
             return -1;
         }
+        return MDY_UART_IDLE; /* a new host: a frame the last one left half-sent is void */
     }
 }
 

@@ -7,6 +7,7 @@
  */
 #include "uart.h"
 
+#include "cycles.h"
 #include "uart_config.h"
 
 #define UARTE_BASE 0x40002000u
@@ -79,7 +80,11 @@ int mdy_uart_init(void)
 int mdy_uart_read(void)
 {
     uint8_t byte;
+    uint64_t start = mdy_cycles_now();
     while (EVENTS_ENDRX == 0u) {
+        if (mdy_cycles_now() - start >= MDY_UART_IDLE_CYCLES) {
+            return MDY_UART_IDLE;
+        }
     }
     byte = rx_byte;
     start_receive();

@@ -10,6 +10,7 @@
  */
 #include "uart.h"
 
+#include "cycles.h"
 #include "uart_config.h"
 
 #define REG(address) (*(volatile uint32_t *)(address))
@@ -93,10 +94,14 @@ int mdy_uart_init(void)
 
 int mdy_uart_read(void)
 {
+    uint64_t start = mdy_cycles_now();
     for (;;) {
         uint32_t status = USART_STATUS;
         if (status & STATUS_RXNE) {
             return (int)(USART_RX & 0xFFu);
+        }
+        if (mdy_cycles_now() - start >= MDY_UART_IDLE_CYCLES) {
+            return MDY_UART_IDLE;
         }
         if (status & STATUS_ORE) { /* an overrun: the frame's CRC will catch the lost byte */
 #if defined(MDY_UART_STM32F7)

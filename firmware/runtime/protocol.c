@@ -433,10 +433,23 @@ void mdy_proto_feed(mdy_proto_t *p, uint8_t byte)
     }
 }
 
+void mdy_proto_idle(mdy_proto_t *p)
+{
+    if (p->state != HUNT_SYNC0 && p->state != HUNT_SYNC1) {
+        p->frames_bad += 1;
+    }
+    p->state = HUNT_SYNC0;
+    p->have = 0;
+}
+
 void mdy_proto_serve(mdy_proto_t *p)
 {
     for (;;) {
         int byte = p->io.read_byte(p->io.context);
+        if (byte == MDY_PROTO_IDLE) {
+            mdy_proto_idle(p);
+            continue;
+        }
         if (byte < 0) {
             return;
         }

@@ -16,8 +16,11 @@
  * The receiver hunts for the sync bytes, so garbage between frames is skipped. A length above
  * the receive buffer is refused as soon as the header is in (ERROR BAD_LENGTH), a CRC mismatch
  * when the frame is complete (ERROR BAD_CRC); either way the receiver goes back to hunting.
- * A frame cut short is completed by the following bytes and then fails its CRC; a host that
- * gets no reply sends max-payload + 10 bytes of 0x00 (no sync in them) to flush the receiver.
+ * A frame cut short is dropped when the byte stream goes idle (read_byte returns
+ * MDY_PROTO_IDLE: the UART saw no byte for its idle timeout, firmware/hal/uart.h), and counted
+ * in frames_bad; a host that starts a session stays silent for longer than that first. Without
+ * idle reports a cut frame is completed by the following bytes and fails its CRC; a host can
+ * also send max-payload + 10 bytes of 0x00 (no sync in them) to flush the receiver.
  *
  * Every request gets exactly one reply with the request's sequence number: its *_RESULT type
  * (request | 0x80), or ERROR. The device sends READY (sequence 0) once at start-up, unasked,
@@ -101,8 +104,10 @@ enum {
 enum { MDY_REGION_CLASSIFIER = 0, MDY_REGION_NORMS = 1, MDY_REGION_SELECTED = 2,
        MDY_REGION_CANDIDATE = 0x100 };
 
-/* The byte stream. read_byte blocks; it returns 0..255, or -1 when the stream has ended (the host
- * build's socket closed), which makes mdy_proto_serve return. */
+/* The byte stream. read_byte blocks; it returns 0..255, MDY_PROTO_IDLE when no byte came for a
+ * while (a partial frame is dropped), or -1 when the stream has ended (the host build's socket
+ * closed), which makes mdy_proto_serve return. */
+#define MDY_PROTO_IDLE (-2)
 typedef struct {
     int (*read_byte)(void *context);
     void (*write)(void *context, const uint8_t *data, uint32_t length);
@@ -144,6 +149,8 @@ void mdy_proto_init(mdy_proto_t *p, const mdy_proto_io_t *io, const mdy_proto_in
 void mdy_proto_send_ready(mdy_proto_t *p, uint8_t sequence);
 /* Take one received byte; handles (and replies to) a frame when it completes. */
 void mdy_proto_feed(mdy_proto_t *p, uint8_t byte);
+/* The stream went idle: drop a partially received frame (counted in frames_bad). */
+void mdy_proto_idle(mdy_proto_t *p);
 /* Read and handle bytes until the stream ends. */
 void mdy_proto_serve(mdy_proto_t *p);
 

@@ -95,6 +95,9 @@ def compile_command(model: Path | None, budget: int | str, board: str | None,
     graph = load_model(model_path)
     if data is None and model is None:
         data = DEMO_DATA
+    task = load_task(data, graph, seed=0) if data else None  # bad data fails before LaRa runs
+    target_classes = _target_classes(task.classes if task else None, data, classes,
+                                     graph.output_shape[0])
     ranking_file = ranking or default_ranking_path(model)
     if ranking is None and not ranking_file.is_file():
         proxy = proxy or proxy_task_for(data)
@@ -103,9 +106,6 @@ def compile_command(model: Path | None, budget: int | str, board: str | None,
         layer_ranking = run_lara(graph, proxy, LaraSettings(), ranking_file)
     else:
         layer_ranking = load_ranking(model, ranking, graph)
-    task = load_task(data, graph, seed=0) if data else None
-    target_classes = _target_classes(task.classes if task else None, data, classes,
-                                     graph.output_shape[0])
     headed = replace_classifier(graph, target_classes, seed)
     target = get_board(board) if board else None
     if embed is None:

@@ -20,6 +20,7 @@ from medyate_mcu.errors import MedyateError
 
 T = TypeVar("T")
 READ_CHUNK = 4096
+DEVICE_IDLE_S = 0.25  # the device drops a cut frame after this long without a byte (uart.h)
 
 
 class DeviceError(MedyateError):
@@ -34,9 +35,23 @@ class LinkTimeout(MedyateError):
     """No (valid) reply in time."""
 
 
+def check_url(port: str) -> None:
+    """A network URL (socket://, rfc2217://) names a host and a TCP port 1..65535."""
+    scheme, _, rest = port.partition("://")
+    if scheme not in ("socket", "rfc2217"):
+        return
+    host, _, number = rest.split("/")[0].split("?")[0].rpartition(":")
+    example = f"e.g. {scheme}://127.0.0.1:4321"
+    if not host or not number:
+        raise MedyateError(f"--port {port}: give the host and the TCP port, {example}")
+    if not number.isdigit() or not 1 <= int(number) <= 65535:
+        raise MedyateError(f"--port {port}: the TCP port must be a number 1..65535, {example}")
+
+
 class DeviceLink:
     def __init__(self, port: str, baud: int = 115200, timeout: float = 5.0,
                  log: Callable[[str], None] | None = None) -> None:
+        check_url(port)
         try:
             self.serial = serial.serial_for_url(port, baudrate=baud, timeout=0.05,
                                                 write_timeout=timeout)
@@ -108,7 +123,7 @@ class DeviceLink:
                     self._note(f"skipped bytes: {frame.reason}")
                     continue
                 if frame.type == p.MsgType.READY and frame.sequence == 0:
-                    self.ready = p.Ready.decode(frame.payload)  # the device (re)started
+                    self.ready = self._decode(p.Ready.decode, frame)  # the device (re)started
                     if expected == p.MsgType.READY:
                         return frame
                     raise MedyateError(f"the device on {self.port} restarted while waiting "
@@ -117,10 +132,13 @@ class DeviceLink:
                     self._note(f"skipped a stale 0x{frame.type:02x} frame (seq {frame.sequence})")
                     continue
                 if frame.type == p.MsgType.ERROR:
-                    raise DeviceError(p.ErrorReply.decode(frame.payload))
+                    raise DeviceError(self._decode(p.ErrorReply.decode, frame))
                 if frame.type != expected:
-                    raise p.ProtocolError(f"expected {expected.name}, got type "
-                                          f"0x{frame.type:02x}")
+                    echo = frame.type == msg_type
+                    raise MedyateError(f"{self.port} sent back the request itself: a loopback, "
+                                       "not a device" if echo else
+                                       f"a malformed reply from {self.port}: expected "
+                                       f"{expected.name}, got type 0x{frame.type:02x}")
                 return frame
             if time.monotonic() >= deadline:
                 raise LinkTimeout(f"no {expected.name} reply from {self.port} within "
@@ -128,13 +146,15 @@ class DeviceLink:
                                   "device running the serial firmware (make arm "
                                   "FIRMWARE_APP=serial) at the right baud rate?")
 
-    def _call(self, msg_type: p.MsgType, decode: Callable[[bytes], T], payload: bytes = b"",
-              timeout: float | None = None) -> T:
-        frame = self.request(msg_type, payload, timeout)
+    def _decode(self, decode: Callable[[bytes], T], frame: p.Frame) -> T:
         try:
             return decode(frame.payload)
         except p.ProtocolError as exc:
             raise MedyateError(f"a malformed reply from {self.port}: {exc}") from None
+
+    def _call(self, msg_type: p.MsgType, decode: Callable[[bytes], T], payload: bytes = b"",
+              timeout: float | None = None) -> T:
+        return self._decode(decode, self.request(msg_type, payload, timeout))
 
     def flush_receiver(self) -> None:
         """Complete any frame the device is still receiving (it then fails its CRC) with bytes
@@ -145,11 +165,24 @@ class DeviceLink:
         while self.read_frames(deadline):
             pass
 
+    def resync(self) -> None:
+        """Start clean: stay silent for twice the device's idle timeout, so that it drops a
+        frame an interrupted host left half-sent, and discard what arrives meanwhile (replies
+        to abandoned requests, a start-up READY)."""
+        deadline = time.monotonic() + 2 * DEVICE_IDLE_S
+        try:
+            while time.monotonic() < deadline:
+                self.serial.read(max(1, min(self.serial.in_waiting, READ_CHUNK)))
+        except (serial.SerialException, OSError) as exc:
+            raise MedyateError(f"reading from {self.port} failed: {exc}") from None
+        self.decoder = p.FrameDecoder(self.decoder.max_payload)
+
     # ---- the messages ------------------------------------------------------------------
     def hello(self, timeout: float | None = None) -> p.Ready:
-        """The device's READY: the start-up one if it is already on its way, else the answer to
-        HELLO (sent twice: the first may reach a device whose UART is not enabled yet)."""
+        """Resynchronise, then the answer to HELLO (sent twice: the first may reach a device
+        whose UART is not enabled yet, or one still timing out a cut frame)."""
         limit = self.timeout if timeout is None else timeout
+        self.resync()
         for _ in range(2):
             sequence = self._next_sequence()
             self.send_raw(p.encode_frame(p.MsgType.HELLO, sequence))
@@ -157,7 +190,7 @@ class DeviceLink:
                 frame = self.wait_reply(p.MsgType.HELLO, sequence, limit / 2)
             except LinkTimeout:
                 continue
-            self.ready = p.Ready.decode(frame.payload)
+            self.ready = self._decode(p.Ready.decode, frame)
             break
         else:
             raise LinkTimeout(f"no READY from {self.port} within {limit:g} s; is the device "
@@ -203,6 +236,9 @@ class DeviceLink:
             if data.region != region or data.offset != offset or data.total != total:
                 raise MedyateError(f"the device answered a read of region {region} at {offset} "
                                    f"with region {data.region} at {data.offset}")
+            if data.values.size == 0:  # no progress: the read would never end
+                raise MedyateError(f"the device answered a read of region {region} at {offset} "
+                                   f"with no values (of {total}); is it running this build?")
             parts.append(data.values)
             offset += data.values.size
         if not parts:

@@ -14,6 +14,8 @@ from enum import IntEnum
 
 import numpy as np
 
+from medyate_mcu.errors import MedyateError
+
 VERSION = 1
 SYNC = b"\xa5\x5a"
 HEADER = struct.Struct("<HBB")  # length, type, sequence (after the sync bytes)
@@ -60,7 +62,7 @@ class Region(IntEnum):
     CANDIDATE = 0x100  # + candidate layer index
 
 
-class ProtocolError(Exception):
+class ProtocolError(MedyateError):
     """A reply that does not decode as the protocol says (a bug or a different firmware)."""
 
 

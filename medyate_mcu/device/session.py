@@ -65,6 +65,11 @@ class TrainSession:
                 raise MedyateError(f"the device on {port} runs another build (build hash "
                                    f"{ready.build_hash.hex()}, {build_dir} is {expected.hex()}); "
                                    "build and flash this one")
+            model_hash = bytes.fromhex(manifest.model_sha256)[:8]
+            if ready.model_hash != model_hash:
+                raise MedyateError(f"the device on {port} runs a build of another model (model "
+                                   f"hash {ready.model_hash.hex()}, {build_dir} is "
+                                   f"{model_hash.hex()}); build and flash this one")
             if ready.input_size != x[0].size:
                 raise MedyateError(f"the device takes {ready.input_size} inputs, the data "
                                    f"{x[0].size}")
@@ -89,14 +94,20 @@ class TrainSession:
             loss_sum, correct = 0.0, 0
             for done, index in enumerate(epoch_order(len(self.y), self.settings.seed, epoch), 1):
                 result = self.link.train_sample(self.x[index], int(self.y[index]))
+                _check_finite(f"epoch {epoch}, sample {done}: the loss", result.loss)
                 loss_sum += result.loss
                 correct += result.correct
                 if on_sample:
                     on_sample(epoch, done, loss_sum / done, correct / done)
-            yield self.link.end_epoch()
+            record = self.link.end_epoch()
+            _check_finite(f"epoch {epoch}: the mean loss", record.loss)
+            yield record
 
     def trained(self) -> Graph:
         layers, classifier = self.link.read_weights()
+        for name, values in [*zip(self.candidates, layers, strict=False),
+                             ("the classifier", classifier)]:
+            _check_finite(f"the trained weights of {name}", values)
         if len(layers) != len(self.candidates):
             raise MedyateError(f"the device has {len(layers)} candidate layers, the build "
                                f"{len(self.candidates)}")
@@ -108,3 +119,12 @@ class TrainSession:
         trained = self.trained()
         write_trained_onnx(self.model_path, self.graph, trained, path, self.x[0])
         return trained
+
+
+def _check_finite(what: str, values: float | np.ndarray) -> None:
+    """Stop on a NaN or infinity from the device: nothing is saved."""
+    bad = int(np.count_nonzero(~np.isfinite(values)))
+    if bad:
+        raise MedyateError(f"the device reported non-finite values: {what} ({bad} of "
+                           f"{np.size(values)}); training diverged or the device is faulty; "
+                           "nothing was saved")
