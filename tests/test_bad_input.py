@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import stat
 import struct
@@ -24,6 +25,7 @@ from model_builders import make_model
 from onnx import helper, numpy_helper
 from PIL import Image
 
+from medyate_mcu import outputs
 from medyate_mcu.cli.main import main
 from medyate_mcu.codegen.project import MANIFEST
 from medyate_mcu.device import protocol as p
@@ -114,6 +116,48 @@ def test_a_failed_write_keeps_the_old_build(tmp_path: Path,
     monkeypatch.undo()
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
     assert sorted(x.name for x in tmp_path.iterdir()) == ["B"]
+
+
+def test_ctrl_c_while_writing_keeps_the_old_build(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "B"
+    assert run(*COMPILE, "-o", out).exit_code == 0
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    original = Path.write_text
+
+    def interrupted(self: Path, text: str, *args: object, **kwargs: object) -> int:
+        if self.name == "main.c":
+            raise KeyboardInterrupt
+        return original(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", interrupted)
+    result = run(*COMPILE, "--seed", "2", "-o", out)
+    monkeypatch.undo()
+    assert result.exit_code == 1 and result.output.strip() == "Aborted!"  # click's Ctrl-C
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["B"]
+
+
+def test_ctrl_c_waits_for_the_swap_of_old_and_new(tmp_path: Path) -> None:
+    """SIGINT in the middle of the two renames is delivered after both."""
+    old, new = tmp_path / "out", tmp_path / "staging"
+    old.mkdir()
+    new.mkdir()
+    (new / "file").write_text("new")
+    original = Path.rename
+    calls = []
+
+    def rename(self: Path, target: Path) -> Path:
+        calls.append(self.name)
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, target)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Path, "rename", rename)
+        with pytest.raises(KeyboardInterrupt):
+            outputs._swap(old, new)
+    assert calls == ["out", "staging"] and (old / "file").read_text() == "new"
 
 
 def _mount_tmpfs(where: Path, options: str) -> bool:
@@ -365,6 +409,16 @@ def test_non_finite_values_from_the_device_save_nothing(build: Path, device: Dev
     result, target = train_on(build, device.reply, tmp_path)
     one_error(result, "non-finite", "the loss")
     assert not target.exists()
+
+
+def test_an_unwritable_trained_model_is_one_line(build: Path, device: Device) -> None:
+    fake = FakeDevice(device.reply)
+    try:
+        result = run("train", build, "--port", fake.url, "--samples", "2", "--epochs", "1",
+                     "--timeout", "3", "-o", "/proc/medyate/trained.onnx")
+    finally:
+        fake.close()
+    one_error(result, "cannot", "/proc/medyate")
 
 
 def test_a_read_that_makes_no_progress_stops(build: Path, device: Device,
