@@ -4,6 +4,7 @@ decision passes only within its rounding bound and with the step replayed on the
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -213,3 +214,46 @@ def test_the_forced_replay_takes_the_given_decisions(tiny: ReferenceNet) -> None
     out.sum().backward()
     for name, p in tiny.named_parameters():
         assert torch.equal(p.grad, forced[name]), name
+
+
+# ---- max-pool argmax, end to end (the bundled models have no max-pool) ----------------------
+
+@pytest.fixture(scope="module")
+def pool_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small user model with two max-pools inside the backward pass."""
+    from medyate_mcu.graph import export_onnx
+    folder = tmp_path_factory.mktemp("pool")
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                           nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                           nn.Conv2d(16, 16, 3, padding=1), nn.ReLU6(), nn.AdaptiveAvgPool2d(1),
+                           nn.Flatten(), nn.Linear(16, 10))
+    import onnx
+    onnx.save(export_onnx(module, torch.zeros(1, 3, 32, 32)), folder / "pool.onnx")
+    result = CliRunner().invoke(main, ["compile", str(folder / "pool.onnx"), "--budget", "400kB",
+                                       "--data", "digits", "--embed-data", "32", "--epochs", "2",
+                                       "--batch-size", "8", "--alpha", "1", "-o",
+                                       str(folder / "b")])
+    assert result.exit_code == 0, result.output
+    exports = re.findall(r"MDY_DECISIONS\(\d+u\);", (folder / "b" / "model.c").read_text())
+    assert len(exports) == 5  # three ReLUs and two max-pools
+    return folder / "b"
+
+
+def test_max_pool_ties_broken_otherwise_are_explained(pool_build: Path, tmp_path: Path) -> None:
+    """The last maximum instead of the first: flips only on exact ties (a gap of 0, within any
+    bound); the replay on the C argmax matches."""
+    build = injected(pool_build, tmp_path, "medyate/kernels/pool.c", "v > best || isnan(v)",
+                     "v >= best || isnan(v)")
+    checks = by_name(verify_build(build, epochs=1, samples=32))
+    assert int(checks["epoch 1 activation decisions C / ref"].measured.split()[0]) > 0
+    assert all(c.ok for c in checks.values()), [c for c in checks.values() if not c.ok]
+
+
+def test_a_wrong_max_pool_argmax_fails(pool_build: Path, tmp_path: Path) -> None:
+    """The C stores cell 1 where its maximum is cell 0 (the forward value stays right)."""
+    build = injected(pool_build, tmp_path, "medyate/kernels/pool.c",
+                     "argmax[i] = (uint8_t)best_k;",
+                     "argmax[i] = (uint8_t)(best_k == 0 ? 1 : best_k);")
+    checks = by_name(verify_build(build, epochs=1, samples=32))
+    assert not checks["epoch 1 activation decisions C / ref"].ok
