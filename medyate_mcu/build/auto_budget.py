@@ -65,15 +65,13 @@ class BoardRoom:
                 f"--budget {self.engine_max} or less, or --budget auto")
 
 
-def measure_room(board: Board, graph: Graph, ranking: Sequence[str], emit: Emit,
-                 output: Path) -> BoardRoom:
+def measure_room(board: Board, graph: Graph, ranking: Sequence[str], emit: Emit) -> BoardRoom:
     """Build the project at the smallest feasible budget (``emit(budget, folder)`` writes it)
-    in a scratch folder beside ``output`` and read what is not the engine from the image."""
+    in a temporary folder and read what is not the engine from the image."""
     require_tool(ARM_GCC, ARM_PACKAGES)
     costs = [channel_cost(graph, graph.node(name)) for name in ranking]
     smallest, _ = minimum_budget(graph, ranking, costs)
-    scratch = Path(tempfile.mkdtemp(prefix=".medyate-room-", dir=output.parent.resolve()
-                                    if output.parent.exists() else None))
+    scratch = Path(tempfile.mkdtemp(prefix="medyate-room-"))
     try:
         probe = scratch / "probe"
         emit(smallest, probe)

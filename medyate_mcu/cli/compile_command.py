@@ -139,7 +139,7 @@ def compile_command(model: Path | None, budget: int | str, board: str | None,
         if target is None:
             raise MedyateError("--budget auto needs --board: it sizes the engine to that "
                                "board's RAM")
-        budget = auto_budget(measure_room(target, headed, layer_ranking.ranking, emit, output),
+        budget = auto_budget(measure_room(target, headed, layer_ranking.ranking, emit),
                              say=console().print)
         plan = emit(budget, output)
         build_firmware(output)  # confirms that the whole image fits the board
@@ -149,7 +149,7 @@ def compile_command(model: Path | None, budget: int | str, board: str | None,
             raise MedyateError(f"budget {format_size(budget)} exceeds {target.name}'s RAM "
                                f"({format_size(target.ram_bytes)})")
         if target and shutil.which(ARM_GCC):
-            measure_room(target, headed, layer_ranking.ranking, emit, output).check(budget)
+            measure_room(target, headed, layer_ranking.ranking, emit).check(budget)
         elif target:
             console().print(f"note: {ARM_GCC} is not installed, so whether {target.name}'s RAM "
                             "holds this budget with the stack and the application is checked "
