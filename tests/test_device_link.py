@@ -194,7 +194,7 @@ def test_a_frame_cut_short_is_dropped_when_the_link_goes_idle(build: Path, devic
         link.hello()
         link.send_raw(_half_a_sample(build))
         with pytest.raises(LinkTimeout):
-            link.wait_reply(p.MsgType.SAMPLE, 60, timeout=3 * DEVICE_IDLE_S)
+            link.wait_reply(p.MsgType.SAMPLE, 60, timeout=4 * DEVICE_IDLE_S)
         stats = link.stats()  # no flush: the request's bytes would otherwise complete the frame
         assert (stats.bad_frames, stats.samples_in_epoch) == (1, 0)
 
