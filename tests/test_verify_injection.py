@@ -257,3 +257,40 @@ def test_a_wrong_max_pool_argmax_fails(pool_build: Path, tmp_path: Path) -> None
                      "argmax[i] = (uint8_t)(best_k == 0 ? 1 : best_k);")
     checks = by_name(verify_build(build, epochs=1, samples=32))
     assert not checks["epoch 1 activation decisions C / ref"].ok
+
+
+def test_the_c_forward_lies_within_the_rounding_bound(demo_build: Path) -> None:
+    """The bound's own oracle: the output of every exported ReLU of the C forward pass, read
+    from the arena, differs from the reference's by no more than the bound of its input (a clamp
+    does not increase a difference), with the C's earlier outputs known or not, on real samples."""
+    from medyate_mcu.build.host import make
+    from medyate_mcu.run.decisions import DecisionRecorder
+    from medyate_mcu.run.engine_lib import EngineLibrary
+    from medyate_mcu.run.verify import load_manifest, rebuild_reference
+    from medyate_mcu.zoo.tasks import load_task
+
+    graph, plan, _ = rebuild_reference(load_manifest(demo_build))
+    x = load_task("digits", graph, seed=0).x_test[:4]
+    engine = EngineLibrary(make(demo_build, "lib"), x[0].size, 10)
+    engine.init()
+    recorder = DecisionRecorder(engine, plan.memory)
+    recorder.start()
+    for sample in x:
+        recorder.next_sample()
+        assert engine.predict(sample)[0] == 0
+    _, outputs = recorder.stop()
+    net = ReferenceNet(graph)
+    values = forward_values(net, torch.from_numpy(x))
+    nodes = list(recorder.nodes.values())
+    assert len(outputs) == len(nodes) == 12
+    worst = {}
+    for known in ({}, outputs):
+        bounds = rounding_bounds(net, values, known)
+        ratios = []
+        for node in nodes:
+            difference = (outputs[node.output].double() - values[node.output].double()).abs()
+            bound = bounds[node.inputs[0]]
+            assert bool((difference <= bound).all()), node.name
+            ratios.append(float((difference / bound).nan_to_num(0).max()))
+        worst[bool(known)] = max(ratios)
+    assert 0 < worst[False] < worst[True] < 1  # knowing the C's values tightens the bound

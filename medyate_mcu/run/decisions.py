@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from medyate_mcu.graph.ir import Graph, Node, OpType
 from medyate_mcu.graph.reference import ReferenceNet, window_cells
 from medyate_mcu.planning.arena import ArenaPlan
+from medyate_mcu.planning.memory import EngineMemory, activation_offset
 from medyate_mcu.run.engine_lib import EngineLibrary
 
 UNIT_ROUNDOFF = 2.0 ** -24  # u: float32, round to nearest
@@ -40,15 +41,20 @@ def decision_nodes(graph: Graph, arena: ArenaPlan) -> list[Node]:
 
 
 class DecisionRecorder:
-    """Reads the C engine's decisions from its arena each time the library's debug export calls
-    (right after the kernel wrote them), at the plan's offsets; one record per sample."""
+    """Reads the C engine's decisions, and the outputs of the nodes that make them, from its
+    arena each time the library's debug export calls (right after the kernel wrote them), at the
+    plan's offsets; one record per sample."""
 
-    def __init__(self, engine: EngineLibrary, graph: Graph, arena: ArenaPlan) -> None:
-        self.graph = graph
-        self.nodes = {graph.nodes.index(node): node for node in decision_nodes(graph, arena)}
-        self.offsets = {node.name: arena.offset_of(_buffer_name(node))
+    def __init__(self, engine: EngineLibrary, memory: EngineMemory) -> None:
+        graph = self.graph = memory.schedule.graph
+        self.nodes = {graph.nodes.index(node): node
+                      for node in decision_nodes(graph, memory.arena)}
+        self.offsets = {node.name: memory.arena.offset_of(_buffer_name(node))
                         for node in self.nodes.values()}
-        self.arena = engine.array("mdy_arena", np.uint8, arena.size)
+        self.values = {node.name: activation_offset(memory, node.output) // 4
+                       for node in self.nodes.values()}
+        self.arena = engine.array("mdy_arena", np.uint8, memory.arena.size)
+        self.floats = self.arena.view(np.float32)
         self.samples: list[dict[str, np.ndarray]] | None = None
         engine.on_decisions(self._read)
 
@@ -59,11 +65,17 @@ class DecisionRecorder:
         assert self.samples is not None
         self.samples.append({})
 
-    def stop(self) -> dict[str, torch.Tensor]:
-        """The recorded samples' decisions, stacked per node (the batch's order)."""
+    def stop(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """The recorded samples' decisions (by node) and output values (by tensor), stacked in
+        the batch's order."""
         samples, self.samples = self.samples or [], None
-        return {node.name: torch.from_numpy(np.stack([s[node.name] for s in samples]))
-                for node in self.nodes.values() if samples}
+        if not samples:
+            return {}, {}
+        decisions = {node.name: torch.from_numpy(np.stack([s[node.name] for s in samples]))
+                     for node in self.nodes.values()}
+        values = {node.output: torch.from_numpy(np.stack([s[node.output] for s in samples]))
+                  for node in self.nodes.values()}
+        return decisions, values
 
     def _read(self, index: int) -> None:
         if not self.samples:
@@ -77,6 +89,8 @@ class DecisionRecorder:
             bits = np.unpackbits(self.arena[offset:offset + (n + 7) // 8], bitorder="little")
             value = bits[:n].astype(bool).reshape(shape)
         self.samples[-1][node.name] = value
+        start = self.values[node.name]
+        self.samples[-1][node.output] = self.floats[start:start + n].reshape(shape).copy()
 
 
 def _buffer_name(node: Node) -> str:
@@ -108,23 +122,29 @@ def own_decisions(net: ReferenceNet, nodes: list[Node], values: dict[str, torch.
     return decisions
 
 
-def rounding_bounds(net: ReferenceNet, values: dict[str, torch.Tensor]
-                    ) -> dict[str, torch.Tensor]:
+def rounding_bounds(net: ReferenceNet, values: dict[str, torch.Tensor],
+                    known: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """Per element of every tensor, a bound on |C value − reference value| when both run the
     same float32 forward pass from the same input and weights, each summing in its own order
-    (float64; docs/verification.md derives each rule)."""
+    (float64; docs/verification.md derives each rule). ``known``: the C's own values of some
+    tensors; there the difference is known exactly, with its sign, and carried on as such."""
     graph = net.graph
+    known = known or {}
     bounds = {graph.input: torch.zeros_like(values[graph.input], dtype=torch.float64)}
+    exact: dict[str, torch.Tensor] = {}  # signed C − reference differences, where known
     with torch.no_grad():
         for node in graph.nodes:
             a = [values[t].double() for t in node.inputs]
             e = [bounds[t] for t in node.inputs]
-            bounds[node.output] = _bound(net, node, a, e)
+            bounds[node.output] = _bound(net, node, a, e, exact.get(node.inputs[0]))
+            if node.output in known:
+                exact[node.output] = known[node.output].double() - values[node.output].double()
+                bounds[node.output] = exact[node.output].abs()
     return bounds
 
 
-def _bound(net: ReferenceNet, node: Node, a: list[torch.Tensor], e: list[torch.Tensor]
-           ) -> torch.Tensor:
+def _bound(net: ReferenceNet, node: Node, a: list[torch.Tensor], e: list[torch.Tensor],
+           difference: torch.Tensor | None) -> torch.Tensor:
     op = node.op
     if op in (OpType.CONV, OpType.LINEAR):
         key = net.keys[node.name]
@@ -142,8 +162,9 @@ def _bound(net: ReferenceNet, node: Node, a: list[torch.Tensor], e: list[torch.T
         else:
             def spread(v: torch.Tensor) -> torch.Tensor:
                 return F.linear(v, weight)
-        carried, magnitude = spread(e[0]), spread(a[0].abs())
-        return carried + gamma(terms) * (2 * magnitude + carried + 2 * bias)
+        magnitude, spread_bound = spread(a[0].abs()), spread(e[0])
+        carried = spread_bound if difference is None else _signed(node, net, difference)
+        return carried + gamma(terms) * (2 * magnitude + spread_bound + 2 * bias)
     if op in (OpType.RELU, OpType.RELU6):
         return e[0]
     if op is OpType.FLATTEN:
@@ -162,6 +183,17 @@ def _bound(net: ReferenceNet, node: Node, a: list[torch.Tensor], e: list[torch.T
     raise AssertionError(f"no rounding bound for {op.value}")
 
 
+def _signed(node: Node, net: ReferenceNet, difference: torch.Tensor) -> torch.Tensor:
+    """|W · d| for a known input difference d (float64, signs kept; no bias)."""
+    weight = net.weights[net.keys[node.name]].detach().double()
+    if node.op is OpType.LINEAR:
+        return F.linear(difference, weight).abs()
+    window = node.conv.window
+    top, left, bottom, right = window.pads
+    return F.conv2d(F.pad(difference, (left, right, top, bottom)), weight, None,
+                    stride=window.stride, groups=node.conv.groups).abs()
+
+
 @dataclass
 class DecisionComparison:
     """One mini-batch's decisions, C against reference."""
@@ -172,17 +204,19 @@ class DecisionComparison:
 
 
 def compare_decisions(net: ReferenceNet, nodes: list[Node], x: torch.Tensor,
-                      ours: dict[str, torch.Tensor]) -> DecisionComparison:
+                      ours: dict[str, torch.Tensor],
+                      c_values: dict[str, torch.Tensor] | None = None) -> DecisionComparison:
     """Compare the C engine's decisions ``ours`` on the batch ``x`` with the reference's; each
     differing decision is explained only if its pre-activation (ReLU: distance to 0 or 6;
-    max-pool: the gap between the two cells) lies within the rounding bound."""
+    max-pool: the gap between the two cells) lies within the rounding bound, computed with the
+    C's own values ``c_values`` (by tensor) where known."""
     values = forward_values(net, x)
     theirs = own_decisions(net, nodes, values)
     differ = {name: ours[name] != theirs[name] for name in theirs}
     flips = sum(int(d.sum()) for d in differ.values())
     if not flips:
         return DecisionComparison(0, 0, 0.0)
-    bounds = rounding_bounds(net, values)
+    bounds = rounding_bounds(net, values, c_values)
     unexplained, closest = 0, 0.0
     for node in nodes:
         if not differ[node.name].any():

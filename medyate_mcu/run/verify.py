@@ -149,7 +149,7 @@ def verify_build(build_dir: Path, epochs: int | None = None, samples: int = 96,
         engine.init()
     weight_sizes = {name: graph.node(name).params["weight"].size for name in candidates}
     checks.append(_initial_state_check(engine, reference, weight_sizes))
-    recorder = DecisionRecorder(engine, graph, plan.memory.arena)
+    recorder = DecisionRecorder(engine, plan.memory)
     for epoch in range(1, (epochs or settings.epochs) + 1):
         _copy_state(engine, reference, weight_sizes)
         checks.append(_sampler_weights_check(engine, reference, epoch))
@@ -212,10 +212,10 @@ class _StepComparison:
             status, _ = self.engine.train_sample(self.x[index], int(self.y[index]))
             if status != 0:
                 raise MedyateError(f"the C engine rejected training sample {index} ({status})")
-        ours = self.recorder.stop()
+        ours, c_values = self.recorder.stop()
         nodes = list(self.recorder.nodes.values())
         found = compare_decisions(self.reference.net, nodes, torch.from_numpy(self.x[batch]),
-                                  ours)
+                                  ours, c_values)
         self.flips += found.flips
         self.unexplained += found.unexplained
         self.closest = max(self.closest, found.closest)
