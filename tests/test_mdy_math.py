@@ -13,6 +13,7 @@ import platform
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -118,6 +119,13 @@ class HostMath:
         getattr(self.lib, function)(ctypes.c_uint32(x.size), x.ctypes.data_as(ctypes.c_void_p),
                                     y.ctypes.data_as(ctypes.c_void_p))
         return y
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo compiled for qemu-mps2-an386 (8 samples, 1 epoch); tests work on copies."""
+    return compile_for(None, "qemu-mps2-an386", "200kB", tmp_path_factory.mktemp("p") / "b", 8,
+                       1)
 
 
 @pytest.fixture(scope="module")
@@ -245,12 +253,12 @@ def _function_symbols(image: Path, undefined: bool) -> set[str]:
                 if (symbol["st_shndx"] == "SHN_UNDEF") == undefined and symbol.name}
 
 
-def test_no_libm_transcendental_in_the_engine(tmp_path: Path) -> None:
+def test_no_libm_transcendental_in_the_engine(project: Path, tmp_path: Path) -> None:
     """The Cortex-M verification image defines none (so none is linked), the host library
     imports none; sqrtf is the FPU's correctly rounded instruction, not a call."""
     require_tool("arm-none-eabi-gcc")
     objdump = require_tool("arm-none-eabi-objdump")
-    build = compile_for(None, "qemu-mps2-an386", "200kB", tmp_path / "b", 8, 1)
+    build = shutil.copytree(project, tmp_path / "b")
     image = build_firmware(build, "verify")
     library = make(build, "lib")
     assert not _function_symbols(image, undefined=False) & (TRANSCENDENTALS | {"sqrtf"})
@@ -271,7 +279,7 @@ def _fma_count(library: Path) -> int:
     return len(re.findall(r"\bvfn?m(add|sub)\d*[ps]s\b", text))
 
 
-def test_environment_cflags_cannot_bring_back_fma(tmp_path: Path) -> None:
+def test_environment_cflags_cannot_bring_back_fma(project: Path, tmp_path: Path) -> None:
     """CFLAGS='-O3 -march=native -ffast-math' in the environment: the required flags still
     apply (no fused multiply-add in the library) and the engine's whole RAM after an epoch has
     the bits of the default build. Without the required flags the same sources do contract,
@@ -280,7 +288,7 @@ def test_environment_cflags_cannot_bring_back_fma(tmp_path: Path) -> None:
     if platform.machine() != "x86_64" or not re.search(r"\bfma\b", cpu):
         pytest.skip("needs an x86-64 CPU with FMA")
     require_tool("objdump")
-    build = compile_for(None, "qemu-mps2-an386", "200kB", tmp_path / "b", 8, 1)
+    build = shutil.copytree(project, tmp_path / "b")
     default = tmp_path / "default.so"
     shutil.copy2(make(build, "lib"), default)
     subprocess.run(["make", "-s", "-B", "-C", str(build), "lib"], capture_output=True,
@@ -296,13 +304,33 @@ def test_environment_cflags_cannot_bring_back_fma(tmp_path: Path) -> None:
                    cwd=build, capture_output=True, check=True)
     assert _fma_count(tmp_path / "fast.so") > 0
 
+    run = _epoch_runner(build)
+    assert run(tuned) == run(default)
+    assert run(tmp_path / "fast.so")[1] != run(default)[1]
+
+
+def _epoch_runner(build: Path) -> Callable[[Path], list[dict[str, bytes]]]:
+    """A host library of ``build`` -> its whole engine RAM after mdy_init and after one epoch
+    on 16 digits samples."""
     graph, _, settings = rebuild_reference(load_manifest(build))
     data = load_task("digits", graph, seed=0)
     x, y = data.x_train[:16], data.y_train[:16]
-    sizes = symbol_sizes(tuned)
 
     def run(library: Path) -> list[dict[str, bytes]]:
-        return host_snapshots(library, sizes, x, y, graph.output_shape[0], settings.seed, 1)
+        return host_snapshots(library, symbol_sizes(library), x, y, graph.output_shape[0],
+                              settings.seed, 1)
 
-    assert run(tuned) == run(default)
-    assert run(tmp_path / "fast.so")[1] != run(default)[1]
+    return run
+
+
+def test_host_builds_agree_across_compilers_and_levels(project: Path, tmp_path: Path) -> None:
+    """gcc -O0 and clang -O3 builds of the library end the epoch with the default build's bits
+    (the Cortex-M side is compared with the default build by verify --qemu)."""
+    build = shutil.copytree(project, tmp_path / "b")
+    run = _epoch_runner(build)
+    expected = run(make(build, "lib"))
+    for compiler, level in (("gcc", "-O0"), ("clang", "-O3")):
+        require_tool(compiler)
+        subprocess.run(["make", "-s", "-B", "-C", str(build), "lib", f"CC={compiler}",
+                        f"CFLAGS={level}"], capture_output=True, check=True)
+        assert run(build / "libmedyate.so") == expected, (compiler, level)
