@@ -89,6 +89,37 @@ def test_verify_qemu_names_a_one_ulp_weight_change_on_the_cortex_m_side(tmp_path
     assert re.search(rf"\(1 of \d+ elements of {symbol} differ\)", failed[0].measured)
 
 
+# Errors in the engine compiled for Cortex-M only: the build's own copy of engine.c, changed under
+# MDY_SEMIHOSTING (defined for the Cortex-M objects, not for the host library). The code goes
+# right before the anchor.
+ENGINE_INJECTIONS = {
+    "learning rate x 1.001": ("    s->samples_in_batch = 0;\n    s->steps_in_epoch = 0;\n",
+                              "    s->lr *= 1.001f;\n"),
+    "first selected channel skipped": (
+        "        M->norm_sums[c] += sqrtf(",
+        "        if (j == 0u) {\n            mdy_zero(cand->weight_units, grad);\n"
+        "            continue;\n        }\n"),
+    "one sampler weight + 1": ("    /* The draw order lands", "    M->sampler_weights[0] += 1u;\n"),
+}
+
+
+@pytest.mark.parametrize("injection", ENGINE_INJECTIONS)
+def test_verify_qemu_catches_an_engine_error_on_the_cortex_m_side(injection: str,
+                                                                  tmp_path: Path) -> None:
+    build = compile_for(None, "qemu-mps2-an386", "200kB", tmp_path / "b", 8, 2)
+    engine = build / "medyate/runtime/engine.c"
+    anchor, code = ENGINE_INJECTIONS[injection]
+    source = engine.read_text()
+    assert source.count(anchor) == 1
+    at = source.index(anchor)
+    engine.write_text(f"{source[:at]}#ifdef MDY_SEMIHOSTING\n{code}#endif\n{source[at:]}")
+    checks, _ = verify_qemu(build, samples=8, epochs=1, timeout=300)
+    failed = [check for check in checks if not check.ok]
+    assert len(failed) == 1 and failed[0].name in ("Cortex-M ≡ host C after mdy_init",
+                                                   "Cortex-M ≡ host C after epoch 1"), failed
+    assert re.match(r"mdy_\w+(\.\w+|\[\d+\])", failed[0].measured), failed[0].measured
+
+
 @pytest.mark.parametrize("board_name, model, budget", CASES[:1] + CASES[2:])
 def test_simulate_prints_the_host_trainers_table(board_name: str, model: str, budget: str,
                                                  mbv1: Path, tmp_path: Path) -> None:

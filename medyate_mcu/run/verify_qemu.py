@@ -15,6 +15,7 @@ snapshot must be equal; the first difference is reported by tensor, index and bo
 
 from __future__ import annotations
 
+import ctypes
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -150,18 +151,24 @@ def _value(dtype: np.dtype, raw: bytes, index: int) -> str:
     return str(int(value))
 
 
+def _state_field(offset: int) -> tuple[str, np.dtype]:
+    """The field of mdy_state_t at byte ``offset`` and its element type."""
+    for field, ctype in MdyState._fields_:
+        descriptor = getattr(MdyState, field)
+        if descriptor.offset <= offset < descriptor.offset + descriptor.size:
+            return field, np.dtype(np.float32 if ctype is ctypes.c_float else np.uint32)
+    return f"byte {offset}", np.dtype(np.uint32)
+
+
 def _where(name: str, index: int, shapes: dict[str, tuple[str, tuple[int, ...]]]) -> str:
     """A readable place: the layer and (out, in, kh, kw) of a candidate weight, the field of the
-    engine's scalars, else the flat index."""
+    engine's scalars (``index`` is then a byte offset), else the flat index."""
     if name in shapes:
         layer, shape = shapes[name]
         position = ", ".join(str(int(i)) for i in np.unravel_index(index, shape))
         return f"{name}[{index}] (weight [{position}] of {layer})"
     if name == "mdy_state":
-        for field, _ in MdyState._fields_:
-            descriptor = getattr(MdyState, field)
-            if descriptor.offset <= index < descriptor.offset + descriptor.size:
-                return f"mdy_state.{field}"
+        return f"mdy_state.{_state_field(index)[0]}"
     return f"{name}[{index}]"
 
 
@@ -181,7 +188,7 @@ def compare_snapshot(epoch: int, device: Snapshot, host: dict[str, bytes],
         differing = np.flatnonzero((ours_elements != host_elements).any(axis=1))
         index = int(differing[0])
         where = _where(name, index * step if name == "mdy_state" else index, shapes)
-        shown = np.dtype(np.uint32) if name == "mdy_state" else dtype
+        shown = _state_field(index * step)[1] if name == "mdy_state" else dtype
         return Check(f"Cortex-M ≡ host C {when}",
                      f"{where}: Cortex-M {_value(shown, raw, index)} / host "
                      f"{_value(shown, theirs, index)} ({len(differing)} of "
