@@ -95,6 +95,14 @@ def test_a_clean_build_passes_with_no_excuse(demo_build: Path) -> None:
     assert "C decisions" not in rows["epoch 1 weights, step by step"].measured
 
 
+def test_a_library_without_the_decision_export_is_refused(demo_build: Path,
+                                                           tmp_path: Path) -> None:
+    from medyate_mcu.errors import MedyateError
+    build = injected(demo_build, tmp_path, "Makefile", " -DMDY_DECISION_EXPORT", "")
+    with pytest.raises(MedyateError, match="compile the project again"):
+        verify_build(build, epochs=1, samples=8)
+
+
 @pytest.mark.parametrize("name", list(INJECTIONS))
 def test_an_injected_error_fails_within_one_epoch(name: str, demo_build: Path,
                                                   tmp_path: Path) -> None:

@@ -35,11 +35,11 @@ def verify_command(build_dir: Path, epochs: int | None, samples: int, qemu: bool
     state (bit for bit), and for each epoch the sampler weights and channel selection
     (identical), the weights step by step, norms, loss and accuracy (within tolerance). A step
     may differ only where a ReLU/max-pool decision differs within its float32 rounding bound,
-    and is then replayed with the C decisions (docs/verification.md). With --qemu, first the Cortex-M build under QEMU (tensors through semihosting
-    files) against the host build of the same sources: every byte of the engine's RAM after
-    mdy_init and after each epoch, no tolerance (the first difference is named: tensor, index,
-    both values); plus the image's RAM symbols and instructions per training step. Prints a
-    table; exits 1 on any mismatch."""
+    and is then replayed with the C decisions (docs/verification.md). With --qemu, first the
+    Cortex-M build under QEMU (tensors through semihosting files) against the host build of the
+    same sources: every byte of the engine's RAM after mdy_init and after each epoch, no
+    tolerance (the first difference is named: tensor, index, both values); plus the image's RAM
+    symbols and instructions per training step. Prints a table; exits 1 on any mismatch."""
     from medyate_mcu.run.verify import verify_build
 
     out = console()
