@@ -87,6 +87,9 @@ def test_verify_qemu_names_a_one_ulp_weight_change_on_the_cortex_m_side(tmp_path
     device, host = re.findall(r"(?:Cortex-M|host) \S+ \(0x([0-9a-f]{8})\)", failed[0].measured)
     assert int(device, 16) == int(host, 16) + 1
     assert re.search(rf"\(1 of \d+ elements of {symbol} differ\)", failed[0].measured)
+    result = CliRunner().invoke(main, ["verify", "--qemu", str(build), "--samples", "8"])
+    assert result.exit_code == 1 and f"{symbol}[7]" in result.output
+    assert "error: 1 of " in result.output
 
 
 # Errors in the engine compiled for Cortex-M only: the build's own copy of engine.c, changed under

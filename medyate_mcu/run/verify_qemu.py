@@ -16,7 +16,6 @@ snapshot must be equal; the first difference is reported by tensor, index and bo
 from __future__ import annotations
 
 import ctypes
-import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -120,12 +119,9 @@ def read_snapshot(path: Path) -> Snapshot:
 def host_snapshots(library: Path, names: dict[str, int], x: np.ndarray, y: np.ndarray,
                    classes: int, seed: int, epochs: int) -> list[dict[str, bytes]]:
     """Run the host build on the same samples in the same order as the firmware: the bytes of
-    each RAM buffer in ``names`` (symbol -> bytes) after mdy_init and after each epoch.
-    A private copy of the library is loaded, so that its RAM starts zeroed as after a reset."""
-    with tempfile.TemporaryDirectory(prefix="medyate-host-") as folder:
-        copy = Path(folder) / library.name
-        shutil.copy2(library, copy)
-        engine = EngineLibrary(copy, x[0].size, classes)
+    each RAM buffer in ``names`` (symbol -> bytes) after mdy_init and after each epoch (the
+    library's RAM starts zeroed, as the firmware's after a reset: `EngineLibrary` loads a copy)."""
+    engine = EngineLibrary(library, x[0].size, classes)
 
     def snapshot() -> dict[str, bytes]:
         return {name: engine.array(name, np.uint8, size).tobytes()
@@ -220,7 +216,7 @@ def verify_qemu(build_dir: Path, epochs: int | None = None, samples: int = 96,
     ``epochs`` (default: the build's whole run) and compare the engine's RAM after mdy_init and
     after every epoch byte for byte with the host build run on the same samples in the same
     order; then check the host build against the reference (`verify_build`, over
-    ``reference_epochs``, default ``epochs``)."""
+    ``reference_epochs``, at most ``epochs``)."""
     manifest = load_manifest(build_dir)
     _, board = project_board(build_dir)
     if board.kind != "emulated":
@@ -257,7 +253,8 @@ def verify_qemu(build_dir: Path, epochs: int | None = None, samples: int = 96,
     if checks[-1].ok:
         checks.extend(_byte_checks(snapshots, library, graph, plan, x, y, settings.seed,
                                    on_epoch))
-    checks.extend(verify_build(build_dir, epochs=reference_epochs or epochs, samples=samples))
+    checks.extend(verify_build(build_dir, epochs=min(reference_epochs or epochs, epochs),
+                               samples=samples))
     figures = _figures(snapshots[-1].header, board)
     checks.append(Check("stack used under QEMU (painted at reset)",
                         f"{figures.stack_used} B", f"<= {figures.stack_reserved} B reserved",
