@@ -43,6 +43,7 @@ from medyate_mcu.planning.arena import align
 from medyate_mcu.planning.memory import CHANNEL_ARRAYS, ENGINE_STATE_BYTES
 from medyate_mcu.run.decisions import (
     UNIT_ROUNDOFF,
+    DecisionComparison,
     DecisionRecorder,
     compare_decisions,
 )
@@ -144,12 +145,12 @@ def verify_build(build_dir: Path, epochs: int | None = None, samples: int = 96,
     reference = SparseTrainer(graph, candidates, plan.pool_bytes,
                               SelectionRule(resample=True, weighted=True), settings)
     checks.append(_forward_check(engine, reference, data.x_test[:8]))
+    recorder = DecisionRecorder(engine, plan.memory)
     if settings.batch_size > 1:
-        checks.append(_gradient_check(engine, reference, graph, plan, x[0], int(y[0])))
+        checks.append(_gradient_check(engine, recorder, reference, plan, x, y))
         engine.init()
     weight_sizes = {name: graph.node(name).params["weight"].size for name in candidates}
     checks.append(_initial_state_check(engine, reference, weight_sizes))
-    recorder = DecisionRecorder(engine, plan.memory)
     for epoch in range(1, (epochs or settings.epochs) + 1):
         _copy_state(engine, reference, weight_sizes)
         checks.append(_sampler_weights_check(engine, reference, epoch))
@@ -206,22 +207,12 @@ class _StepComparison:
     def before(self, batch: list[int]) -> None:
         _copy_weights(self.engine, self.reference, self.sizes)
         self.start = _trainable(self.engine, self.reference, self.sizes)
-        self.recorder.start()
-        for index in batch:
-            self.recorder.next_sample()
-            status, _ = self.engine.train_sample(self.x[index], int(self.y[index]))
-            if status != 0:
-                raise MedyateError(f"the C engine rejected training sample {index} ({status})")
-        ours, c_values = self.recorder.stop()
-        nodes = list(self.recorder.nodes.values())
-        found = compare_decisions(self.reference.net, nodes, torch.from_numpy(self.x[batch]),
-                                  ours, c_values)
+        found = _train_recorded(self.engine, self.recorder, self.reference, self.x, self.y,
+                                batch)
         self.flips += found.flips
         self.unexplained += found.unexplained
         self.closest = max(self.closest, found.closest)
-        if found.flips:  # the reference's step replays the C engine's decisions
-            self.reference.net.forced = ours
-            self.forced_steps += 1
+        self.forced_steps += found.flips > 0
 
     def after(self, batch: list[int]) -> None:
         self.reference.net.forced = {}
@@ -248,6 +239,26 @@ class _StepComparison:
                                             if self.flips else ""),
                   "differ only within the rounding bound", not self.unexplained),
         ]
+
+
+def _train_recorded(engine: EngineLibrary, recorder: DecisionRecorder,
+                    reference: SparseTrainer, x: np.ndarray, y: np.ndarray,
+                    batch: list[int]) -> DecisionComparison:
+    """The C engine trains on the samples ``batch``, in order, its decisions recorded and
+    compared with the reference's on the same batch; where they differ, the reference's next
+    step takes the C's decisions (``net.forced``, cleared by the caller after the step)."""
+    recorder.start()
+    for index in batch:
+        recorder.next_sample()
+        status, _ = engine.train_sample(x[index], int(y[index]))
+        if status != 0:
+            raise MedyateError(f"the C engine rejected training sample {index} ({status})")
+    ours, c_values = recorder.stop()
+    found = compare_decisions(reference.net, list(recorder.nodes.values()),
+                              torch.from_numpy(x[batch]), ours, c_values)
+    if found.flips:
+        reference.net.forced = ours
+    return found
 
 
 def update_error(ours: np.ndarray, theirs: np.ndarray, start: np.ndarray) -> float:
@@ -367,15 +378,19 @@ def _logits(engine: EngineLibrary, graph: Graph) -> Callable[[], np.ndarray]:
     return lambda: np.ctypeslib.as_array(descriptor.logits, shape=(classes,)).copy()
 
 
-def _gradient_check(engine: EngineLibrary, reference: SparseTrainer, graph: Graph,
-                    plan: BudgetPlan, x: np.ndarray, label: int) -> Check:
-    """One sample, no update yet: the pool's gradient slices and the classifier's gradient."""
-    engine.train_sample(x, label)
+def _gradient_check(engine: EngineLibrary, recorder: DecisionRecorder,
+                    reference: SparseTrainer, plan: BudgetPlan, x: np.ndarray,
+                    y: np.ndarray) -> Check:
+    """The first sample, no update yet: the pool's gradient slices and the classifier's
+    gradient (decisions as in the step comparison)."""
+    graph = reference.graph
+    found = _train_recorded(engine, recorder, reference, x, y, [0])
     per_layer = reference.table.split(engine.selected())
     taps = frozenset(name for name, channels in per_layer.items() if channels)
     net = reference.net
-    logits, inputs, outputs = net.forward_with_taps(torch.from_numpy(x[None]), taps)
-    F.cross_entropy(logits, torch.tensor([label])).backward()
+    logits, inputs, outputs = net.forward_with_taps(torch.from_numpy(x[:1]), taps)
+    net.forced = {}
+    F.cross_entropy(logits, torch.from_numpy(y[:1]).long()).backward()
     pool = engine.array("mdy_pool", np.float32, max(plan.pool_bytes // 4, 1))
     offsets = engine.array("mdy_pool_offsets", np.uint32, max(reference.table.size, 1))
     errors = []
@@ -398,6 +413,10 @@ def _gradient_check(engine: EngineLibrary, reference: SparseTrainer, graph: Grap
                                                   expected.size), expected))
         for parameter in (net.weights[key], net.biases[key]):
             parameter.grad = None
-    return Check("one-sample gradients (selected slices, classifier)", f"{max(errors):.2e}",
-                 f"<= {GRADIENT_TOLERANCE:.0e}", max(errors) <= GRADIENT_TOLERANCE)
+    measured = f"{max(errors):.2e}" + (f" ({found.flips} decisions differ, "
+                                         f"{found.unexplained} beyond the rounding bound)"
+                                         if found.flips else "")
+    return Check("one-sample gradients (selected slices, classifier)", measured,
+                 f"<= {GRADIENT_TOLERANCE:.0e}",
+                 max(errors) <= GRADIENT_TOLERANCE and not found.unexplained)
 
