@@ -136,9 +136,7 @@ def test_simulate_prints_the_host_trainers_table(board_name: str, model: str, bu
     ours = [line.split() for line in result.output.splitlines() if re.match(r"\s+\d+\s+\d",
                                                                             line)]
     assert len(table) == EPOCHS and len(ours) == EPOCHS
-    for host_row, qemu_row in zip(table, ours, strict=True):
-        assert host_row[0] == qemu_row[0] and host_row[4] == qemu_row[4]  # epoch, channels
-        assert abs(float(host_row[1]) - float(qemu_row[1])) <= 2e-4  # loss, 4 decimals
+    assert table == ours  # the same bits: every figure of every epoch, as printed
     assert "instructions per training step (mdy_train_sample, QEMU -icount)" in result.output
 
 
