@@ -55,7 +55,8 @@ class DecisionRecorder:
                        for node in self.nodes.values()}
         self.arena = engine.array("mdy_arena", np.uint8, memory.arena.size)
         self.floats = self.arena.view(np.float32)
-        self.samples: list[dict[str, np.ndarray]] | None = None
+        # per sample: decisions by node, outputs by tensor
+        self.samples: list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]] | None = None
         engine.on_decisions(self._read)
 
     def start(self) -> None:
@@ -63,7 +64,7 @@ class DecisionRecorder:
 
     def next_sample(self) -> None:
         assert self.samples is not None
-        self.samples.append({})
+        self.samples.append(({}, {}))
 
     def stop(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """The recorded samples' decisions (by node) and output values (by tensor), stacked in
@@ -71,9 +72,9 @@ class DecisionRecorder:
         samples, self.samples = self.samples or [], None
         if not samples:
             return {}, {}
-        decisions = {node.name: torch.from_numpy(np.stack([s[node.name] for s in samples]))
+        decisions = {node.name: torch.from_numpy(np.stack([s[0][node.name] for s in samples]))
                      for node in self.nodes.values()}
-        values = {node.output: torch.from_numpy(np.stack([s[node.output] for s in samples]))
+        values = {node.output: torch.from_numpy(np.stack([s[1][node.output] for s in samples]))
                   for node in self.nodes.values()}
         return decisions, values
 
@@ -88,9 +89,10 @@ class DecisionRecorder:
         else:
             bits = np.unpackbits(self.arena[offset:offset + (n + 7) // 8], bitorder="little")
             value = bits[:n].astype(bool).reshape(shape)
-        self.samples[-1][node.name] = value
         start = self.values[node.name]
-        self.samples[-1][node.output] = self.floats[start:start + n].reshape(shape).copy()
+        decisions, outputs = self.samples[-1]
+        decisions[node.name] = value
+        outputs[node.output] = self.floats[start:start + n].reshape(shape).copy()
 
 
 def _buffer_name(node: Node) -> str:
