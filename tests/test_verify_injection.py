@@ -91,11 +91,13 @@ def by_name(checks: list[Check]) -> dict[str, Check]:
 
 
 def test_a_clean_build_passes_with_no_excuse(demo_build: Path) -> None:
+    """Every row passes; there is no excuse path (a differing decision would have to lie within
+    its bound and its step still match within the clean tolerance: none differs here)."""
     checks = verify_build(demo_build, epochs=1, samples=SAMPLES)
     assert all(c.ok for c in checks), [c for c in checks if not c.ok]
     rows = by_name(checks)
     assert rows["epoch 1 activation decisions C / ref"].measured == "0 differ"
-    assert "C decisions" not in rows["epoch 1 weights, step by step"].measured
+    assert float(rows["epoch 1 weights, step by step"].measured) <= WEIGHT_TOLERANCE / 10
 
 
 def test_a_library_without_the_decision_export_is_refused(demo_build: Path,
