@@ -18,7 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# The project's flags for firmware C (DESIGN.md: C99, warnings are errors, no fused
+# The project's flags for firmware C (docs/design.md: C99, warnings are errors, no fused
 # multiply-add so that host and target round alike).
 PROJECT_FLAGS: tuple[str, ...] = (
     "-std=c99", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off",

@@ -1,4 +1,4 @@
-"""The budget bounds every byte of engine RAM the linker places (DESIGN.md, "What --budget means").
+"""The budget bounds every byte of engine RAM the linker places (docs/design.md §9).
 
 Property over many budgets (every residue mod 8 around several values, and the exact minimum that
 the planner reports), for the bundled demo model and a small user model: the plan never exceeds

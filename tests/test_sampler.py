@@ -1,4 +1,4 @@
-"""The host reference sampler against DESIGN.md's "Sampler contract" and §4."""
+"""The host reference sampler against docs/design.md §8 (sampler contract) and §4."""
 
 from __future__ import annotations
 

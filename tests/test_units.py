@@ -1,4 +1,7 @@
-"""Memory sizes as DESIGN.md defines them: plain = bytes, k/kB/KB/KiB = 1024, M/MB/MiB = 1024²."""
+"""Memory sizes as docs/design.md §9 defines them.
+
+Plain = bytes, k/kB/KB/KiB = 1024, M/MB/MiB = 1024².
+"""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
  *
  * The generated model (model.c) provides the forward and backward passes as straight-line kernel
  * calls over a statically planned arena, and describes its trainable parts in `mdy_model`. This
- * runtime does the rest of the on-device algorithm (DESIGN.md §4-6):
+ * runtime does the rest of the on-device algorithm (docs/design.md §4-6):
  *   - at the start of each epoch, draw the channels to update (sampler.h), lay them out in the
  *     channel pool (per selected channel: its gradient slice, C_W floats, then its saved input map,
  *     C_A floats) and zero their gradients;

@@ -1,5 +1,5 @@
 /*
- * MeDyate channel sampler (DESIGN.md section 4 and "Sampler contract").
+ * MeDyate channel sampler (docs/design.md §4 and §8).
  *
  * Bit-identical to medyate_mcu.method.sampler for the same seed, epoch, costs, budget and norm
  * vector. No heap and no global state: every buffer comes from the caller.

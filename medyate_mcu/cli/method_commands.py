@@ -25,7 +25,7 @@ K_RULE_OPTION = click.option(
     show_default=True,
     help="How many top-ranked layers become candidates: 'closest' takes the K whose pool / "
          "search-space ratio is nearest alpha; 'design' the smallest K at or under alpha "
-         "(DESIGN.md §3), which can leave an almost empty pool on a device.")
+         "(docs/design.md §3), which can leave an almost empty pool on a device.")
 
 ALPHA_OPTION = click.option("--alpha", type=click.FloatRange(0, 1, min_open=True),
                             default=DEFAULT_ALPHA, show_default=True,

@@ -2,7 +2,7 @@
 
 For conv layer i with weight (C_out, C_in/G, kh, kw), input channel c costs, per sample,
 ``C_W = (C_out/G)·kh·kw`` gradient elements plus ``C_A = H_in·W_in`` saved-activation elements
-(DESIGN.md §1). One element is one float32: 4 bytes.
+(docs/design.md §1). One element is one float32: 4 bytes.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""LaRa: offline ranking of conv layers by gradient norm per unit of memory (DESIGN.md §2).
+"""LaRa: offline ranking of conv layers by gradient norm per unit of memory (docs/design.md §2).
 
 A few epochs of full fine-tuning on a proxy task (any task but the target); at every step, each
 conv layer adds ``||dL/dW_i||_2 / Σ_c (C_W + C_A)`` to its score. Higher first. The same run also

@@ -1,5 +1,5 @@
 """The budget planner: from a RAM budget and a LaRa ranking to the candidate layers and the
-channel pool (DESIGN.md §3 and "What --budget means").
+channel pool (docs/design.md §3 and §9).
 
 ``fixed(K)`` is the engine's RAM with the top-K ranked layers as candidates, before any channel is
 selected (:func:`medyate_mcu.planning.memory.engine_memory`); the channel pool gets
@@ -82,7 +82,7 @@ class KRule(StrEnum):
     """How K is chosen among the feasible candidate-layer counts."""
 
     CLOSEST = "closest"  # B(K)/M_K nearest alpha (log scale): the default, see docs/decisions.md
-    DESIGN = "design"  # DESIGN.md §3: the smallest K with B(K)/M_K <= alpha
+    DESIGN = "design"  # docs/design.md §3: the smallest K with B(K)/M_K <= alpha
 
 
 def feasible_plans(graph: Graph, ranking: Sequence[str], budget: int,
@@ -111,7 +111,7 @@ def feasible_plans(graph: Graph, ranking: Sequence[str], budget: int,
 
 def plan_budget(graph: Graph, ranking: Sequence[str], budget: int,
                 alpha: float = DEFAULT_ALPHA, rule: KRule = KRule.CLOSEST) -> BudgetPlan:
-    """Choose K and the channel pool for ``budget`` bytes (DESIGN.md §3).
+    """Choose K and the channel pool for ``budget`` bytes (docs/design.md §3).
 
     ``KRule.DESIGN``: the smallest K with ``B(K)/M_K <= alpha``; when none, every layer if the
     scan reached them all, else the largest feasible K. ``KRule.CLOSEST``: the K whose ratio is
@@ -139,7 +139,7 @@ def minimum_budget(graph: Graph, ranking: Sequence[str],
     K is reachable when every smaller K left a positive pool, and usable when its pool holds its
     cheapest channel; pools are whole aligned slots (:func:`pool_bytes`), so the minimum over K
     is ``max(fixed(K) + align(cheapest(K)), fixed(K-1) + align(1))``. For most models K = 1
-    gives it, which is DESIGN.md's ``fixed(1)`` + the top layer's cheapest channel (aligned).
+    gives it, which is docs/design.md's ``fixed(1)`` + the top layer's cheapest channel (aligned).
     """
     best: tuple[int, str] | None = None
     previous_fixed = 0

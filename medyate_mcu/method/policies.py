@@ -1,4 +1,4 @@
-"""MeDyate and the baselines of DESIGN.md §7, under one budget accounting.
+"""MeDyate and the baselines of docs/design.md §7, under one budget accounting.
 
 Every budgeted policy pays the engine's ``fixed`` RAM for its candidate layers
 (:func:`medyate_mcu.planning.memory.engine_memory`) and fits its channels in what is left;

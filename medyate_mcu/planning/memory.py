@@ -1,8 +1,8 @@
 """The training engine's static RAM, part by part: the one place its numbers are computed.
 
 The budget planner uses :func:`engine_memory` to find what a candidate layer set costs before any
-channel is selected (``fixed(K)`` in DESIGN.md), and the C code generator declares exactly these
-buffers, so the built image is held to the same numbers.
+channel is selected (``fixed(K)`` in docs/design.md §3), and the C code generator declares
+exactly these buffers, so the built image is held to the same numbers.
 
 Parts:
 - ``arena``: every per-sample buffer of one training step, placed by lifetime (activations, errors,
@@ -125,7 +125,7 @@ class EngineMemory:
 
     @property
     def fixed_bytes(self) -> int:
-        """Everything but the channel pool: ``fixed(K)`` of DESIGN.md."""
+        """Everything but the channel pool: ``fixed(K)`` of docs/design.md §3."""
         return sum(self.parts().values())
 
     def parts(self) -> dict[str, int]:
