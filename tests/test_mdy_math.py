@@ -13,6 +13,7 @@ import platform
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -295,10 +296,13 @@ def test_environment_cflags_cannot_bring_back_fma(project: Path, tmp_path: Path)
                    check=True, env={**os.environ, "CFLAGS": "-O3 -march=native -ffast-math"})
     tuned = build / "libmedyate.so"
     assert _fma_count(default) == 0 and _fma_count(tuned) == 0
+    assert _keeps_subnormals(tuned), "-ffast-math in CFLAGS linked flush-to-zero in"
     sources = ["model.c", *(str(path.relative_to(build)) for path in
                             sorted(build.glob("medyate/kernels/*.c"))
                             + sorted(build.glob("medyate/runtime/*.c")))]
-    subprocess.run([host_compiler(), "-O3", "-march=native", "-ffast-math", "-std=c99",
+    # -ffp-contract=fast, not -ffast-math: a library linked with -ffast-math sets
+    # flush-to-zero for the whole process that loads it (gcc's crtfastmath), here pytest's.
+    subprocess.run([host_compiler(), "-O3", "-march=native", "-ffp-contract=fast", "-std=c99",
                     "-shared", "-fPIC", "-DMDY_DECISION_EXPORT", "-I.", "-Imedyate/kernels",
                     "-Imedyate/runtime", "-o", str(tmp_path / "fast.so"), *sources],
                    cwd=build, capture_output=True, check=True)
@@ -307,6 +311,16 @@ def test_environment_cflags_cannot_bring_back_fma(project: Path, tmp_path: Path)
     run = _epoch_runner(build)
     assert run(tuned) == run(default)
     assert run(tmp_path / "fast.so")[1] != run(default)[1]
+
+
+def _keeps_subnormals(library: Path) -> bool:
+    """Whether a process that loads ``library`` still computes subnormal results (a library
+    linked with -ffast-math turns on flush-to-zero at load time); checked in a child process."""
+    probe = ("import ctypes, sys, numpy as np; ctypes.CDLL(sys.argv[1]); "
+             "print(np.float32(1e-38) * np.float32(0.01) > 0)")
+    run = subprocess.run([sys.executable, "-c", probe, str(library)], capture_output=True,
+                         text=True, check=True)
+    return run.stdout.strip() == "True"
 
 
 def _epoch_runner(build: Path) -> Callable[[Path], list[dict[str, bytes]]]:
