@@ -9,24 +9,36 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from click.testing import CliRunner
 
+from medyate_mcu.build.host import make
 from medyate_mcu.cli.main import main
-from medyate_mcu.graph import import_torch
+from medyate_mcu.errors import MedyateError
+from medyate_mcu.graph import export_onnx, import_torch
 from medyate_mcu.graph.ir import OpType
 from medyate_mcu.graph.reference import ReferenceNet
 from medyate_mcu.run.decisions import (
+    DecisionRecorder,
     compare_decisions,
     forward_values,
     gamma,
     own_decisions,
     rounding_bounds,
 )
-from medyate_mcu.run.verify import WEIGHT_TOLERANCE, Check, verify_build
+from medyate_mcu.run.engine_lib import EngineLibrary
+from medyate_mcu.run.verify import (
+    WEIGHT_TOLERANCE,
+    Check,
+    load_manifest,
+    rebuild_reference,
+    verify_build,
+)
+from medyate_mcu.zoo.tasks import load_task
 
 SAMPLES = 48
 ENGINE = "medyate/runtime/engine.c"
@@ -100,9 +112,13 @@ def test_a_clean_build_passes_with_no_excuse(demo_build: Path) -> None:
     assert float(rows["epoch 1 weights, step by step"].measured) <= WEIGHT_TOLERANCE / 10
 
 
+def test_more_epochs_than_the_build_trains_are_refused(demo_build: Path) -> None:
+    with pytest.raises(MedyateError, match="trains 3 epoch"):
+        verify_build(demo_build, epochs=4, samples=8)
+
+
 def test_a_library_without_the_decision_export_is_refused(demo_build: Path,
                                                            tmp_path: Path) -> None:
-    from medyate_mcu.errors import MedyateError
     build = injected(demo_build, tmp_path, "Makefile", " -DMDY_DECISION_EXPORT", "")
     with pytest.raises(MedyateError, match="compile the project again"):
         verify_build(build, epochs=1, samples=8)
@@ -234,14 +250,12 @@ def test_the_forced_replay_takes_the_given_decisions(tiny: ReferenceNet) -> None
 @pytest.fixture(scope="module")
 def pool_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small user model with two max-pools inside the backward pass."""
-    from medyate_mcu.graph import export_onnx
     folder = tmp_path_factory.mktemp("pool")
     torch.manual_seed(0)
     module = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
                            nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
                            nn.Conv2d(16, 16, 3, padding=1), nn.ReLU6(), nn.AdaptiveAvgPool2d(1),
                            nn.Flatten(), nn.Linear(16, 10))
-    import onnx
     onnx.save(export_onnx(module, torch.zeros(1, 3, 32, 32)), folder / "pool.onnx")
     result = CliRunner().invoke(main, ["compile", str(folder / "pool.onnx"), "--budget", "400kB",
                                        "--data", "digits", "--embed-data", "32", "--epochs", "2",
@@ -276,11 +290,6 @@ def test_the_c_forward_lies_within_the_rounding_bound(demo_build: Path) -> None:
     """The bound's own oracle: the output of every exported ReLU of the C forward pass, read
     from the arena, differs from the reference's by no more than the bound of its input (a clamp
     does not increase a difference), with the C's earlier outputs known or not, on real samples."""
-    from medyate_mcu.build.host import make
-    from medyate_mcu.run.decisions import DecisionRecorder
-    from medyate_mcu.run.engine_lib import EngineLibrary
-    from medyate_mcu.run.verify import load_manifest, rebuild_reference
-    from medyate_mcu.zoo.tasks import load_task
 
     graph, plan, _ = rebuild_reference(load_manifest(demo_build))
     x = load_task("digits", graph, seed=0).x_test[:4]

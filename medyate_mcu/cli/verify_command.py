@@ -40,7 +40,7 @@ def verify_command(build_dir: Path, epochs: int | None, samples: int, qemu: bool
     same sources: every byte of the engine's RAM after mdy_init and after each epoch, no
     tolerance (the first difference is named: tensor, index, both values); plus the image's RAM
     symbols and instructions per training step. Prints a table; exits 1 on any mismatch."""
-    from medyate_mcu.run.verify import verify_build
+    from medyate_mcu.run.verify import load_manifest, verify_build
 
     out = console()
     figures = None
@@ -52,7 +52,9 @@ def verify_command(build_dir: Path, epochs: int | None, samples: int, qemu: bool
                                           reference_epochs=epochs or HOST_EPOCHS)
     else:
         with out.status("building and running the C engine..."):
-            checks = verify_build(build_dir, epochs=epochs or HOST_EPOCHS, samples=samples)
+            build_epochs = int(load_manifest(build_dir).settings["epochs"])
+            checks = verify_build(build_dir, epochs=epochs or min(HOST_EPOCHS, build_epochs),
+                                  samples=samples)
     table = Table(title=f"verify {build_dir}")
     for column in ("check", "measured", "limit", "result"):
         table.add_column(column)

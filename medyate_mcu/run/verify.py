@@ -39,8 +39,7 @@ from medyate_mcu.method.trainer import (
     replace_classifier,
     selected_channel_gradients,
 )
-from medyate_mcu.planning.arena import align
-from medyate_mcu.planning.memory import CHANNEL_ARRAYS, ENGINE_STATE_BYTES
+from medyate_mcu.planning.memory import CHANNEL_ARRAYS, ENGINE_STATE_BYTES, linked_bytes
 from medyate_mcu.run.decisions import (
     UNIT_ROUNDOFF,
     DecisionComparison,
@@ -117,11 +116,11 @@ def memory_checks(library: Path, plan: BudgetPlan) -> list[Check]:
     }
     checks = [Check(f"RAM symbol {name}", f"{sizes.get(name, 'missing')} B", f"{size} B",
                     sizes.get(name) == size) for name, size in expected.items()]
-    weights = sum(align(size) for name, size in sizes.items() if name.startswith("mdy_w_"))
+    weights = linked_bytes(size for name, size in sizes.items() if name.startswith("mdy_w_"))
     checks.append(Check("RAM candidate weights", f"{weights} B",
                         f"{plan.memory.candidate_weights} B",
                         weights == plan.memory.candidate_weights))
-    total = sum(align(size) for size in sizes.values())
+    total = linked_bytes(sizes.values())
     checks.append(Check("engine RAM (all mdy_ symbols)", f"{total} B", f"<= {plan.budget} B",
                         total <= plan.budget))
     return checks
@@ -134,6 +133,10 @@ def verify_build(build_dir: Path, epochs: int | None = None, samples: int = 96,
     graph, plan, settings = rebuild_reference(manifest)
     if manifest.data_source is None:
         raise MedyateError("the build embeds no data set; compile with --data to verify")
+    epochs = epochs or settings.epochs
+    if epochs > settings.epochs:
+        raise MedyateError(f"the build trains {settings.epochs} epoch(s); --epochs {epochs} is "
+                           "more")
     data = load_task(manifest.data_source, graph, seed=0)
     x, y = data.train_subset(samples, settings.seed)
     library = make(build_dir, "lib")
@@ -151,7 +154,7 @@ def verify_build(build_dir: Path, epochs: int | None = None, samples: int = 96,
         engine.init()
     weight_sizes = {name: graph.node(name).params["weight"].size for name in candidates}
     checks.append(_initial_state_check(engine, reference, weight_sizes))
-    for epoch in range(1, (epochs or settings.epochs) + 1):
+    for epoch in range(1, epochs + 1):
         _copy_state(engine, reference, weight_sizes)
         checks.append(_sampler_weights_check(engine, reference, epoch))
         c_selection = sorted(engine.selected())
