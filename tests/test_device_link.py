@@ -288,7 +288,7 @@ def test_train_over_qemu_serial(qemu_build: Path, tmp_path: Path) -> None:
                     # the head of a SAMPLE: QEMU passes a byte at a time and drops what the
                     # guest has not read when the client hangs up
                     client.sendall(_half_a_sample(qemu_build)[:64])
-                    time.sleep(0.5)
+                    time.sleep(1.5)  # QEMU hands the guest its bytes only while connected
                     break
             time.sleep(0.1)
         result = CliRunner().invoke(main, ["train", str(qemu_build), "--port",
@@ -341,7 +341,7 @@ def host_engine_run(build: Path, samples: int, epochs: int) -> HostRun:
     manifest = load_manifest(build)
     graph, plan, settings = rebuild_reference(manifest)
     data = load_task("digits", graph)
-    x, y = data.x_train[:samples], data.y_train[:samples]
+    x, y = data.train_subset(samples, settings.seed)  # as `train --samples` chooses them
     engine = EngineLibrary(make(build, "lib"), x[0].size, manifest.classes)
     engine.init()
     losses = []

@@ -54,7 +54,8 @@ class TrainSession:
         if task.classes != manifest.classes:
             raise MedyateError(f"data {name!r} has {task.classes} classes, the build "
                                f"{manifest.classes}")
-        x, y = task.x_train[:samples], task.y_train[:samples]
+        x, y = task.train_subset(samples, settings.seed) if samples else (task.x_train,
+                                                                         task.y_train)
         board = getattr(manifest, "board", None)
         baud = baud or (get_board(board).baud if board else 115200)
         link = DeviceLink(port, baud=baud, timeout=timeout)
