@@ -274,7 +274,7 @@ def stack_bound(build_dir: Path, image: Path, root: str = STACK_ROOT) -> StackBo
     """Worst stack depth of a call of ``root``: the largest sum of frames along any call chain.
     Our code: GCC's own frame sizes and call edges (-fstack-usage, -fcallgraph-info=su). An
     indirect call (the model's forward/backward through the mdy_model descriptor) may reach any
-    function nothing calls directly (the address-taken ones). C library functions (expf, logf,
+    function nothing calls directly (the address-taken ones). C library functions (memcpy,
     memset...) have no call-graph files: their frames come from their prologues in the
     disassembly, followed through their direct calls."""
     frames, calls = _call_graph(build_dir)
