@@ -20,7 +20,6 @@ import numpy as np
 import torch
 from click.testing import CliRunner
 
-from medyate_mcu.build.host import make, symbol_sizes
 from medyate_mcu.cli.main import main
 from medyate_mcu.cli.method_commands import load_ranking
 from medyate_mcu.graph import OpType, import_torch, load_onnx
@@ -35,6 +34,7 @@ from medyate_mcu.method.trainer import (
 from medyate_mcu.planning.arena import align
 from medyate_mcu.planning.memory import engine_memory
 from medyate_mcu.run.engine_lib import EngineLibrary
+from medyate_mcu.toolchain.host import make, symbol_sizes
 from medyate_mcu.zoo import architectures, default_model_path
 
 BUDGET = 300 * 1024

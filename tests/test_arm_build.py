@@ -13,11 +13,11 @@ from click.testing import CliRunner
 from elftools.elf.elffile import ELFFile
 
 from medyate_mcu.boards import get_board
-from medyate_mcu.build.arm import build_firmware, size_report, stack_bound
 from medyate_mcu.cli.main import main
 from medyate_mcu.codegen.project import DEFAULT_STACK_BYTES
 from medyate_mcu.errors import MedyateError
 from medyate_mcu.run.verify import load_manifest, memory_checks, rebuild_reference
+from medyate_mcu.toolchain.arm import build_firmware, size_report, stack_bound
 
 KiB = 1024
 

@@ -14,11 +14,11 @@ from click.testing import CliRunner
 from elftools.elf.elffile import ELFFile
 
 from medyate_mcu.boards import all_boards, get_board
-from medyate_mcu.build.arm import build_firmware, size_report
-from medyate_mcu.build.auto_budget import RESERVE_BYTES
 from medyate_mcu.cli import compile_command
 from medyate_mcu.cli.main import main
 from medyate_mcu.run.verify import load_manifest
+from medyate_mcu.toolchain.arm import build_firmware, size_report
+from medyate_mcu.toolchain.auto_budget import RESERVE_BYTES
 
 
 @pytest.fixture(autouse=True)

@@ -22,8 +22,6 @@ from elftools.elf.elffile import ELFFile
 from model_builders import INPUT_SHAPE, build_test_model
 
 from medyate_mcu.boards import get_board
-from medyate_mcu.build.arm import build_firmware, size_report
-from medyate_mcu.build.host import make
 from medyate_mcu.cli.main import main
 from medyate_mcu.cli.method_commands import default_ranking_path
 from medyate_mcu.graph import Graph, OpType, export_onnx, load_onnx
@@ -32,6 +30,8 @@ from medyate_mcu.method.planner import InfeasibleBudgetError, plan_budget
 from medyate_mcu.method.trainer import replace_classifier
 from medyate_mcu.planning.arena import ALIGNMENT
 from medyate_mcu.run.verify import load_manifest, memory_checks, rebuild_reference
+from medyate_mcu.toolchain.arm import build_firmware, size_report
+from medyate_mcu.toolchain.host import make
 from medyate_mcu.zoo import default_model_path
 
 CLASSES = 10  # the digits task that the builds embed

@@ -25,7 +25,6 @@ from c_build import require_gcc
 from click.testing import CliRunner
 from onnx import numpy_helper
 
-from medyate_mcu.build.host import make
 from medyate_mcu.cli.main import main
 from medyate_mcu.codegen.project import BuildManifest
 from medyate_mcu.device import protocol as p
@@ -43,6 +42,7 @@ from medyate_mcu.run.verify import (
     rebuild_reference,
     relative_error,
 )
+from medyate_mcu.toolchain.host import make
 from medyate_mcu.zoo.tasks import TaskData, load_task
 
 SAMPLES = 24

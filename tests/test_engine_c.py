@@ -13,7 +13,6 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from medyate_mcu.build.host import make
 from medyate_mcu.cli.main import main
 from medyate_mcu.graph import export_onnx, load_onnx
 from medyate_mcu.method.lara import LaraSettings, compute_lara
@@ -21,6 +20,7 @@ from medyate_mcu.method.planner import minimum_budget, plan_budget
 from medyate_mcu.method.trainer import channel_table, replace_classifier
 from medyate_mcu.run.engine_lib import EngineLibrary
 from medyate_mcu.run.verify import memory_checks, verify_build
+from medyate_mcu.toolchain.host import make
 from medyate_mcu.zoo import architectures, default_model_path
 from medyate_mcu.zoo.tasks import load_task
 

@@ -24,11 +24,11 @@ from c_build import ROOT, build_library
 from elftools.elf.elffile import ELFFile
 
 from medyate_mcu.boards import get_board
-from medyate_mcu.build.arm import build_firmware
-from medyate_mcu.build.host import host_compiler, make, symbol_sizes
 from medyate_mcu.run.qemu import run_qemu
 from medyate_mcu.run.verify import load_manifest, rebuild_reference
 from medyate_mcu.run.verify_qemu import host_snapshots
+from medyate_mcu.toolchain.arm import build_firmware
+from medyate_mcu.toolchain.host import host_compiler, make, symbol_sizes
 from medyate_mcu.zoo.tasks import load_task
 
 KERNELS = ROOT / "firmware/kernels"

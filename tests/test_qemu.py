@@ -16,11 +16,11 @@ from arm_support import compile_for, require_tool, small_model
 from click.testing import CliRunner
 
 from medyate_mcu.boards import get_board
-from medyate_mcu.build.arm import build_firmware
-from medyate_mcu.build.host import make
 from medyate_mcu.cli.main import main
 from medyate_mcu.run.qemu import FAULT_EXIT_STATUS, instructions, run_qemu
 from medyate_mcu.run.verify_qemu import verify_qemu
+from medyate_mcu.toolchain.arm import build_firmware
+from medyate_mcu.toolchain.host import make
 
 SAMPLES, EPOCHS = 24, 2
 

@@ -16,7 +16,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 from click.testing import CliRunner
 
-from medyate_mcu.build.host import make
 from medyate_mcu.cli.main import main
 from medyate_mcu.errors import MedyateError
 from medyate_mcu.graph import export_onnx, import_torch
@@ -38,6 +37,7 @@ from medyate_mcu.run.verify import (
     rebuild_reference,
     verify_build,
 )
+from medyate_mcu.toolchain.host import make
 from medyate_mcu.zoo.tasks import load_task
 
 SAMPLES = 48

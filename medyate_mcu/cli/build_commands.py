@@ -22,7 +22,7 @@ STACK_OPTION = click.option("--stack", type=SizeType(), default=None,
 
 
 def build_and_report(build_dir: Path, app: str, stack: int | None) -> tuple[Path, object]:
-    from medyate_mcu.build.arm import build_firmware, project_board, size_report, stack_bound
+    from medyate_mcu.toolchain.arm import build_firmware, project_board, size_report, stack_bound
 
     manifest, board = project_board(build_dir)
     out = console()
@@ -78,8 +78,8 @@ def simulate_command(build_dir: Path, stack: int | None, timeout: float) -> None
     """Build BUILD_DIR for its emulated board and run the embedded-data trainer under
     qemu-system-arm (semihosting console, `-icount shift=0`): prints its epoch table and the
     instructions per training step. Exits 1 on a fault, a non-zero exit or the watchdog."""
-    from medyate_mcu.build.arm import project_board
     from medyate_mcu.run.qemu import run_qemu, step_instructions
+    from medyate_mcu.toolchain.arm import project_board
 
     _, board = project_board(build_dir)
     if board.kind != "emulated":

@@ -10,8 +10,6 @@ from pathlib import Path
 import click
 
 from medyate_mcu.boards import get_board
-from medyate_mcu.build.arm import ARM_GCC, build_firmware
-from medyate_mcu.build.auto_budget import RESERVE_BYTES, auto_budget, measure_room
 from medyate_mcu.cli.common import (
     AUTO,
     MODEL_ARGUMENT,
@@ -32,6 +30,8 @@ from medyate_mcu.errors import MedyateError
 from medyate_mcu.method.lara import LaraSettings
 from medyate_mcu.method.planner import BudgetPlan, KRule, plan_budget
 from medyate_mcu.method.trainer import TrainSettings, replace_classifier
+from medyate_mcu.toolchain.arm import ARM_GCC, build_firmware
+from medyate_mcu.toolchain.auto_budget import RESERVE_BYTES, auto_budget, measure_room
 from medyate_mcu.units import format_size
 
 DEFAULT_BUDGET = "300kB"

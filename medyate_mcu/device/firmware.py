@@ -13,8 +13,8 @@ import subprocess
 from pathlib import Path
 
 from medyate_mcu.boards import Board
-from medyate_mcu.build.host import host_compiler
 from medyate_mcu.errors import MedyateError
+from medyate_mcu.toolchain.host import host_compiler
 
 SERIAL_MAIN = "serial_main.c"
 HOST_PROGRAM = "medyate_serial"

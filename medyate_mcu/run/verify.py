@@ -24,7 +24,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medyate_mcu.build.host import make, symbol_sizes
 from medyate_mcu.codegen.project import MANIFEST, BuildManifest
 from medyate_mcu.errors import MedyateError
 from medyate_mcu.graph import load_onnx
@@ -47,6 +46,7 @@ from medyate_mcu.run.decisions import (
     compare_decisions,
 )
 from medyate_mcu.run.engine_lib import EngineLibrary
+from medyate_mcu.toolchain.host import make, symbol_sizes
 from medyate_mcu.zoo.tasks import load_task
 
 # Tolerances, derived and measured in docs/verification.md. Relative errors of float32 results

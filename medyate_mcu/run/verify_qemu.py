@@ -24,8 +24,6 @@ from pathlib import Path
 import numpy as np
 
 from medyate_mcu.boards import Board
-from medyate_mcu.build.arm import build_firmware, project_board
-from medyate_mcu.build.host import make, symbol_sizes
 from medyate_mcu.codegen.generate import c_identifier
 from medyate_mcu.codegen.project import SNAPSHOT_TYPES
 from medyate_mcu.errors import MedyateError
@@ -41,6 +39,8 @@ from medyate_mcu.run.verify import (
     rebuild_reference,
     verify_build,
 )
+from medyate_mcu.toolchain.arm import build_firmware, project_board
+from medyate_mcu.toolchain.host import make, symbol_sizes
 from medyate_mcu.zoo.tasks import load_task
 
 VERIFY_MAGIC, SNAPSHOT_MAGIC = 0x5659444D, 0x5359444D  # qemu_verify.c.j2

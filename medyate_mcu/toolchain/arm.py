@@ -14,11 +14,11 @@ from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
 
 from medyate_mcu.boards import Board, get_board
-from medyate_mcu.build.host import symbol_sizes
 from medyate_mcu.codegen.project import DEFAULT_STACK_BYTES, MANIFEST, BuildManifest
 from medyate_mcu.errors import MedyateError
 from medyate_mcu.planning.arena import align
 from medyate_mcu.planning.memory import linked_bytes
+from medyate_mcu.toolchain.host import symbol_sizes
 
 ARM_GCC = "arm-none-eabi-gcc"
 ARM_OBJDUMP = "arm-none-eabi-objdump"

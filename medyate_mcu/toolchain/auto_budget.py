@@ -18,7 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medyate_mcu.boards import Board
-from medyate_mcu.build.arm import (
+from medyate_mcu.errors import MedyateError
+from medyate_mcu.graph.ir import Graph
+from medyate_mcu.method.costs import channel_cost
+from medyate_mcu.method.planner import BudgetPlan, minimum_budget
+from medyate_mcu.toolchain.arm import (
     ARM_GCC,
     ARM_PACKAGES,
     STACK_PART,
@@ -26,10 +30,6 @@ from medyate_mcu.build.arm import (
     require_tool,
     size_report,
 )
-from medyate_mcu.errors import MedyateError
-from medyate_mcu.graph.ir import Graph
-from medyate_mcu.method.costs import channel_cost
-from medyate_mcu.method.planner import BudgetPlan, minimum_budget
 from medyate_mcu.units import format_size
 
 RESERVE_BYTES = 1024  # left free by --budget auto: late additions to the application
