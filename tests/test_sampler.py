@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
+import struct
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from medyate_mcu.method.sampler import (
     Pcg32,
-    build_vectors,
     channel_weights,
     draw_channels,
     select_channels,
@@ -50,22 +51,111 @@ def test_pcg32_rejects_out_of_range_seeds() -> None:
         Pcg32(0, 1 << 64)
 
 
-# --- vectors file --------------------------------------------------------------------------------
+# --- vectors file, against a naive second implementation ----------------------------------------
+#
+# The vectors are written by tools/sampler_vectors.py from the module under test; here they are
+# checked against code written independently from docs/design.md §8: float32 rounding by packing
+# Python floats (exact double results, each rounded once to float32), and a draw that rebuilds the
+# remaining channels' cumulative weights from scratch every time.
 
 
-def test_vectors_file_is_up_to_date() -> None:
-    stored = json.loads(VECTORS.read_text())
-    assert stored == build_vectors(), (
-        "stale vectors: run python -m medyate_mcu.method.sampler --write-vectors " + str(VECTORS)
-    )
+def _to_f32(value: float) -> float:
+    return struct.unpack("<f", struct.pack("<f", value))[0]
+
+
+def _naive_weights(norms_bits: list[int], uniform: bool) -> list[int]:
+    norms = [struct.unpack("<f", struct.pack("<I", bits))[0] for bits in norms_bits]
+    if uniform or not norms or max(norms) == 0:
+        return [1] * len(norms)
+    largest = max(norms)
+    weights = []
+    for norm in norms:
+        # A float32 quotient, product and sum are exact in double before the single rounding
+        # (division: double has more than 2·24 + 2 bits), so each line is one float32 operation.
+        q = _to_f32(norm / largest)
+        scaled = _to_f32(q * 16777215.0)
+        rounded = _to_f32(scaled + 0.5)
+        weights.append(max(1, int(rounded)))
+    return weights
+
+
+def _naive_selection(seed: int, epoch: int, costs: list[int], budget: int,
+                     weights: list[int]) -> list[int]:
+    rng = Pcg32(seed, epoch)  # checked against the published reference outputs above
+    remaining = list(range(len(costs)))
+    selected: list[int] = []
+    left = budget
+    while [c for c in remaining if costs[c] <= left]:
+        u = rng.next_u32()
+        total = sum(weights[c] for c in remaining)
+        r = (u * total) // 2**32
+        bounds = [sum(weights[c] for c in remaining[:i + 1]) for i in range(len(remaining))]
+        channel = remaining[min(i for i, bound in enumerate(bounds) if bound > r)]
+        remaining.remove(channel)
+        if costs[channel] <= left:
+            selected.append(channel)
+            left -= costs[channel]
+    return selected
+
+
+def _vectors() -> dict[str, Any]:
+    return json.loads(VECTORS.read_text())
+
+
+def test_vector_pcg32_streams_match_the_generator() -> None:
+    cases = _vectors()["pcg32"]
+    assert {"initstate": 42, "initseq": 54} in [
+        {k: v for k, v in case.items() if k != "outputs"} for case in cases
+    ]
+    for case in cases:
+        rng = Pcg32(case["initstate"], case["initseq"])
+        assert case["outputs"] == [rng.next_u32() for _ in case["outputs"]]
+
+
+def test_vector_weights_match_a_naive_rounding() -> None:
+    cases = _vectors()["weights"]
+    assert len(cases) >= 10
+    for case in cases:
+        expected = _naive_weights(case["norms_f32_bits"], case["uniform"])
+        assert case["weights"] == expected, case["name"]
+        norms = np.array(case["norms_f32_bits"], dtype=np.uint32).view(np.float32)
+        assert channel_weights(norms, case["uniform"]).tolist() == expected, case["name"]
+
+
+def test_vector_selections_match_a_naive_draw() -> None:
+    cases = _vectors()["selections"]
+    assert len(cases) >= 10
+    for case in cases:
+        uniform = case["norms_f32_bits"] is None or case["epoch"] == 1
+        weights = ([1] * len(case["costs"]) if case["norms_f32_bits"] is None
+                   else _naive_weights(case["norms_f32_bits"], uniform))
+        assert case["weights"] == weights, case["name"]
+        args = (case["seed"], case["epoch"], case["costs"], case["budget"])
+        expected = _naive_selection(*args, weights)
+        assert case["selected"] == expected, case["name"]
+        assert draw_channels(*args, weights) == expected, case["name"]
+
+
+def test_vector_bad_norms_are_rejected() -> None:
+    for case in _vectors()["bad_norms"]:
+        norms = np.array(case["norms_f32_bits"], dtype=np.uint32).view(np.float32)
+        with pytest.raises(ValueError, match="corrupted"):
+            channel_weights(norms)
+
+
+def test_naive_draw_matches_on_random_cases() -> None:
+    rng = Pcg32(2718, 3)
+    for case in range(150):
+        n = rng.next_u32() % 30
+        costs = [rng.next_u32() % 8 for _ in range(n)]
+        weights = [1 + rng.next_u32() % (1 << (rng.next_u32() % 31)) for _ in range(n)]
+        budget = rng.next_u32() % (sum(costs) + 3)
+        args = (case * 7919, 2 + case % 4, costs, budget)
+        assert draw_channels(*args, weights) == _naive_selection(*args, weights)
 
 
 def test_vectors_cover_the_required_cases() -> None:
-    vectors = build_vectors()
-    assert {"initstate": 42, "initseq": 54} in [
-        {k: v for k, v in case.items() if k != "outputs"} for case in vectors["pcg32"]
-    ]
-    selections = {case["name"]: case for case in vectors["selections"]}
+    selections = {case["name"]: case for case in _vectors()["selections"]}
     assert selections["fits_nothing"]["selected"] == []
     everything = selections["fits_everything"]
     assert sorted(everything["selected"]) == list(range(len(everything["costs"])))
@@ -79,6 +169,10 @@ def test_vectors_cover_the_required_cases() -> None:
     assert len(wide) >= 10
     assert all(((d.u32 * d.total) & ((1 << 64) - 1)) >> 32 != d.r for d in wide)
     assert any(not d.selected for d in draws), "the large case should drop drawn channels"
+    fma = next(case for case in _vectors()["weights"] if case["name"] == "fma_sensitive")
+    # By hand as in test_weights_round_each_operation_separately: 0.5 + 21·2^-24 gives
+    # 8388628.5 - 21·2^-24 -> 8388628, + 0.5 a tie -> even 8388628 (fused: 8388629).
+    assert fma["weights"] == [16777216, 8388614, 8388628]
 
 
 # --- weights -------------------------------------------------------------------------------------
