@@ -16,13 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from medyate_mcu.codegen.c_interface import REQUIRED_CFLAGS
+
 ROOT = Path(__file__).resolve().parents[1]
 
-# The project's flags for firmware C (docs/design.md: C99, warnings are errors, no fused
-# multiply-add so that host and target round alike).
-PROJECT_FLAGS: tuple[str, ...] = (
-    "-std=c99", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off",
-)
+# The project's flags for firmware C: the ones every engine build takes.
+PROJECT_FLAGS: tuple[str, ...] = REQUIRED_CFLAGS
 
 
 def require_gcc() -> str:

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from medyate_mcu.codegen.c_interface import REQUIRED_CFLAGS
+
 ROOT = Path(__file__).resolve().parents[1]
 RUNTIME = ROOT / "firmware/runtime"
 VECTORS = json.loads((ROOT / "firmware/tests/vectors/sampler_vectors.json").read_text())
-FLAGS = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-ffp-contract=off",
-         "-shared", "-fPIC"]
+FLAGS = [*REQUIRED_CFLAGS, "-pedantic", "-shared", "-fPIC"]
 
 OK, ERR_NULL, ERR_BAD_NORM, ERR_BAD_WEIGHT, ERR_BAD_EPOCH, ERR_TOO_MANY, ERR_CAPACITY = range(7)
 

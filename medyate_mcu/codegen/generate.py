@@ -16,6 +16,7 @@ from pathlib import Path
 import jinja2
 import numpy as np
 
+from medyate_mcu.codegen.c_interface import REQUIRED_CFLAGS
 from medyate_mcu.errors import MedyateError
 from medyate_mcu.graph.ir import Graph, Node, OpType
 from medyate_mcu.method.planner import BudgetPlan
@@ -353,11 +354,13 @@ def engine_ram(graph: Graph, plan: BudgetPlan) -> list[CArray]:
 
 
 def template_environment() -> jinja2.Environment:
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(data_dir("codegen_templates"))),
         undefined=jinja2.StrictUndefined, keep_trailing_newline=True, trim_blocks=True,
         lstrip_blocks=True,
     )
+    env.globals["required_cflags"] = REQUIRED_CFLAGS
+    return env
 
 
 def learning_rate_table(settings: TrainSettings) -> str:

@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 
 from medyate_mcu.boards import Board
+from medyate_mcu.codegen.c_interface import REQUIRED_CFLAGS
 from medyate_mcu.errors import MedyateError
 from medyate_mcu.toolchain.host import host_compiler
 
@@ -20,7 +21,7 @@ SERIAL_MAIN = "serial_main.c"
 HOST_PROGRAM = "medyate_serial"
 DEFAULT_BAUD = 115200
 STM32_RESET_CLOCK_HZ = 16_000_000
-C_FLAGS = ("-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off")
+C_FLAGS = ("-O2", *REQUIRED_CFLAGS)
 
 
 def build_hash(manifest_text: str) -> bytes:
