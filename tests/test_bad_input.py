@@ -28,8 +28,8 @@ from PIL import Image
 from medyate_mcu import outputs
 from medyate_mcu.cli.main import main
 from medyate_mcu.codegen.project import MANIFEST
+from medyate_mcu.codegen.serial import build_hash
 from medyate_mcu.device import protocol as p
-from medyate_mcu.device.firmware import build_hash
 from medyate_mcu.planning.schedule import classifier_node
 from medyate_mcu.run.verify import load_manifest, rebuild_reference
 from medyate_mcu.zoo import default_model_path

@@ -152,7 +152,7 @@ def test_real_openocd_without_a_probe_fails_clearly(tmp_path: Path) -> None:
 def test_each_boards_uart_driver_compiles_for_its_core(name: str, tmp_path: Path) -> None:
     """The real boards' drivers cannot run here: they must at least build -Werror clean for
     the board's core with arm-none-eabi-gcc."""
-    from medyate_mcu.device.firmware import uart_config, uart_driver
+    from medyate_mcu.codegen.serial import uart_config, uart_driver
 
     gcc = shutil.which("arm-none-eabi-gcc")
     if gcc is None:

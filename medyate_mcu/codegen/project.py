@@ -11,13 +11,14 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import numpy as np
 
-from medyate_mcu.boards import Board
+from medyate_mcu.boards import Board, get_board
 from medyate_mcu.codegen.generate import (
     engine_ram,
     firmware_sources,
     render_project,
     template_environment,
 )
+from medyate_mcu.codegen.serial import serial_files
 from medyate_mcu.errors import MedyateError
 from medyate_mcu.graph.ir import Graph
 from medyate_mcu.method.planner import BudgetPlan
@@ -187,8 +188,5 @@ def _serial_firmware(model_name: str, manifest: BuildManifest,
                      manifest_text: str) -> dict[str, str]:
     """serial_main.c (the device loop `medyate-mcu train` talks to), uart_config.h and, with a
     board, serial.mk (the sources of `make arm FIRMWARE_APP=serial`)."""
-    from medyate_mcu.boards import get_board
-    from medyate_mcu.device.firmware import serial_files
-
     board = get_board(manifest.board) if manifest.board else None
     return serial_files(model_name, manifest.model_sha256, manifest_text, board)

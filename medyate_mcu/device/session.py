@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from medyate_mcu.codegen.project import MANIFEST
+from medyate_mcu.codegen.serial import build_hash
 from medyate_mcu.device import protocol as p
 from medyate_mcu.device.export import trained_graph, write_trained_onnx
-from medyate_mcu.device.firmware import build_hash
 from medyate_mcu.device.link import DeviceLink
 from medyate_mcu.errors import MedyateError
 from medyate_mcu.graph.ir import Graph
