@@ -18,9 +18,8 @@ import torch
 from onnx import helper, numpy_helper
 
 from medyate_mcu.errors import MedyateError
+from medyate_mcu.graph import ReferenceNet, ir_node_names
 from medyate_mcu.graph.ir import Graph, OpType
-from medyate_mcu.graph.onnx_import import _OnnxImporter
-from medyate_mcu.graph.reference import ReferenceNet
 from medyate_mcu.outputs import atomic_file
 from medyate_mcu.planning.schedule import classifier_node
 
@@ -49,8 +48,7 @@ def trained_graph(graph: Graph, layers: dict[str, np.ndarray], classifier: np.nd
 
 def _ir_names(model: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
     """The IR name the importer gives each ONNX node (same naming, same order)."""
-    namer = _OnnxImporter(model, "model", "model")
-    return {namer._unique_name(node, index): node for index, node in enumerate(model.graph.node)}
+    return dict(zip(ir_node_names(model), model.graph.node, strict=True))
 
 
 class _Writer:

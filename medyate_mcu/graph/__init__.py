@@ -2,7 +2,12 @@
 reference forward pass."""
 
 from medyate_mcu.graph.ir import Graph, Node, OpType, Shape, Window
-from medyate_mcu.graph.onnx_import import SUPPORTED_OPS, import_onnx_model, load_onnx
+from medyate_mcu.graph.onnx_import import (
+    SUPPORTED_OPS,
+    import_onnx_model,
+    ir_node_names,
+    load_onnx,
+)
 from medyate_mcu.graph.reference import ReferenceNet
 from medyate_mcu.graph.torch_import import export_onnx, import_torch
 
@@ -17,5 +22,6 @@ __all__ = [
     "export_onnx",
     "import_onnx_model",
     "import_torch",
+    "ir_node_names",
     "load_onnx",
 ]

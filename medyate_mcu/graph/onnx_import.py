@@ -80,6 +80,13 @@ def import_onnx_model(model: onnx.ModelProto, name: str, origin: str = "model") 
     return run_default_passes(graph)
 
 
+def ir_node_names(model: onnx.ModelProto) -> list[str]:
+    """The IR name the importer gives each node of ``model`` (by module path, node name or op
+    type and index, made unique), in node order; ops it removes or fuses get one too."""
+    namer = _OnnxImporter(model, "model", "model")
+    return [namer._unique_name(node, index) for index, node in enumerate(model.graph.node)]
+
+
 def _check_finite(constants: dict[str, np.ndarray], origin: str) -> None:
     """Refuse NaN or infinite weights: the engine would train on them and C has no literal for
     them."""

@@ -59,13 +59,6 @@ class BudgetPlan:
     def total_bytes(self) -> int:
         return self.memory.fixed_bytes + self.pool_bytes
 
-    def channel_costs_bytes(self) -> list[int]:
-        """Per candidate channel, in canonical order (graph order of layers, then channel)."""
-        by_name = {cost.layer: cost for cost in self.costs}
-        return [by_name[name].channel_bytes
-                for name in self.memory.schedule.candidates
-                for _ in range(by_name[name].in_channels)]
-
 
 def ranked_conv_layers(graph: Graph, ranking: Sequence[str]) -> list[str]:
     """Check that ``ranking`` names each conv layer of ``graph`` exactly once."""
