@@ -18,9 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from click.testing import CliRunner
 
-from medyate_mcu.cli.main import main
 from medyate_mcu.cli.method_commands import load_ranking
 from medyate_mcu.graph import OpType, import_torch, load_onnx
 from medyate_mcu.method.costs import conv_channel_costs
@@ -34,6 +32,7 @@ from medyate_mcu.method.trainer import (
 from medyate_mcu.planning.arena import align
 from medyate_mcu.planning.memory import engine_memory
 from medyate_mcu.run.engine_lib import EngineLibrary
+from medyate_mcu.toolchain.compile import CompileOptions, compile_project
 from medyate_mcu.toolchain.host import make, symbol_sizes
 from medyate_mcu.zoo import architectures, default_model_path
 
@@ -106,9 +105,7 @@ def main_benchmark() -> None:
     arena_ratios()
     with tempfile.TemporaryDirectory() as folder:
         build = Path(folder) / "demo"
-        result = CliRunner().invoke(main, ["compile", "--budget", "300kB", "--embed-data", "0",
-                                           "-o", str(build)])
-        assert result.exit_code == 0, result.output
+        compile_project(CompileOptions(budget=300 * 1024, embed=0), build)
         demo_memory(build)
         step_time(build)
 

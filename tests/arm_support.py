@@ -10,11 +10,11 @@ from pathlib import Path
 import onnx
 import pytest
 import torch
-from click.testing import CliRunner
 
-from medyate_mcu.cli.main import main
 from medyate_mcu.graph import export_onnx, load_onnx
 from medyate_mcu.method.lara import LaraSettings, compute_lara
+from medyate_mcu.toolchain.compile import CompileOptions, compile_project
+from medyate_mcu.units import parse_size
 from medyate_mcu.zoo import architectures, default_model_path
 from medyate_mcu.zoo.tasks import load_task
 
@@ -48,9 +48,6 @@ def small_model(folder: Path) -> Path:
 def compile_for(model: Path | None, board: str, budget: str, out: Path,
                 samples: int = 24, epochs: int = 2) -> Path:
     """`medyate-mcu compile` for ``board`` (model None: the bundled demo model)."""
-    args = ["compile", *([str(model)] if model else []), "--budget", budget, "--board", board,
-            "--data", TASK, "--embed-data", str(samples), "--epochs", str(epochs),
-            "--batch-size", "8", "-o", str(out)]
-    result = CliRunner().invoke(main, args)
-    assert result.exit_code == 0, result.output
+    compile_project(CompileOptions(model=model, budget=parse_size(budget), board=board,
+                                   data=TASK, embed=samples, epochs=epochs, batch_size=8), out)
     return out

@@ -14,10 +14,12 @@ from elftools.elf.elffile import ELFFile
 
 from medyate_mcu.boards import get_board
 from medyate_mcu.cli.main import main
+from medyate_mcu.codegen.folder import Project
 from medyate_mcu.codegen.project import DEFAULT_STACK_BYTES
 from medyate_mcu.errors import MedyateError
-from medyate_mcu.run.verify import load_manifest, memory_checks, rebuild_reference
+from medyate_mcu.run.verify import memory_checks
 from medyate_mcu.toolchain.arm import build_firmware, size_report, stack_bound
+from medyate_mcu.toolchain.compile import CompileOptions, compile_project
 
 KiB = 1024
 
@@ -44,11 +46,12 @@ def test_link_fits_and_engine_ram_is_the_plan(board_name: str, mbv1: Path,
     model, budget = _case(board_name, mbv1)
     build = compile_for(model, board_name, budget, tmp_path / "b")
     board = get_board(board_name)
-    image = build_firmware(build)
+    image = build_firmware(Project.open(build))
     for suffix in (".bin", ".hex"):
         assert image.with_suffix(suffix).stat().st_size > 0
-    manifest = load_manifest(build)
-    _, plan, _ = rebuild_reference(manifest)
+    project = Project.open(build)
+    manifest = project.manifest
+    _, plan, _ = project.reference()
     failed = [check for check in memory_checks(image, plan) if not check.ok]
     assert not failed, failed
     report = size_report(image, board, manifest.budget)
@@ -87,11 +90,12 @@ def test_image_over_the_board_ram_fails_naming_the_overflow(board_name: str, fit
     model, _ = _case(board_name, mbv1)
     board = get_board(board_name)
     small = compile_for(model, board_name, fits, tmp_path / "fits")
-    used = size_report(build_firmware(small), board, load_manifest(small).budget).ram_bytes
+    project = Project.open(small)
+    used = size_report(build_firmware(project), board, project.manifest.budget).ram_bytes
     stack = DEFAULT_STACK_BYTES + (board.ram_bytes - used) // 8 * 8 + 64  # 57..64 B over
     expected = used - DEFAULT_STACK_BYTES + stack - board.ram_bytes
     with pytest.raises(MedyateError) as error:
-        build_firmware(small, stack_bytes=stack)
+        build_firmware(project, stack_bytes=stack)
     message = str(error.value)
     assert "\n" not in message
     found = re.search(r"RAM overflowed by ([\d,]+) bytes", message)
@@ -113,21 +117,17 @@ def test_build_command_reports_parts(tmp_path: Path) -> None:
 
 
 def test_host_project_refuses_arm_build(tmp_path: Path) -> None:
-    result = CliRunner().invoke(main, ["compile", "--budget", "200kB", "--embed-data", "8",
-                                       "-o", str(tmp_path / "b")])
-    assert result.exit_code == 0, result.output
+    project = compile_project(CompileOptions(budget=200 * 1024, embed=8), tmp_path / "b")
     with pytest.raises(MedyateError, match="compiled without --board"):
-        build_firmware(tmp_path / "b")
+        build_firmware(project)
 
 
 def test_the_flagship_command_fits_its_board(tmp_path: Path) -> None:
     """`compile --budget 300kB --board stm32f746g-disco` on the bundled model links and fits."""
     out = tmp_path / "f746"
-    result = CliRunner().invoke(main, ["compile", "--budget", "300kB", "--board",
-                                       "stm32f746g-disco", "-o", str(out)])
-    assert result.exit_code == 0, result.output
+    project = compile_project(CompileOptions(budget=300 * KiB, board="stm32f746g-disco"), out)
     board = get_board("stm32f746g-disco")
-    report = size_report(build_firmware(out), board, 300 * KiB)
+    report = size_report(build_firmware(project), board, 300 * KiB)
     assert not report.problems(), report.problems()
     assert report.engine_bytes == 300 * KiB
     assert report.ram_bytes <= board.ram_bytes and report.flash_bytes <= board.flash_bytes

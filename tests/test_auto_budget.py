@@ -14,9 +14,9 @@ from click.testing import CliRunner
 from elftools.elf.elffile import ELFFile
 
 from medyate_mcu.boards import all_boards, get_board
-from medyate_mcu.cli import compile_command
 from medyate_mcu.cli.main import main
-from medyate_mcu.run.verify import load_manifest
+from medyate_mcu.codegen.folder import Project
+from medyate_mcu.toolchain import compile as compile_module
 from medyate_mcu.toolchain.arm import build_firmware, size_report
 from medyate_mcu.toolchain.auto_budget import RESERVE_BYTES
 
@@ -51,9 +51,9 @@ def test_auto_budget_fills_the_board(model_name: str, board_name: str, user_mode
     said = re.search(r"--budget auto: .* = ([\d,]+) B for the engine", result.output)
     assert said is not None, result.output
     budget = int(said.group(1).replace(",", ""))
-    assert load_manifest(out).budget == budget
+    assert Project.open(out).manifest.budget == budget
     board = get_board(board_name)
-    report = size_report(build_firmware(out), board, budget)
+    report = size_report(build_firmware(Project.open(out)), board, budget)
     assert not report.problems()
     assert report.engine_bytes <= budget
     # nothing more could have been given: the image uses the RAM but the reserve (and the pool's
@@ -80,7 +80,7 @@ def test_a_budget_the_board_cannot_hold_is_refused_at_compile(tmp_path: Path) ->
     out = tmp_path / "most"
     result = CliRunner().invoke(main, [*args, "--budget", str(most), "-o", str(out)])
     assert result.exit_code == 0, result.output
-    image = build_firmware(out)
+    image = build_firmware(Project.open(out))
     report = size_report(image, board, most)
     assert not report.problems()
     assert board.ram_bytes - 8 < report.ram_bytes <= board.ram_bytes
@@ -92,7 +92,7 @@ def test_a_budget_the_board_cannot_hold_is_refused_at_compile(tmp_path: Path) ->
 
 def test_without_the_toolchain_compile_says_build_checks_the_fit(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(compile_command.shutil, "which", lambda name: None)
+    monkeypatch.setattr(compile_module.shutil, "which", lambda name: None)
     result = CliRunner().invoke(main, ["compile", "--board", "qemu-mps2-an386", "--budget",
                                        "250kB", "--embed-data", "8", "-o", str(tmp_path / "b")])
     assert result.exit_code == 0, result.output

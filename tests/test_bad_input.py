@@ -27,11 +27,11 @@ from PIL import Image
 
 from medyate_mcu import outputs
 from medyate_mcu.cli.main import main
+from medyate_mcu.codegen.folder import Project
 from medyate_mcu.codegen.project import MANIFEST
 from medyate_mcu.codegen.serial import build_hash
 from medyate_mcu.device import protocol as p
 from medyate_mcu.planning.schedule import classifier_node
-from medyate_mcu.run.verify import load_manifest, rebuild_reference
 from medyate_mcu.zoo import default_model_path
 
 COMPILE = ["compile", "--budget", "300kB", "--data", "digits", "--embed-data", "8",
@@ -338,8 +338,9 @@ class Device:
     """The replies of a device running ``build`` that trains nothing: its initial weights."""
 
     def __init__(self, build: Path) -> None:
-        manifest = load_manifest(build)
-        graph, plan, _ = rebuild_reference(manifest)
+        project = Project.open(build)
+        manifest = project.manifest
+        graph, plan, _ = project.reference()
         head = classifier_node(graph)
         self.regions = {p.Region.CLASSIFIER: np.concatenate(
             [head.params["weight"].reshape(-1), head.params["bias"]]).astype(np.float32)}

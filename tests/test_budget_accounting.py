@@ -16,21 +16,20 @@ import onnx
 import pytest
 import torch
 from arm_support import require_tool
-from click.testing import CliRunner
 from elftools.elf.constants import SH_FLAGS
 from elftools.elf.elffile import ELFFile
 from model_builders import INPUT_SHAPE, build_test_model
 
 from medyate_mcu.boards import get_board
-from medyate_mcu.cli.main import main
-from medyate_mcu.cli.method_commands import default_ranking_path
+from medyate_mcu.codegen.folder import Project
 from medyate_mcu.graph import Graph, OpType, export_onnx, load_onnx
 from medyate_mcu.method.lara import LaraSettings, LayerRanking, backbone_fingerprint
 from medyate_mcu.method.planner import InfeasibleBudgetError, plan_budget
 from medyate_mcu.method.trainer import replace_classifier
 from medyate_mcu.planning.arena import ALIGNMENT
-from medyate_mcu.run.verify import load_manifest, memory_checks, rebuild_reference
+from medyate_mcu.run.verify import memory_checks
 from medyate_mcu.toolchain.arm import build_firmware, size_report
+from medyate_mcu.toolchain.compile import CompileOptions, compile_project, default_ranking_path
 from medyate_mcu.toolchain.host import make
 from medyate_mcu.zoo import default_model_path
 
@@ -97,11 +96,9 @@ def test_every_budget_is_held_and_the_minimum_is_exact(model: Path) -> None:
     assert refused == 8  # minimum - 8 .. minimum - 1
 
 
-def compile_project(model: Path, budget: int, out: Path, board: str | None = None) -> Path:
-    args = ["compile", str(model), "--budget", str(budget), "--data", "digits",
-            "--embed-data", "4", "--seed", str(SEED), "-o", str(out)]
-    result = CliRunner().invoke(main, args + (["--board", board] if board else []))
-    assert result.exit_code == 0, result.output
+def compile_build(model: Path, budget: int, out: Path, board: str | None = None) -> Path:
+    compile_project(CompileOptions(model=model, budget=budget, board=board, data="digits",
+                                   embed=4, seed=SEED), out)
     return out
 
 
@@ -128,9 +125,9 @@ def test_host_images_hold_the_plan_at_every_residue(model: Path, tmp_path: Path)
     graph, ranking = headed(model)
     minimum = minimum_of(graph, ranking)
     for budget in (minimum, minimum + 4 - minimum % 8 + 8, 204_804, 204_807):
-        build = compile_project(model, budget, tmp_path / str(budget))
+        build = compile_build(model, budget, tmp_path / str(budget))
         library = make(build, "lib")
-        _, plan, _ = rebuild_reference(load_manifest(build))
+        _, plan, _ = Project.open(build).reference()
         assert engine_ram_of_image(library) == plan.total_bytes <= budget
         failed = [check for check in memory_checks(library, plan) if not check.ok]
         assert not failed, failed
@@ -144,9 +141,9 @@ def test_cortex_m_images_hold_the_plan(model: Path, board_name: str, tmp_path: P
     graph, ranking = headed(model)
     board = get_board(board_name)
     for budget in (minimum_of(graph, ranking), 204_804):
-        build = compile_project(model, budget, tmp_path / str(budget), board_name)
-        image = build_firmware(build)
-        _, plan, _ = rebuild_reference(load_manifest(build))
+        build = compile_build(model, budget, tmp_path / str(budget), board_name)
+        image = build_firmware(Project.open(build))
+        _, plan, _ = Project.open(build).reference()
         report = size_report(image, board, budget)
         assert engine_ram_of_image(image) == report.engine_bytes == plan.total_bytes <= budget
         assert report.problems() == []

@@ -26,6 +26,7 @@ from click.testing import CliRunner
 from onnx import numpy_helper
 
 from medyate_mcu.cli.main import main
+from medyate_mcu.codegen.folder import Project
 from medyate_mcu.codegen.project import BuildManifest
 from medyate_mcu.device import protocol as p
 from medyate_mcu.device.firmware import build_host_serial
@@ -38,10 +39,9 @@ from medyate_mcu.run.engine_lib import EngineLibrary
 from medyate_mcu.run.verify import (
     LOSS_TOLERANCE,
     WEIGHT_TOLERANCE,
-    load_manifest,
-    rebuild_reference,
     relative_error,
 )
+from medyate_mcu.toolchain.compile import CompileOptions, compile_project
 from medyate_mcu.toolchain.host import make
 from medyate_mcu.zoo.tasks import TaskData, load_task
 
@@ -53,10 +53,8 @@ EPOCHS = 2
 def build(tmp_path_factory: pytest.TempPathFactory) -> Path:
     require_gcc()
     out = tmp_path_factory.mktemp("serial") / "build"
-    result = CliRunner().invoke(main, ["compile", "--budget", "300kB", "--data", "digits",
-                                       "--embed-data", "8", "--epochs", "3", "--batch-size", "8",
-                                       "-o", str(out)])
-    assert result.exit_code == 0, result.output
+    compile_project(CompileOptions(budget=300 * 1024, data="digits", embed=8, epochs=3,
+                                   batch_size=8), out)
     build_host_serial(out)
     return out
 
@@ -133,7 +131,7 @@ def _expect_error(link: DeviceLink, frame: bytes, code: p.ErrorCode) -> p.ErrorR
 
 def test_bad_frames_get_error_frames_and_the_device_keeps_working(build: Path,
                                                                    device: str) -> None:
-    data = load_task("digits", rebuild_reference(load_manifest(build))[0])
+    data = load_task("digits", Project.open(build).reference()[0])
     x = data.x_train[0]
     with DeviceLink(device, timeout=10) as link:
         ready = link.hello()
@@ -181,7 +179,7 @@ def test_bad_frames_get_error_frames_and_the_device_keeps_working(build: Path,
 
 
 def _half_a_sample(build: Path) -> bytes:
-    data = load_task("digits", rebuild_reference(load_manifest(build))[0])
+    data = load_task("digits", Project.open(build).reference()[0])
     frame = p.encode_frame(p.MsgType.SAMPLE, 60, p.sample_payload(data.x_train[0], 1,
                                                                   data.x_train[0].size))
     return frame[:len(frame) // 2]
@@ -225,7 +223,7 @@ def test_wrong_build_and_missing_device_are_one_line_errors(build: Path, device:
     manifest = other / "medyate_build.json"
     manifest.write_text(manifest.read_text() + "\n")  # another build hash
     with pytest.raises(Exception, match="runs another build"):
-        TrainSession.open(other, device, samples=4, timeout=10)
+        TrainSession.open(Project.open(other), device, samples=4, timeout=10)
     result = CliRunner().invoke(main, ["train", str(build), "--port", "socket://127.0.0.1:9",
                                        "--timeout", "1"])
     assert result.exit_code == 1
@@ -249,10 +247,8 @@ def qemu_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for tool in ("arm-none-eabi-gcc", "qemu-system-arm", "make"):
         _require(tool)
     out = tmp_path_factory.mktemp("qemu") / "build"
-    result = CliRunner().invoke(main, ["compile", "--budget", "200kB", "--board",
-                                       "qemu-mps2-an386", "--data", "digits", "--embed-data",
-                                       "8", "--epochs", "3", "--batch-size", "4", "-o", str(out)])
-    assert result.exit_code == 0, result.output
+    compile_project(CompileOptions(budget=200 * 1024, board="qemu-mps2-an386", data="digits",
+                                   embed=8, epochs=3, batch_size=4), out)
     made = subprocess.run(["make", "-s", "-C", str(out), "arm", "FIRMWARE_APP=serial"],
                           capture_output=True, text=True, check=False)
     assert made.returncode == 0, made.stderr
@@ -338,8 +334,9 @@ class HostRun:
 
 
 def host_engine_run(build: Path, samples: int, epochs: int) -> HostRun:
-    manifest = load_manifest(build)
-    graph, plan, settings = rebuild_reference(manifest)
+    project = Project.open(build)
+    manifest = project.manifest
+    graph, plan, settings = project.reference()
     data = load_task("digits", graph)
     x, y = data.train_subset(samples, settings.seed)  # as `train --samples` chooses them
     engine = EngineLibrary(make(build, "lib"), x[0].size, manifest.classes)

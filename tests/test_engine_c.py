@@ -14,12 +14,14 @@ import torch
 from click.testing import CliRunner
 
 from medyate_mcu.cli.main import main
+from medyate_mcu.codegen.folder import Project
 from medyate_mcu.graph import export_onnx, load_onnx
 from medyate_mcu.method.lara import LaraSettings, compute_lara
 from medyate_mcu.method.planner import minimum_budget, plan_budget
 from medyate_mcu.method.trainer import channel_table, replace_classifier
 from medyate_mcu.run.engine_lib import EngineLibrary
 from medyate_mcu.run.verify import memory_checks, verify_build
+from medyate_mcu.toolchain.compile import CompileOptions, compile_project
 from medyate_mcu.toolchain.host import make
 from medyate_mcu.zoo import architectures, default_model_path
 from medyate_mcu.zoo.tasks import load_task
@@ -75,7 +77,7 @@ def test_verify_passes_at_two_budgets(models: dict[str, Path], arch: str,
                                       tmp_path: Path) -> None:
     for index, budget in enumerate(two_budgets(models[arch])):
         build = compile_build(models[arch], budget, tmp_path / f"b{index}")
-        checks = verify_build(build, epochs=2, samples=48)
+        checks = verify_build(Project.open(build), epochs=2, samples=48)
         failed = [c for c in checks if not c.ok]
         assert not failed, failed
         assert any(c.name == "epoch 2 selection" for c in checks)
@@ -115,9 +117,7 @@ def test_bad_samples_get_error_codes_and_leave_weights_alone(tmp_path: Path) -> 
 
 
 def test_host_program_trains_and_the_loss_falls(tmp_path: Path) -> None:
-    result = CliRunner().invoke(main, ["compile", "--budget", "300kB", "--embed-data", "64",
-                                       "--epochs", "4", "-o", str(tmp_path / "demo")])
-    assert result.exit_code == 0, result.output
+    compile_project(CompileOptions(budget=300 * 1024, embed=64, epochs=4), tmp_path / "demo")
     program = make(tmp_path / "demo", "host")
     run = subprocess.run([str(program)], capture_output=True, text=True, check=True, timeout=300)
     rows = [line.split() for line in run.stdout.splitlines()[1:]]
@@ -167,7 +167,7 @@ def test_verify_catches_a_wrong_update(tmp_path: Path) -> None:
     rates = [float(v.rstrip("f")) * 1.1 for v in table.group(1).split(", ")]
     (build / "model.c").write_text(source.replace(
         table.group(1), ", ".join(f"{r:.9g}f" for r in rates)))
-    checks = verify_build(build, epochs=1, samples=32)
+    checks = verify_build(Project.open(build), epochs=1, samples=32)
     failed = {c.name for c in checks if not c.ok}
     assert "epoch 1 weights, step by step" in failed, checks
     assert "epoch 1 selection" not in failed  # the selection does not depend on the rate
@@ -179,9 +179,8 @@ def test_compile_ranks_a_model_without_ranking_on_a_proxy_task(tmp_path: Path) -
     path = tmp_path / "fresh.onnx"
     onnx.save(export_onnx(architectures.create("mbv1", 10, width=0.5),
                           torch.zeros(1, 3, 32, 32)), path)
-    result = CliRunner().invoke(main, ["compile", str(path), "--budget", "120kB", "--data",
-                                       "shapes", "--embed-data", "8", "-o", str(tmp_path / "b")])
-    assert result.exit_code == 0, result.output
+    compile_project(CompileOptions(model=path, budget=120 * 1024, data="shapes", embed=8),
+                    tmp_path / "b")
     ranking = LayerRanking.load(tmp_path / "fresh.lara.json", load_onnx(path))
     assert ranking.proxy_task == "digits"  # the panel task after the target, never the target
     assert (tmp_path / "b" / "model.c").is_file()

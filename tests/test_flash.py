@@ -14,7 +14,8 @@ from click.testing import CliRunner
 
 from medyate_mcu.boards import all_boards, get_board
 from medyate_mcu.cli.main import main
-from medyate_mcu.device.flash import firmware_elf, flash_command, run_flash
+from medyate_mcu.codegen.folder import firmware_path
+from medyate_mcu.device.flash import flash_command, run_flash
 from medyate_mcu.errors import MedyateError
 
 REAL = [name for name, board in all_boards().items() if board.kind == "real"]
@@ -73,13 +74,13 @@ def test_cli_dry_run_prints_the_command(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["flash", str(build), "--board", "stm32f746g-disco",
                                        "--dry-run"])
     assert result.exit_code == 0, result.output
-    elf = firmware_elf(build, "serial").as_posix()
+    elf = firmware_path(build, "serial").as_posix()
     assert result.output.strip() == (f"openocd -f board/stm32f7discovery.cfg -c "
                                      f"'program {elf} verify reset exit'")
     result = CliRunner().invoke(main, ["flash", str(build), "--board", "nucleo-f411re",
                                        "--tool", "pyocd", "--app", "train", "--dry-run"])
     assert result.output.strip() == \
-        f"pyocd flash -t stm32f411re {firmware_elf(build, 'train')}"
+        f"pyocd flash -t stm32f411re {firmware_path(build, 'train')}"
 
 
 def test_cli_errors_are_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -89,14 +90,14 @@ def test_cli_errors_are_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert result.exit_code == 1 and "medyate-mcu simulate" in result.output
     result = runner.invoke(main, ["flash", str(build), "--board", "nucleo-f411re"])
     assert result.exit_code == 1
-    assert result.output.strip() == (f"error: {firmware_elf(build, 'serial')} does not exist; "
+    assert result.output.strip() == (f"error: {firmware_path(build, 'serial')} does not exist; "
                                      f"build it first: make -C {build} arm FIRMWARE_APP=serial")
     result = runner.invoke(main, ["flash", str(build)])
     assert result.exit_code == 1 and "compiled without --board" in result.output
     result = runner.invoke(main, ["flash", str(build), "--board", "nosuch"])
     assert result.exit_code == 2 and "unknown board" in result.output
 
-    elf = firmware_elf(build, "serial")
+    elf = firmware_path(build, "serial")
     elf.parent.mkdir()
     elf.write_bytes(b"not an elf")
     result = runner.invoke(main, ["flash", str(build), "--board", "nucleo-f411re"])

@@ -24,8 +24,8 @@ from c_build import ROOT, build_library
 from elftools.elf.elffile import ELFFile
 
 from medyate_mcu.boards import get_board
+from medyate_mcu.codegen.folder import Project
 from medyate_mcu.run.qemu import run_qemu
-from medyate_mcu.run.verify import load_manifest, rebuild_reference
 from medyate_mcu.run.verify_qemu import host_snapshots
 from medyate_mcu.toolchain.arm import build_firmware
 from medyate_mcu.toolchain.host import host_compiler, make, symbol_sizes
@@ -260,7 +260,7 @@ def test_no_libm_transcendental_in_the_engine(project: Path, tmp_path: Path) -> 
     require_tool("arm-none-eabi-gcc")
     objdump = require_tool("arm-none-eabi-objdump")
     build = shutil.copytree(project, tmp_path / "b")
-    image = build_firmware(build, "verify")
+    image = build_firmware(Project.open(build), "verify")
     library = make(build, "lib")
     assert not _function_symbols(image, undefined=False) & (TRANSCENDENTALS | {"sqrtf"})
     assert "mdy_expf" in _function_symbols(image, undefined=False)
@@ -271,7 +271,8 @@ def test_no_libm_transcendental_in_the_engine(project: Path, tmp_path: Path) -> 
     # The check sees a libm call when there is one: the same engine against newlib's expf.
     loss = build / "medyate/kernels/loss.c"
     loss.write_text(loss.read_text().replace("mdy_expf(", "expf("))
-    assert "expf" in _function_symbols(build_firmware(build, "verify"), undefined=False)
+    image = build_firmware(Project.open(build), "verify")
+    assert "expf" in _function_symbols(image, undefined=False)
 
 
 def _fma_count(library: Path) -> int:
@@ -326,7 +327,7 @@ def _keeps_subnormals(library: Path) -> bool:
 def _epoch_runner(build: Path) -> Callable[[Path], list[dict[str, bytes]]]:
     """A host library of ``build`` -> its whole engine RAM after mdy_init and after one epoch
     on 16 digits samples."""
-    graph, _, settings = rebuild_reference(load_manifest(build))
+    graph, _, settings = Project.open(build).reference()
     data = load_task("digits", graph, seed=0)
     x, y = data.x_train[:16], data.y_train[:16]
 

@@ -17,6 +17,7 @@ from click.testing import CliRunner
 
 from medyate_mcu.boards import get_board
 from medyate_mcu.cli.main import main
+from medyate_mcu.codegen.folder import Project
 from medyate_mcu.run.qemu import FAULT_EXIT_STATUS, instructions, run_qemu
 from medyate_mcu.run.verify_qemu import verify_qemu
 from medyate_mcu.toolchain.arm import build_firmware
@@ -52,7 +53,7 @@ def test_verify_qemu_is_byte_identical(board_name: str, model: str, budget: str,
                                        tmp_path: Path) -> None:
     build = compile_for(mbv1 if model == "mbv1" else None, board_name, budget, tmp_path / "b",
                         SAMPLES, EPOCHS)
-    checks, figures = verify_qemu(build, samples=SAMPLES, timeout=300)
+    checks, figures = verify_qemu(Project.open(build), samples=SAMPLES, timeout=300)
     failed = [check for check in checks if not check.ok]
     assert not failed, failed
     rows = {check.name: check.measured for check in checks}
@@ -80,7 +81,7 @@ def test_verify_qemu_names_a_one_ulp_weight_change_on_the_cortex_m_side(tmp_path
     (build / "qemu_verify.c").write_text(
         source.replace("int main(void)", inject)
         .replace(call, "mdy_init() != MDY_OK || (inject(), write_snapshot(0u)) != 0"))
-    checks, _ = verify_qemu(build, samples=8, timeout=300)
+    checks, _ = verify_qemu(Project.open(build), samples=8, timeout=300)
     failed = [check for check in checks if not check.ok]
     assert [check.name for check in failed] == ["Cortex-M ≡ host C after mdy_init"], failed
     assert failed[0].measured.startswith(f"{symbol}[7] (weight [")
@@ -116,7 +117,7 @@ def test_verify_qemu_catches_an_engine_error_on_the_cortex_m_side(injection: str
     assert source.count(anchor) == 1
     at = source.index(anchor)
     engine.write_text(f"{source[:at]}#ifdef MDY_SEMIHOSTING\n{code}#endif\n{source[at:]}")
-    checks, _ = verify_qemu(build, samples=8, epochs=1, timeout=300)
+    checks, _ = verify_qemu(Project.open(build), samples=8, epochs=1, timeout=300)
     failed = [check for check in checks if not check.ok]
     assert len(failed) == 1 and failed[0].name in ("Cortex-M ≡ host C after mdy_init",
                                                    "Cortex-M ≡ host C after epoch 1"), failed
@@ -176,7 +177,7 @@ def test_exit_status_comes_through_semihosting(tmp_path: Path) -> None:
 
 def test_simulate_refuses_a_real_board(tmp_path: Path) -> None:
     build = compile_for(None, "nrf52840-dk", "200kB", tmp_path / "b", 8, 1)
-    build_firmware(build)
+    build_firmware(Project.open(build))
     result = CliRunner().invoke(main, ["simulate", str(build)])
     assert result.exit_code == 1
     assert "real board" in result.output

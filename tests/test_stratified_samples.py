@@ -8,10 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
-from medyate_mcu.cli.main import main
+from medyate_mcu.toolchain.compile import CompileOptions, compile_project
 from medyate_mcu.zoo.tasks import stratified_sample
 
 
@@ -89,9 +88,7 @@ def test_embedded_samples_cover_every_class(tmp_path: Path) -> None:
     with its own label, none twice, not in class order."""
     data = class_folder(tmp_path / "data", classes=5, per_class=10)
     out = tmp_path / "b"
-    result = CliRunner().invoke(main, ["compile", "--budget", "200kB", "--data", str(data),
-                                       "--embed-data", "20", "-o", str(out)])
-    assert result.exit_code == 0, result.output
+    compile_project(CompileOptions(budget=200 * 1024, data=str(data), embed=20), out)
     text = (out / "data.c").read_text()
     train_y, test_y = c_array(text, "mdy_train_y"), c_array(text, "mdy_test_y")
     assert np.bincount(train_y).tolist() == [4] * 5

@@ -14,9 +14,8 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from click.testing import CliRunner
 
-from medyate_mcu.cli.main import main
+from medyate_mcu.codegen.folder import Project
 from medyate_mcu.errors import MedyateError
 from medyate_mcu.graph import export_onnx, import_torch
 from medyate_mcu.graph.ir import OpType
@@ -33,10 +32,9 @@ from medyate_mcu.run.engine_lib import EngineLibrary
 from medyate_mcu.run.verify import (
     WEIGHT_TOLERANCE,
     Check,
-    load_manifest,
-    rebuild_reference,
     verify_build,
 )
+from medyate_mcu.toolchain.compile import CompileOptions, compile_project
 from medyate_mcu.toolchain.host import make
 from medyate_mcu.zoo.tasks import load_task
 
@@ -79,10 +77,8 @@ INJECTIONS = {
 @pytest.fixture(scope="module")
 def demo_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("inject") / "clean"
-    result = CliRunner().invoke(main, ["compile", "--budget", "300kB", "--data", "digits",
-                                       "--embed-data", str(SAMPLES), "--epochs", "3",
-                                       "--batch-size", "8", "-o", str(out)])
-    assert result.exit_code == 0, result.output
+    compile_project(CompileOptions(budget=300 * 1024, data="digits", embed=SAMPLES, epochs=3,
+                                   batch_size=8), out)
     return out
 
 
@@ -105,7 +101,7 @@ def by_name(checks: list[Check]) -> dict[str, Check]:
 def test_a_clean_build_passes_with_no_excuse(demo_build: Path) -> None:
     """Every row passes; there is no excuse path (a differing decision would have to lie within
     its bound and its step still match within the clean tolerance: none differs here)."""
-    checks = verify_build(demo_build, epochs=1, samples=SAMPLES)
+    checks = verify_build(Project.open(demo_build), epochs=1, samples=SAMPLES)
     assert all(c.ok for c in checks), [c for c in checks if not c.ok]
     rows = by_name(checks)
     assert rows["epoch 1 activation decisions C / ref"].measured == "0 differ"
@@ -114,14 +110,14 @@ def test_a_clean_build_passes_with_no_excuse(demo_build: Path) -> None:
 
 def test_more_epochs_than_the_build_trains_are_refused(demo_build: Path) -> None:
     with pytest.raises(MedyateError, match="trains 3 epoch"):
-        verify_build(demo_build, epochs=4, samples=8)
+        verify_build(Project.open(demo_build), epochs=4, samples=8)
 
 
 def test_a_library_without_the_decision_export_is_refused(demo_build: Path,
                                                            tmp_path: Path) -> None:
     build = injected(demo_build, tmp_path, "Makefile", " -DMDY_DECISION_EXPORT", "")
     with pytest.raises(MedyateError, match="compile the project again"):
-        verify_build(build, epochs=1, samples=8)
+        verify_build(Project.open(build), epochs=1, samples=8)
 
 
 @pytest.mark.parametrize("name", list(INJECTIONS))
@@ -129,7 +125,7 @@ def test_an_injected_error_fails_within_one_epoch(name: str, demo_build: Path,
                                                   tmp_path: Path) -> None:
     file, text, replacement, row = INJECTIONS[name]
     build = injected(demo_build, tmp_path, file, text, replacement)
-    checks = by_name(verify_build(build, epochs=1, samples=SAMPLES))
+    checks = by_name(verify_build(Project.open(build), epochs=1, samples=SAMPLES))
     assert not checks[row].ok, checks[row]
     if name == "learning rate x 1.001":  # every step is 1e-3 off, the tolerance well under it
         assert float(checks[row].measured.split()[0]) == pytest.approx(1e-3, rel=0.05)
@@ -142,7 +138,7 @@ def test_flips_within_the_rounding_bound_pass_with_the_c_decisions_replayed(
     within the bound; the reference replays those steps with the C masks and matches."""
     build = injected(demo_build, tmp_path, "medyate/kernels/activation.c",
                      "const int pass = v > 0.0f &&", "const int pass = v > 1e-6f &&")
-    checks = by_name(verify_build(build, epochs=1, samples=SAMPLES))
+    checks = by_name(verify_build(Project.open(build), epochs=1, samples=SAMPLES))
     assert all(c.ok for c in checks.values()), [c for c in checks.values() if not c.ok]
     decisions = checks["epoch 1 activation decisions C / ref"].measured
     assert int(decisions.split()[0]) >= 1, decisions
@@ -257,11 +253,8 @@ def pool_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
                            nn.Conv2d(16, 16, 3, padding=1), nn.ReLU6(), nn.AdaptiveAvgPool2d(1),
                            nn.Flatten(), nn.Linear(16, 10))
     onnx.save(export_onnx(module, torch.zeros(1, 3, 32, 32)), folder / "pool.onnx")
-    result = CliRunner().invoke(main, ["compile", str(folder / "pool.onnx"), "--budget", "400kB",
-                                       "--data", "digits", "--embed-data", "32", "--epochs", "2",
-                                       "--batch-size", "8", "--alpha", "1", "-o",
-                                       str(folder / "b")])
-    assert result.exit_code == 0, result.output
+    compile_project(CompileOptions(model=folder / "pool.onnx", budget=400 * 1024, data="digits",
+                                   embed=32, epochs=2, batch_size=8, alpha=1.0), folder / "b")
     exports = re.findall(r"MDY_DECISIONS\(\d+u\);", (folder / "b" / "model.c").read_text())
     assert len(exports) == 5  # three ReLUs and two max-pools
     return folder / "b"
@@ -272,7 +265,7 @@ def test_max_pool_ties_broken_otherwise_are_explained(pool_build: Path, tmp_path
     bound); the replay on the C argmax matches."""
     build = injected(pool_build, tmp_path, "medyate/kernels/pool.c", "v > best || isnan(v)",
                      "v >= best || isnan(v)")
-    checks = by_name(verify_build(build, epochs=1, samples=32))
+    checks = by_name(verify_build(Project.open(build), epochs=1, samples=32))
     assert int(checks["epoch 1 activation decisions C / ref"].measured.split()[0]) > 0
     assert all(c.ok for c in checks.values()), [c for c in checks.values() if not c.ok]
 
@@ -282,7 +275,7 @@ def test_a_wrong_max_pool_argmax_fails(pool_build: Path, tmp_path: Path) -> None
     build = injected(pool_build, tmp_path, "medyate/kernels/pool.c",
                      "argmax[i] = (uint8_t)best_k;",
                      "argmax[i] = (uint8_t)(best_k == 0 ? 1 : best_k);")
-    checks = by_name(verify_build(build, epochs=1, samples=32))
+    checks = by_name(verify_build(Project.open(build), epochs=1, samples=32))
     assert not checks["epoch 1 activation decisions C / ref"].ok
 
 
@@ -291,7 +284,7 @@ def test_the_c_forward_lies_within_the_rounding_bound(demo_build: Path) -> None:
     from the arena, differs from the reference's by no more than the bound of its input (a clamp
     does not increase a difference), with the C's earlier outputs known or not, on real samples."""
 
-    graph, plan, _ = rebuild_reference(load_manifest(demo_build))
+    graph, plan, _ = Project.open(demo_build).reference()
     x = load_task("digits", graph, seed=0).x_test[:4]
     engine = EngineLibrary(make(demo_build, "lib"), x[0].size, 10)
     engine.init()

@@ -10,6 +10,7 @@ import click
 from rich.table import Table
 
 from medyate_mcu.cli.common import SizeType, console
+from medyate_mcu.codegen.folder import Project
 from medyate_mcu.codegen.project import DEFAULT_STACK_BYTES
 from medyate_mcu.errors import MedyateError
 
@@ -22,12 +23,13 @@ STACK_OPTION = click.option("--stack", type=SizeType(), default=None,
 
 
 def build_and_report(build_dir: Path, app: str, stack: int | None) -> tuple[Path, object]:
-    from medyate_mcu.toolchain.arm import build_firmware, project_board, size_report, stack_bound
+    from medyate_mcu.toolchain.arm import build_firmware, size_report, stack_bound
 
-    manifest, board = project_board(build_dir)
+    project = Project.open(build_dir)
+    manifest, board = project.manifest, project.require_board()
     out = console()
     with out.status(f"building the {app} firmware for {board.name}..."):
-        image = build_firmware(build_dir, app, stack)
+        image = build_firmware(project, app, stack)
     report = size_report(image, board, manifest.budget)
     bound = stack_bound(build_dir, image)
     report = type(report)(**{**report.__dict__, "stack": bound})
@@ -79,9 +81,7 @@ def simulate_command(build_dir: Path, stack: int | None, timeout: float) -> None
     qemu-system-arm (semihosting console, `-icount shift=0`): prints its epoch table and the
     instructions per training step. Exits 1 on a fault, a non-zero exit or the watchdog."""
     from medyate_mcu.run.qemu import run_qemu, step_instructions
-    from medyate_mcu.toolchain.arm import project_board
-
-    _, board = project_board(build_dir)
+    board = Project.open(build_dir).require_board()
     if board.kind != "emulated":
         raise MedyateError(f"{board.name} is a real board; simulate runs the emulated boards "
                            "only (compile with --board qemu-mps2-an386, qemu-mps2-an500 or "

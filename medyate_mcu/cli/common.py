@@ -13,6 +13,7 @@ from medyate_mcu.boards import all_boards
 from medyate_mcu.errors import MedyateError
 from medyate_mcu.graph import Graph, load_onnx
 from medyate_mcu.outputs import os_error
+from medyate_mcu.toolchain.compile import AUTO, model_path
 from medyate_mcu.units import parse_size
 
 
@@ -31,7 +32,6 @@ class MedyateGroup(click.Group):
             ctx.exit(1)
 
 
-AUTO = "auto"
 
 
 class SizeType(click.ParamType):
@@ -74,21 +74,7 @@ MODEL_ARGUMENT = click.argument(
 
 def load_model(path: Path | None) -> Graph:
     """Import ``path``, or the bundled demo model when no path is given."""
-    if path is None:
-        path = bundled_model_path()
-    return load_onnx(path)
-
-
-def bundled_model_path() -> Path:
-    try:
-        from medyate_mcu.zoo import default_model_path
-    except ImportError:
-        raise MedyateError("this installation has no bundled demo model; give a MODEL path") \
-            from None
-    path = default_model_path()
-    if not path.is_file():
-        raise MedyateError(f"the bundled demo model is missing ({path}); give a MODEL path")
-    return path
+    return load_onnx(model_path(path))
 
 
 def console() -> Console:

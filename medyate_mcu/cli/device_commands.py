@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from medyate_mcu.cli.common import BoardType, console
+from medyate_mcu.codegen.folder import Project
 from medyate_mcu.errors import MedyateError
 
 
@@ -40,7 +41,8 @@ def train_command(build_dir: Path, port: str, data_name: str | None, epochs: int
     from medyate_mcu.device.session import TrainSession
 
     out = console()
-    session = TrainSession.open(build_dir, port, data_name, epochs, samples, baud, timeout)
+    session = TrainSession.open(Project.open(build_dir), port, data_name, epochs, samples, baud,
+                                timeout)
     with session:
         ready = session.ready
         out.print(f"device on {port}: board {ready.board}, protocol v{ready.version}, "
@@ -84,11 +86,10 @@ def flash_command(build_dir: Path, board: str | None, tool: str | None, app: str
     """Program BUILD_DIR's Cortex-M firmware (make -C BUILD_DIR arm FIRMWARE_APP=serial) onto a
     real board through its debug probe, with openocd or pyocd."""
     from medyate_mcu.boards import get_board
-    from medyate_mcu.device.flash import check_elf, firmware_elf, flash_command, run_flash
-    from medyate_mcu.run.verify import load_manifest
+    from medyate_mcu.device.flash import check_elf, flash_command, run_flash
 
-    manifest = load_manifest(build_dir)
-    built_for = getattr(manifest, "board", None)
+    project = Project.open(build_dir)
+    built_for = project.manifest.board
     name = board or built_for
     if name is None:
         raise MedyateError(f"{build_dir} was compiled without --board; compile it for a board "
@@ -97,7 +98,7 @@ def flash_command(build_dir: Path, board: str | None, tool: str | None, app: str
         raise MedyateError(f"{build_dir} was compiled for {built_for}, not {board}: its linker "
                            "script and UART are that board's; compile again with --board "
                            f"{board}")
-    elf = firmware_elf(build_dir, app)
+    elf = project.firmware_path(app)
     command = flash_command(get_board(name), elf, tool)
     if dry_run:
         click.echo(command.text())

@@ -9,16 +9,15 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from medyate_mcu.cli.common import MODEL_ARGUMENT, SizeType, bundled_model_path, console, load_model
+from medyate_mcu.cli.common import MODEL_ARGUMENT, SizeType, console, load_model
 from medyate_mcu.errors import MedyateError
 from medyate_mcu.graph import Graph
 from medyate_mcu.method.costs import BYTES_PER_ELEMENT
-from medyate_mcu.method.lara import LaraSettings, LayerRanking, compute_lara
+from medyate_mcu.method.lara import LaraSettings, LayerRanking
 from medyate_mcu.method.planner import DEFAULT_ALPHA, BudgetPlan, KRule, plan_budget
 from medyate_mcu.method.trainer import replace_classifier
+from medyate_mcu.toolchain.compile import default_ranking_path, rank_layers
 from medyate_mcu.units import format_size, parse_size
-
-RANKING_SUFFIX = ".lara.json"
 
 K_RULE_OPTION = click.option(
     "--k-rule", type=click.Choice([rule.value for rule in KRule]), default=KRule.CLOSEST.value,
@@ -38,11 +37,6 @@ def progress_bar() -> Progress:
                     console=console())
 
 
-def default_ranking_path(model: Path | None) -> Path:
-    path = model if model is not None else bundled_model_path()
-    return path.with_name(path.name.removesuffix(".onnx") + RANKING_SUFFIX)
-
-
 def load_ranking(model: Path | None, ranking: Path | None, graph: Graph) -> LayerRanking:
     """The ranking given, or the one beside the model (the bundled model ships with its own)."""
     path = ranking or default_ranking_path(model)
@@ -55,22 +49,13 @@ def load_ranking(model: Path | None, ranking: Path | None, graph: Graph) -> Laye
 
 def run_lara(graph: Graph, proxy: str, settings: LaraSettings, path: Path) -> LayerRanking:
     """LaRa on the proxy task with a progress bar; the ranking is saved to ``path``."""
-    from medyate_mcu.zoo.tasks import load_task
-
-    data = load_task(proxy, graph, seed=settings.seed)
     with progress_bar() as bar:
         task = bar.add_task(f"LaRa on {proxy}", total=None, status="")
 
         def on_step(step: int, total: int, loss: float) -> None:
             bar.update(task, completed=step, total=total, status=f"loss {loss:.3f}")
 
-        ranking = compute_lara(graph, data.x_train, data.y_train, data.classes, proxy, settings,
-                               on_step)
-    try:
-        ranking.save(path)
-    except OSError as exc:
-        raise MedyateError(f"cannot write the LaRa ranking to {path}: {exc.strerror}") from None
-    return ranking
+        return rank_layers(graph, proxy, settings, path, on_step)
 
 
 @click.command("lara")

@@ -9,6 +9,7 @@ import click
 from rich.table import Table
 
 from medyate_mcu.cli.common import console
+from medyate_mcu.codegen.folder import Project
 
 HOST_EPOCHS = 3  # epochs compared with the reference unless --epochs says otherwise
 
@@ -40,20 +41,21 @@ def verify_command(build_dir: Path, epochs: int | None, samples: int, qemu: bool
     same sources: every byte of the engine's RAM after mdy_init and after each epoch, no
     tolerance (the first difference is named: tensor, index, both values); plus the image's RAM
     symbols and instructions per training step. Prints a table; exits 1 on any mismatch."""
-    from medyate_mcu.run.verify import load_manifest, verify_build
+    from medyate_mcu.run.verify import verify_build
 
+    project = Project.open(build_dir)
     out = console()
     figures = None
     if qemu:
         from medyate_mcu.run.verify_qemu import verify_qemu
         with out.status("building the verification firmware and running it under QEMU..."):
-            checks, figures = verify_qemu(build_dir, epochs=epochs, samples=samples,
+            checks, figures = verify_qemu(project, epochs=epochs, samples=samples,
                                           timeout=timeout,
                                           reference_epochs=epochs or HOST_EPOCHS)
     else:
         with out.status("building and running the C engine..."):
-            build_epochs = int(load_manifest(build_dir).settings["epochs"])
-            checks = verify_build(build_dir, epochs=epochs or min(HOST_EPOCHS, build_epochs),
+            build_epochs = int(project.manifest.settings["epochs"])
+            checks = verify_build(project, epochs=epochs or min(HOST_EPOCHS, build_epochs),
                                   samples=samples)
     table = Table(title=f"verify {build_dir}")
     for column in ("check", "measured", "limit", "result"):

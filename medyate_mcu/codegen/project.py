@@ -65,7 +65,7 @@ class BuildManifest:
 
     def __post_init__(self) -> None:
         """A manifest edited by hand or damaged: every field of its declared type (TypeError
-        names the first that is not; `load_manifest` turns it into one line)."""
+        names the first that is not; `Project.open` turns it into one line)."""
         _check_types(self, get_type_hints(BuildManifest), "")
         _check_types(self.settings, get_type_hints(TrainSettings), "settings.")
 

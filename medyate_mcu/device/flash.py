@@ -35,11 +35,6 @@ class FlashCommand:
         return shlex.join(self.argv)
 
 
-def firmware_elf(build_dir: Path, app: str) -> Path:
-    """Where ``make arm FIRMWARE_APP=<app>`` puts the ELF."""
-    return build_dir / "arm" / f"medyate_{app}.elf"
-
-
 def default_tool(board: Board) -> str:
     if board.openocd_config:
         return "openocd"

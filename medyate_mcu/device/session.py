@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from medyate_mcu.codegen.project import MANIFEST
-from medyate_mcu.codegen.serial import build_hash
+from medyate_mcu.codegen.folder import Project
+from medyate_mcu.codegen.serial import DEFAULT_BAUD, build_hash
 from medyate_mcu.device import protocol as p
 from medyate_mcu.device.export import trained_graph, write_trained_onnx
 from medyate_mcu.device.link import DeviceLink
@@ -33,16 +33,13 @@ class TrainSession:
     epochs: int
 
     @classmethod
-    def open(cls, build_dir: Path, port: str, data_name: str | None = None,
+    def open(cls, project: Project, port: str, data_name: str | None = None,
              epochs: int | None = None, samples: int | None = None, baud: int | None = None,
              timeout: float = 10.0) -> TrainSession:
         """Check the build and the data, connect, check the device runs this build, and restart
         its training from the pre-trained weights."""
-        from medyate_mcu.boards import get_board
-        from medyate_mcu.run.verify import load_manifest, rebuild_reference
-
-        manifest = load_manifest(build_dir)
-        graph, plan, settings = rebuild_reference(manifest)
+        manifest = project.manifest
+        graph, plan, settings = project.reference()
         epochs = epochs or settings.epochs
         if epochs > settings.epochs:
             raise MedyateError(f"--epochs {epochs}: the build's learning-rate schedule has "
@@ -56,20 +53,20 @@ class TrainSession:
                                f"{manifest.classes}")
         x, y = task.train_subset(samples, settings.seed) if samples else (task.x_train,
                                                                          task.y_train)
-        board = getattr(manifest, "board", None)
-        baud = baud or (get_board(board).baud if board else 115200)
+        board = project.board
+        baud = baud or (board.baud if board else DEFAULT_BAUD)
         link = DeviceLink(port, baud=baud, timeout=timeout)
         try:
             ready = link.hello()
-            expected = build_hash((build_dir / MANIFEST).read_text())
+            expected = build_hash(project.manifest_text)
             if ready.build_hash != expected:
                 raise MedyateError(f"the device on {port} runs another build (build hash "
-                                   f"{ready.build_hash.hex()}, {build_dir} is {expected.hex()}); "
-                                   "build and flash this one")
+                                   f"{ready.build_hash.hex()}, {project.folder} is "
+                                   f"{expected.hex()}); build and flash this one")
             model_hash = bytes.fromhex(manifest.model_sha256)[:8]
             if ready.model_hash != model_hash:
                 raise MedyateError(f"the device on {port} runs a build of another model (model "
-                                   f"hash {ready.model_hash.hex()}, {build_dir} is "
+                                   f"hash {ready.model_hash.hex()}, {project.folder} is "
                                    f"{model_hash.hex()}); build and flash this one")
             if ready.input_size != x[0].size:
                 raise MedyateError(f"the device takes {ready.input_size} inputs, the data "

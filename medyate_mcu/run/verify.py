@@ -13,8 +13,6 @@ The C engine itself is never given the reference's state: its run is an independ
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,18 +22,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medyate_mcu.codegen.project import MANIFEST, BuildManifest
+from medyate_mcu.codegen.folder import Project
 from medyate_mcu.errors import MedyateError
-from medyate_mcu.graph import load_onnx
 from medyate_mcu.graph.ir import Graph
-from medyate_mcu.method.lara import LayerRanking
-from medyate_mcu.method.planner import BudgetPlan, KRule, plan_budget
+from medyate_mcu.method.planner import BudgetPlan
 from medyate_mcu.method.sampler import channel_weights
 from medyate_mcu.method.trainer import (
     SelectionRule,
     SparseTrainer,
-    TrainSettings,
-    replace_classifier,
     selected_channel_gradients,
 )
 from medyate_mcu.planning.memory import CHANNEL_ARRAYS, ENGINE_STATE_BYTES, linked_bytes
@@ -70,35 +64,6 @@ def relative_error(ours: np.ndarray, reference: np.ndarray) -> float:
     return float(np.abs(np.asarray(ours) - np.asarray(reference)).max()) / scale
 
 
-def load_manifest(build_dir: Path) -> BuildManifest:
-    path = build_dir / MANIFEST
-    if not path.is_file():
-        raise MedyateError(f"{build_dir} has no {MANIFEST}: is it a `medyate-mcu compile` output?")
-    try:
-        return BuildManifest(**json.loads(path.read_text()))
-    except (ValueError, TypeError) as exc:
-        raise MedyateError(f"{path} is damaged ({exc}); compile again") from None
-
-
-def rebuild_reference(manifest: BuildManifest) -> tuple[Graph, BudgetPlan, TrainSettings]:
-    """The graph, plan and settings `compile` used, recomputed and checked against the build."""
-    model = Path(manifest.model_path)
-    if not model.is_file():
-        raise MedyateError(f"the build's model {model} is gone; compile again")
-    if hashlib.sha256(model.read_bytes()).hexdigest() != manifest.model_sha256:
-        raise MedyateError(f"{model} changed since the build; compile again")
-    graph = load_onnx(model)
-    ranking = LayerRanking.load(Path(manifest.ranking_path), graph)
-    settings = TrainSettings(**manifest.settings)
-    headed = replace_classifier(graph, manifest.classes, settings.seed)
-    plan = plan_budget(headed, ranking.ranking, manifest.budget, manifest.alpha,
-                       KRule(manifest.k_rule))
-    if list(plan.memory.schedule.candidates) != manifest.candidates \
-            or plan.pool_bytes != manifest.pool_bytes:
-        raise MedyateError("the build does not match what the compiler plans now; compile again")
-    return headed, plan, settings
-
-
 def memory_checks(library: Path, plan: BudgetPlan) -> list[Check]:
     sizes = symbol_sizes(library)
     graph = plan.memory.schedule.graph
@@ -126,11 +91,11 @@ def memory_checks(library: Path, plan: BudgetPlan) -> list[Check]:
     return checks
 
 
-def verify_build(build_dir: Path, epochs: int | None = None, samples: int = 96,
+def verify_build(project: Project, epochs: int | None = None, samples: int = 96,
                  on_epoch=None) -> list[Check]:
-    """Build ``build_dir`` for the host and run every check; the report rows."""
-    manifest = load_manifest(build_dir)
-    graph, plan, settings = rebuild_reference(manifest)
+    """Build ``project`` for the host and run every check; the report rows."""
+    manifest = project.manifest
+    graph, plan, settings = project.reference()
     if manifest.data_source is None:
         raise MedyateError("the build embeds no data set; compile with --data to verify")
     epochs = epochs or settings.epochs
@@ -139,7 +104,7 @@ def verify_build(build_dir: Path, epochs: int | None = None, samples: int = 96,
                            "more")
     data = load_task(manifest.data_source, graph, seed=0)
     x, y = data.train_subset(samples, settings.seed)
-    library = make(build_dir, "lib")
+    library = make(project.folder, "lib")
     checks = memory_checks(library, plan)
     engine = EngineLibrary(library, x[0].size, manifest.classes)
     engine.init()

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from medyate_mcu.boards import Board
+from medyate_mcu.codegen.folder import Project
 from medyate_mcu.codegen.generate import c_identifier
 from medyate_mcu.codegen.project import SNAPSHOT_TYPES
 from medyate_mcu.errors import MedyateError
@@ -34,12 +35,10 @@ from medyate_mcu.run.engine_lib import EngineLibrary, MdyState
 from medyate_mcu.run.qemu import instructions, run_qemu
 from medyate_mcu.run.verify import (
     Check,
-    load_manifest,
     memory_checks,
-    rebuild_reference,
     verify_build,
 )
-from medyate_mcu.toolchain.arm import build_firmware, project_board
+from medyate_mcu.toolchain.arm import build_firmware
 from medyate_mcu.toolchain.host import make, symbol_sizes
 from medyate_mcu.zoo.tasks import load_task
 
@@ -209,7 +208,7 @@ def coverage_check(device: Snapshot, library: Path) -> Check:
                  "all, same sizes", not problems)
 
 
-def verify_qemu(build_dir: Path, epochs: int | None = None, samples: int = 96,
+def verify_qemu(project: Project, epochs: int | None = None, samples: int = 96,
                 timeout: float = 600.0, on_epoch: Callable[[int], None] | None = None,
                 reference_epochs: int | None = None) -> tuple[list[Check], QemuFigures]:
     """Build the verification firmware for the build's emulated board, run it under QEMU for
@@ -217,13 +216,13 @@ def verify_qemu(build_dir: Path, epochs: int | None = None, samples: int = 96,
     after every epoch byte for byte with the host build run on the same samples in the same
     order; then check the host build against the reference (`verify_build`, over
     ``reference_epochs``, at most ``epochs``)."""
-    manifest = load_manifest(build_dir)
-    _, board = project_board(build_dir)
+    manifest = project.manifest
+    board = project.require_board()
     if board.kind != "emulated":
         raise MedyateError(f"{board.name} is a real board: verify --qemu needs a build for an "
                            "emulated board (compile with --board qemu-mps2-an386, "
                            "qemu-mps2-an500 or qemu-netduinoplus2)")
-    graph, plan, settings = rebuild_reference(manifest)
+    graph, plan, settings = project.reference()
     if manifest.data_source is None:
         raise MedyateError("the build embeds no data set; compile with --data to verify")
     epochs = epochs or settings.epochs
@@ -232,7 +231,7 @@ def verify_qemu(build_dir: Path, epochs: int | None = None, samples: int = 96,
                            "more")
     data = load_task(manifest.data_source, graph, seed=0)
     x, y = data.train_subset(samples, settings.seed)
-    image = build_firmware(build_dir, "verify")
+    image = build_firmware(project, "verify")
     checks = [Check(f"Cortex-M image: {check.name}", check.measured, check.limit, check.ok)
               for check in memory_checks(image, plan)]
     with tempfile.TemporaryDirectory(prefix="medyate-qemu-") as folder:
@@ -248,12 +247,12 @@ def verify_qemu(build_dir: Path, epochs: int | None = None, samples: int = 96,
                                f"{last[0]}")
         snapshots = [read_snapshot(work / f"mdy_snapshot_{epoch}.bin")
                      for epoch in range(epochs + 1)]
-    library = make(build_dir, "lib")
+    library = make(project.folder, "lib")
     checks.append(coverage_check(snapshots[0], library))
     if checks[-1].ok:
         checks.extend(_byte_checks(snapshots, library, graph, plan, x, y, settings.seed,
                                    on_epoch))
-    checks.extend(verify_build(build_dir, epochs=min(reference_epochs or epochs, epochs),
+    checks.extend(verify_build(project, epochs=min(reference_epochs or epochs, epochs),
                                samples=samples))
     figures = _figures(snapshots[-1].header, board)
     checks.append(Check("stack used under QEMU (painted at reset)",

@@ -13,8 +13,9 @@ from pathlib import Path
 from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
 
-from medyate_mcu.boards import Board, get_board
-from medyate_mcu.codegen.project import DEFAULT_STACK_BYTES, MANIFEST, BuildManifest
+from medyate_mcu.boards import Board
+from medyate_mcu.codegen.folder import ARM_DIR, Project
+from medyate_mcu.codegen.project import DEFAULT_STACK_BYTES
 from medyate_mcu.errors import MedyateError
 from medyate_mcu.planning.arena import align
 from medyate_mcu.planning.memory import linked_bytes
@@ -24,7 +25,6 @@ ARM_GCC = "arm-none-eabi-gcc"
 ARM_OBJDUMP = "arm-none-eabi-objdump"
 ARM_PACKAGES = "gcc-arm-none-eabi libnewlib-arm-none-eabi"
 APPS = ("train", "verify", "serial")
-ARM_DIR = "arm"
 STACK_ROOT = "mdy_train_sample"
 STACK_PART = "stack (reserved)"  # the RAM part of a SizeReport that is the reserved stack
 EXCEPTION_FRAME_BYTES = 104  # exception entry with FP context: 26 words (+ alignment word)
@@ -38,32 +38,13 @@ def require_tool(name: str, package: str) -> str:
     return path
 
 
-def project_board(build_dir: Path) -> tuple[BuildManifest, Board]:
-    """The manifest of a `compile` output and the board it was compiled for."""
-    path = build_dir / MANIFEST
-    if not path.is_file():
-        raise MedyateError(f"{build_dir} has no {MANIFEST}: is it a `medyate-mcu compile` output?")
-    import json
-    try:
-        manifest = BuildManifest(**json.loads(path.read_text()))
-    except (ValueError, TypeError) as exc:
-        raise MedyateError(f"{path} is damaged ({exc}); compile again") from None
-    if not manifest.board:
-        raise MedyateError(f"{build_dir} was compiled without --board; compile again with "
-                           "--board NAME (see `medyate-mcu boards`)")
-    return manifest, get_board(manifest.board)
-
-
-def firmware_path(build_dir: Path, app: str = "train") -> Path:
-    return build_dir / ARM_DIR / f"medyate_{app}.elf"
-
-
-def build_firmware(build_dir: Path, app: str = "train", stack_bytes: int | None = None) -> Path:
-    """Run ``make arm FIRMWARE_APP=app`` in ``build_dir``; the ELF's path. A linker overflow of
-    the board's RAM or flash becomes one line naming the region and the bytes over."""
+def build_firmware(project: Project, app: str = "train", stack_bytes: int | None = None) -> Path:
+    """Run ``make arm FIRMWARE_APP=app`` in the project's folder; the ELF's path. A linker
+    overflow of the board's RAM or flash becomes one line naming the region and the bytes over."""
     if app not in APPS:
         raise MedyateError(f"unknown firmware {app!r}; one of {', '.join(APPS)}")
-    _, board = project_board(build_dir)
+    board = project.require_board()
+    build_dir = project.folder
     require_tool(ARM_GCC, ARM_PACKAGES)
     if shutil.which("make") is None:
         raise MedyateError("`make` is not installed; install it, e.g. `apt-get install make`")
@@ -71,7 +52,7 @@ def build_firmware(build_dir: Path, app: str = "train", stack_bytes: int | None 
     if stack <= 0 or stack % 8:
         raise MedyateError(f"stack size {stack} B must be a positive multiple of 8")
     # relinked every time: the ELF's make rule does not depend on STACK_SIZE (objects are reused)
-    firmware_path(build_dir, app).unlink(missing_ok=True)
+    project.firmware_path(app).unlink(missing_ok=True)
     result = subprocess.run(["make", "-s", "-C", str(build_dir), "arm", f"FIRMWARE_APP={app}",
                              f"STACK_SIZE={stack}"], capture_output=True, text=True, check=False)
     output = result.stdout + result.stderr
@@ -88,7 +69,7 @@ def build_firmware(build_dir: Path, app: str = "train", stack_bytes: int | None 
         tail = output.strip().splitlines()[-12:]
         raise MedyateError(f"building the {app} firmware in {build_dir} failed:\n"
                            + "\n".join(tail))
-    return firmware_path(build_dir, app)
+    return project.firmware_path(app)
 
 
 @dataclass(frozen=True)

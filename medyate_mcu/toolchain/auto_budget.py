@@ -3,7 +3,8 @@ board cannot hold.
 
 Everything in RAM that is not the engine (the reserved stack, the application's buffers, the C
 library, alignment between sections) does not depend on the budget, so it is measured once on an
-image built at the smallest feasible budget (:func:`measure_room`). That one account serves both
+image built at the smallest feasible budget (:func:`measure_room`, on a probe project that
+:mod:`medyate_mcu.toolchain.compile` writes). That one account serves both
 uses: ``--budget auto`` gives the engine the board's RAM less that and a reserve (the final image
 is then built once more to confirm that it fits), and a fixed ``--budget`` above what the board
 holds is refused at `compile`, with the figure.
@@ -11,17 +12,12 @@ holds is refused at `compile`, with the figure.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from medyate_mcu.boards import Board
+from medyate_mcu.codegen.folder import Project
 from medyate_mcu.errors import MedyateError
-from medyate_mcu.graph.ir import Graph
-from medyate_mcu.method.costs import channel_cost
-from medyate_mcu.method.planner import BudgetPlan, minimum_budget
 from medyate_mcu.toolchain.arm import (
     ARM_GCC,
     ARM_PACKAGES,
@@ -33,8 +29,6 @@ from medyate_mcu.toolchain.arm import (
 from medyate_mcu.units import format_size
 
 RESERVE_BYTES = 1024  # left free by --budget auto: late additions to the application
-
-Emit = Callable[[int, Path], BudgetPlan]
 
 
 @dataclass(frozen=True)
@@ -65,23 +59,16 @@ class BoardRoom:
                 f"--budget {self.engine_max} or less, or --budget auto")
 
 
-def measure_room(board: Board, graph: Graph, ranking: Sequence[str], emit: Emit) -> BoardRoom:
-    """Build the project at the smallest feasible budget (``emit(budget, folder)`` writes it)
-    in a temporary folder and read what is not the engine from the image."""
+def measure_room(board: Board, probe: Project) -> BoardRoom:
+    """Build ``probe`` (a project written at the smallest feasible budget) and read what is not
+    the engine from its image."""
     require_tool(ARM_GCC, ARM_PACKAGES)
-    costs = [channel_cost(graph, graph.node(name)) for name in ranking]
-    smallest, _ = minimum_budget(graph, ranking, costs)
-    scratch = Path(tempfile.mkdtemp(prefix="medyate-room-"))
+    smallest = probe.manifest.budget
     try:
-        probe = scratch / "probe"
-        emit(smallest, probe)
-        try:
-            report = size_report(build_firmware(probe), board, smallest)
-        except MedyateError as exc:
-            raise MedyateError(f"even the smallest engine for this model "
-                               f"({format_size(smallest)}) does not fit: {exc}") from None
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        report = size_report(build_firmware(probe), board, smallest)
+    except MedyateError as exc:
+        raise MedyateError(f"even the smallest engine for this model "
+                           f"({format_size(smallest)}) does not fit: {exc}") from None
     stack = dict(report.ram).get(STACK_PART, 0)
     return BoardRoom(board, stack, report.ram_bytes - report.engine_bytes - stack, smallest)
 

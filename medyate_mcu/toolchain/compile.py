@@ -1,0 +1,211 @@
+"""Compiling a model into a C project, as a library call: what `medyate-mcu compile` does.
+
+It sits at the toolchain level because a board build is checked with the Cortex-M toolchain:
+``--budget auto`` and the refusal of a budget the board cannot hold both measure, once, what
+is not the engine in an image built at the smallest feasible budget (:mod:`auto_budget`); the
+rest is arithmetic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from medyate_mcu.boards import Board, get_board
+from medyate_mcu.codegen.folder import Project, Reference
+from medyate_mcu.codegen.project import BuildManifest, EmbeddedData, write_project
+from medyate_mcu.errors import MedyateError
+from medyate_mcu.graph import load_onnx
+from medyate_mcu.graph.ir import Graph
+from medyate_mcu.method.costs import channel_cost
+from medyate_mcu.method.lara import LaraSettings, LayerRanking, compute_lara
+from medyate_mcu.method.planner import DEFAULT_ALPHA, KRule, minimum_budget, plan_budget
+from medyate_mcu.method.trainer import TrainSettings, replace_classifier
+from medyate_mcu.toolchain.arm import ARM_GCC, ARM_PACKAGES, build_firmware, require_tool
+from medyate_mcu.toolchain.auto_budget import BoardRoom, auto_budget, measure_room
+from medyate_mcu.units import format_size
+from medyate_mcu.zoo import default_model_path
+from medyate_mcu.zoo.tasks import TaskData, load_task, proxy_task_for, stratified_sample
+
+AUTO = "auto"  # CompileOptions.budget: the board's RAM less the rest of the image
+DEFAULT_BUDGET = 300 * 1024
+DEMO_DATA = "digits"  # what the bundled demo model trains on when no data is given
+RANKING_SUFFIX = ".lara.json"
+
+Say = Callable[[str], None]
+LaraProgress = Callable[[int, int, float], None]  # step, steps, loss
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    """What `compile` takes besides the output folder (the CLI's options, same defaults)."""
+
+    model: Path | None = None  # None: the bundled demo model
+    budget: int | str = DEFAULT_BUDGET  # bytes, or AUTO (needs a board)
+    board: str | None = None
+    ranking: Path | None = None  # default: MODEL.lara.json beside the model
+    data: str | None = None  # target task; the bundled model's default: DEMO_DATA
+    proxy: str | None = None  # LaRa proxy task when the model has no ranking yet
+    classes: int | None = None
+    embed: int | None = None  # training samples embedded; default 256, 64 with a board
+    epochs: int = 10
+    batch_size: int = 16
+    lr: float = 0.1
+    warmup: int = 1
+    seed: int = 0
+    alpha: float = DEFAULT_ALPHA
+    k_rule: str = KRule.CLOSEST.value
+
+    @property
+    def settings(self) -> TrainSettings:
+        return TrainSettings(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
+                             warmup=self.warmup, seed=self.seed)
+
+
+def model_path(model: Path | None) -> Path:
+    """``model``, or the bundled demo model."""
+    if model is not None:
+        return model
+    path = default_model_path()
+    if not path.is_file():
+        raise MedyateError(f"the bundled demo model is missing ({path}); give a MODEL path")
+    return path
+
+
+def default_ranking_path(model: Path | None) -> Path:
+    """Where a model's LaRa ranking lives: MODEL.lara.json beside it."""
+    path = model_path(model)
+    return path.with_name(path.name.removesuffix(".onnx") + RANKING_SUFFIX)
+
+
+def target_classes(data_classes: int | None, data: str | None, classes: int | None,
+                   model_outputs: int) -> int:
+    """The class count: the data's (``classes`` must agree), else ``classes``, else the
+    model's outputs (at least 2)."""
+    if data_classes is not None:
+        if classes is not None and classes != data_classes:
+            raise MedyateError(f"--classes {classes} contradicts --data {data}, which has "
+                               f"{data_classes} classes; drop --classes (the data sets it)")
+        return data_classes
+    if classes is not None:
+        return classes
+    if model_outputs < 2:
+        raise MedyateError(f"the model's classifier has {model_outputs} output; give --classes "
+                           "N (at least 2) or --data")
+    return model_outputs
+
+
+def compile_project(options: CompileOptions, output: Path, say: Say = print,
+                    lara_progress: LaraProgress | None = None) -> Project:
+    """Compile ``options.model`` into a C project in ``output``; the written project.
+
+    ``say`` gets the lines worth telling (a LaRa run, the --budget auto account, a board check
+    skipped); ``lara_progress`` follows LaRa when the model has no ranking yet."""
+    source = model_path(options.model)
+    graph = load_onnx(source)
+    data = options.data if options.data is not None or options.model is not None else DEMO_DATA
+    task = load_task(data, graph, seed=0) if data else None  # bad data fails before LaRa runs
+    classes = target_classes(task.classes if task else None, data, options.classes,
+                             graph.output_shape[0])
+    ranking_file = options.ranking or default_ranking_path(options.model)
+    ranking = _ranking(options, graph, data, ranking_file, say, lara_progress)
+    headed = replace_classifier(graph, classes, options.seed)
+    board = get_board(options.board) if options.board else None
+    embed = options.embed if options.embed is not None else (64 if board else 256)
+    embedded = _embedded(task, embed, options.seed)
+
+    def write(budget: int, folder: Path) -> Project:
+        plan = plan_budget(headed, ranking.ranking, budget, options.alpha, KRule(options.k_rule))
+        settings = options.settings
+        manifest = BuildManifest(
+            model_path=str(source.resolve()),
+            model_sha256=hashlib.sha256(source.read_bytes()).hexdigest(),
+            classes=classes, budget=budget, alpha=options.alpha, k_rule=options.k_rule,
+            ranking_path=str(ranking_file.resolve()),
+            settings=asdict(settings), data_source=task.name if task else None,
+            candidates=list(plan.memory.schedule.candidates), pool_bytes=plan.pool_bytes,
+            fixed_bytes=plan.memory.fixed_bytes, parts=plan.memory.parts(),
+            board=board.name if board else None,
+        )
+        write_project(folder, headed, plan, settings, classes, graph.metadata, manifest,
+                      embedded, board=board)
+        opened = Project.open(folder)
+        return Project(folder, opened.manifest, opened.manifest_text,
+                       Reference(headed, plan, settings),
+                       0 if embedded is None else len(embedded.train_y))
+
+    budget = options.budget
+    if budget == AUTO:
+        if board is None:
+            raise MedyateError("--budget auto needs --board: it sizes the engine to that "
+                               "board's RAM")
+        budget = auto_budget(_board_room(board, headed, ranking, write), say=say)
+        project = write(budget, output)
+        build_firmware(project)  # confirms that the whole image fits the board
+        return project
+    assert isinstance(budget, int)
+    if board and budget > board.ram_bytes:
+        raise MedyateError(f"budget {format_size(budget)} exceeds {board.name}'s RAM "
+                           f"({format_size(board.ram_bytes)})")
+    if board and shutil.which(ARM_GCC):
+        _board_room(board, headed, ranking, write).check(budget)
+    elif board:
+        say(f"note: {ARM_GCC} is not installed, so whether {board.name}'s RAM holds this "
+            "budget with the stack and the application is checked only by `medyate-mcu build`")
+    return write(budget, output)
+
+
+def _ranking(options: CompileOptions, graph: Graph, data: str | None, path: Path, say: Say,
+             progress: LaraProgress | None) -> LayerRanking:
+    """The ranking given or beside the model; without either, LaRa on the proxy task (saved
+    beside the model)."""
+    if options.ranking is not None or path.is_file():
+        if not path.is_file():
+            raise MedyateError(f"no LaRa ranking at {path}; pass --ranking")
+        return LayerRanking.load(path, graph)
+    proxy = options.proxy or proxy_task_for(data)
+    say(f"no LaRa ranking for {model_path(options.model).name}: ranking its layers on the proxy "
+        f"task {proxy} (saved to {path})")
+    return rank_layers(graph, proxy, LaraSettings(), path, progress)
+
+
+def rank_layers(graph: Graph, proxy: str, settings: LaraSettings, path: Path,
+                progress: LaraProgress | None = None) -> LayerRanking:
+    """LaRa on the ``proxy`` task; the ranking, saved to ``path``."""
+    task = load_task(proxy, graph, seed=settings.seed)
+    ranking = compute_lara(graph, task.x_train, task.y_train, task.classes, proxy, settings,
+                           progress)
+    try:
+        ranking.save(path)
+    except OSError as exc:
+        raise MedyateError(f"cannot write the LaRa ranking to {path}: {exc.strerror}") from None
+    return ranking
+
+
+def _embedded(task: TaskData | None, embed: int, seed: int) -> EmbeddedData | None:
+    """``embed`` training samples of ``task`` (and a quarter as many test samples, at most 200),
+    stratified."""
+    if task is None or embed == 0:
+        return None
+    train = stratified_sample(task.y_train, embed, seed)
+    test = stratified_sample(task.y_test, min(200, max(1, embed // 4)), seed)
+    return EmbeddedData(task.name, task.raw_train[train], task.y_train[train],
+                        task.raw_test[test], task.y_test[test], task.mean, task.std)
+
+
+def _board_room(board: Board, graph: Graph, ranking: LayerRanking,
+                write: Callable[[int, Path], Project]) -> BoardRoom:
+    """What ``board``'s RAM leaves for the engine, measured on a probe project written at the
+    smallest feasible budget in a temporary folder."""
+    require_tool(ARM_GCC, ARM_PACKAGES)
+    costs = [channel_cost(graph, graph.node(name)) for name in ranking.ranking]
+    smallest, _ = minimum_budget(graph, ranking.ranking, costs)
+    scratch = Path(tempfile.mkdtemp(prefix="medyate-room-"))
+    try:
+        return measure_room(board, write(smallest, scratch / "probe"))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
