@@ -71,7 +71,8 @@ PROTOTYPES: dict[str, tuple[type | None, list[type]]] = {
     "mdy_linear_backward_weight": (None, [U16, U16, FloatP, FloatP, FloatP, FloatP]),
     "mdy_relu_forward": (None, [U32, FloatP, FloatP, U8P]),
     "mdy_relu6_forward": (None, [U32, FloatP, FloatP, U8P]),
-    "mdy_mask_backward": (None, [U32, FloatP, U8P, FloatP, INT]),
+    "mdy_relu_backward": (None, [U32, FloatP, U8P, FloatP, INT]),
+    "mdy_relu6_backward": (None, [U32, FloatP, U8P, FloatP, INT]),
     "mdy_maxpool_forward": (None, [PoolP, FloatP, FloatP, U8P]),
     "mdy_maxpool_backward": (None, [PoolP, FloatP, U8P, FloatP, INT]),
     "mdy_avgpool_forward": (None, [PoolP, FloatP, FloatP]),
@@ -79,7 +80,9 @@ PROTOTYPES: dict[str, tuple[type | None, list[type]]] = {
     "mdy_global_avgpool_forward": (None, [U16, U32, FloatP, FloatP]),
     "mdy_global_avgpool_backward": (None, [U16, U32, FloatP, FloatP, INT]),
     "mdy_add_forward": (None, [U32, FloatP, FloatP, FloatP]),
-    "mdy_copy_or_accumulate": (None, [U32, FloatP, FloatP, INT]),
+    "mdy_add_backward": (None, [U32, FloatP, FloatP, INT]),
+    "mdy_flatten_forward": (None, [U32, FloatP, FloatP]),
+    "mdy_flatten_backward": (None, [U32, FloatP, FloatP, INT]),
     "mdy_all_finite": (INT, [U32, FloatP]),
     "mdy_softmax_xent": (INT, [U16, FloatP, I32, FloatP, FloatP]),
     "mdy_argmax": (U16, [U16, FloatP]),
@@ -338,6 +341,7 @@ def unpack_mask(mask: np.ndarray, n: int) -> np.ndarray:
 def test_activation(lib: ctypes.CDLL, kind: str, n: int) -> None:
     rng = np.random.default_rng(n)
     forward = lib.mdy_relu_forward if kind == "relu" else lib.mdy_relu6_forward
+    backward = lib.mdy_relu_backward if kind == "relu" else lib.mdy_relu6_backward
     torch_fn = F.relu if kind == "relu" else F.relu6
     x = activation_input(rng, n) if n >= 4 else np.array([6.0], dtype=np.float32)
     dy = rand(rng, n)
@@ -364,11 +368,11 @@ def test_activation(lib: ctypes.CDLL, kind: str, n: int) -> None:
     np.testing.assert_array_equal(in_place, y)
 
     def run(dx: np.ndarray, accumulate: int) -> None:
-        lib.mdy_mask_backward(n, fp(dy), u8p(mask), fp(dx), accumulate)
+        backward(n, fp(dy), u8p(mask), fp(dx), accumulate)
 
     check_backward(run, xt.grad, rng)
     dx = dy.copy()
-    lib.mdy_mask_backward(n, fp(dx), u8p(mask), fp(dx), 0)  # in place, dx == dy
+    backward(n, fp(dx), u8p(mask), fp(dx), 0)  # in place, dx == dy
     assert_close(dx, xt.grad)
 
 
@@ -580,11 +584,13 @@ def test_global_avgpool(lib: ctypes.CDLL, c: int, hw: int) -> None:
 # element-wise
 
 
-def test_add_and_copy(lib: ctypes.CDLL) -> None:
+def test_add(lib: ctypes.CDLL) -> None:
     rng = np.random.default_rng(11)
     n = 37
-    a, b = rand(rng, n), rand(rng, n)
-    expected = a.astype(np.float64) + b
+    a, b, dy = rand(rng, n), rand(rng, n), rand(rng, n)
+    at, bt = t64(a, grad=True), t64(b, grad=True)
+    expected = at + bt
+    (expected * t64(dy)).sum().backward()
     y = np.full(n, np.nan, dtype=np.float32)
     lib.mdy_add_forward(n, fp(a), fp(b), fp(y))
     assert_close(y, expected)
@@ -594,10 +600,32 @@ def test_add_and_copy(lib: ctypes.CDLL) -> None:
         lib.mdy_add_forward(n, fp(a2), fp(b2), fp(out))
         assert_close(out, expected)
 
-    def run(dst: np.ndarray, accumulate: int) -> None:
-        lib.mdy_copy_or_accumulate(n, fp(a), fp(dst), accumulate)
+    def run(dx: np.ndarray, accumulate: int) -> None:
+        lib.mdy_add_backward(n, fp(dy), fp(dx), accumulate)
 
-    check_backward(run, a, rng)
+    for grad in (at.grad, bt.grad):  # the error of each input
+        assert grad is not None
+        check_backward(run, grad, rng)
+
+
+def test_flatten(lib: ctypes.CDLL) -> None:
+    rng = np.random.default_rng(13)
+    x = rand(rng, 3, 4, 5)
+    n = x.size
+    xt = t64(x, grad=True)
+    expected = torch.flatten(xt)
+    dy = rand(rng, n)
+    (expected * t64(dy)).sum().backward()
+    assert xt.grad is not None
+    y = np.full(n, np.nan, dtype=np.float32)
+    lib.mdy_flatten_forward(n, fp(x), fp(y))
+    assert_close(y, expected)
+
+    def run(dx: np.ndarray, accumulate: int) -> None:
+        flat = dx.reshape(-1)  # the error of x, (3, 4, 5), laid out as the kernel sees it
+        lib.mdy_flatten_backward(n, fp(dy), fp(flat), accumulate)
+
+    check_backward(run, xt.grad, rng)
 
 
 def test_all_finite(lib: ctypes.CDLL) -> None:

@@ -1,4 +1,4 @@
-/* ReLU / ReLU6 forward with gradient masks, and masked backward (see activation.h). */
+/* ReLU and ReLU6, forward with gradient masks and masked backward (see activation.h). */
 #include "activation.h"
 
 #include <stddef.h>
@@ -40,8 +40,9 @@ void mdy_relu6_forward(uint32_t n, const float *x, float *y, uint8_t *mask)
     clamp_forward(n, x, y, mask, 1, 6.0f);
 }
 
-void mdy_mask_backward(uint32_t n, const float *dy, const uint8_t *mask, float *dx,
-                       int accumulate)
+/* dx = dy where the mask bit is 1, else 0 (accumulate: masked-out cells keep their value). */
+static void masked_backward(uint32_t n, const float *dy, const uint8_t *mask, float *dx,
+                            int accumulate)
 {
     uint32_t i;
 
@@ -55,4 +56,16 @@ void mdy_mask_backward(uint32_t n, const float *dy, const uint8_t *mask, float *
             dx[i] = pass ? dy[i] : 0.0f;
         }
     }
+}
+
+void mdy_relu_backward(uint32_t n, const float *dy, const uint8_t *mask, float *dx,
+                       int accumulate)
+{
+    masked_backward(n, dy, mask, dx, accumulate);
+}
+
+void mdy_relu6_backward(uint32_t n, const float *dy, const uint8_t *mask, float *dx,
+                        int accumulate)
+{
+    masked_backward(n, dy, mask, dx, accumulate);
 }

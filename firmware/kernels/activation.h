@@ -1,5 +1,6 @@
 /*
- * ReLU and ReLU6 with a 1-bit gradient mask, and the masked error propagation they share.
+ * ReLU and ReLU6 with a 1-bit gradient mask: mdy_<op>_forward writes it, mdy_<op>_backward
+ * propagates the error through it (the two backwards are the same masked copy).
  *
  * The mask stores, for element i, bit (i & 7) of byte i >> 3:
  *   (mask[i >> 3] >> (i & 7)) & 1  is 1 where the gradient passes:
@@ -21,9 +22,13 @@ void mdy_relu_forward(uint32_t n, const float *x, float *y, uint8_t *mask);
 /* y = min(max(x, 0), 6). y may equal x (in place). mask may be NULL (inference). */
 void mdy_relu6_forward(uint32_t n, const float *x, float *y, uint8_t *mask);
 
-/* dx = dy where the mask bit is 1, else 0. accumulate = 0 overwrites dx, 1 adds into it
-   (masked-out elements of dx then keep their value). dx may equal dy. */
-void mdy_mask_backward(uint32_t n, const float *dy, const uint8_t *mask, float *dx,
+/* dx = dy where the mask bit (of mdy_relu_forward) is 1, else 0. accumulate = 0 overwrites dx,
+   1 adds into it (masked-out elements of dx then keep their value). dx may equal dy. */
+void mdy_relu_backward(uint32_t n, const float *dy, const uint8_t *mask, float *dx,
                        int accumulate);
+
+/* The same as mdy_relu_backward, with the mask of mdy_relu6_forward. */
+void mdy_relu6_backward(uint32_t n, const float *dy, const uint8_t *mask, float *dx,
+                        int accumulate);
 
 #endif /* MDY_ACTIVATION_H */

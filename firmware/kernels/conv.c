@@ -2,22 +2,15 @@
  * 2-D convolution kernels (see conv.h). Direct loops, no im2col and no scratch memory.
  *
  * Every kernel walks the output pixels; for each it computes once which kernel taps fall
- * inside the input (window_taps), so padded taps are skipped by loop bounds rather than by a
- * test per multiply.
+ * inside the input (mdy_window_taps, window.h), so padded taps are skipped by loop bounds rather
+ * than by a test per multiply.
  */
 #include "conv.h"
 
 #include <stddef.h>
 
-/*
- * Taps [*lo, *hi) of a k-tap window whose first tap is at input index `start` (negative in
- * the top/left padding) that land inside an input of `size` cells. *hi <= *lo when none do.
- */
-static void window_taps(int32_t start, int32_t size, int32_t k, int32_t *lo, int32_t *hi)
-{
-    *lo = start < 0 ? -start : 0;
-    *hi = size - start < k ? size - start : k;
-}
+#include "sgd.h"
+#include "window.h"
 
 /* A 1x1 convolution with stride 1 and no padding: each output map is a weighted sum of the input
  * maps of its group, computed a whole map at a time (contiguous, vectorisable inner loops). */
@@ -93,13 +86,13 @@ void mdy_conv2d_forward(const mdy_conv_shape_t *s, const float *x, const float *
         for (oy = 0; oy < out_h; ++oy) {
             const int32_t iy0 = oy * s->stride_h - s->pad_top;
             int32_t ky_lo, ky_hi;
-            window_taps(iy0, in_h, k_h, &ky_lo, &ky_hi);
+            mdy_window_taps(iy0, in_h, k_h, &ky_lo, &ky_hi);
 
             for (ox = 0; ox < out_w; ++ox) {
                 const int32_t ix0 = ox * s->stride_w - s->pad_left;
                 int32_t kx_lo, kx_hi;
                 float acc = bias;
-                window_taps(ix0, in_w, k_w, &kx_lo, &kx_hi);
+                mdy_window_taps(ix0, in_w, k_w, &kx_lo, &kx_hi);
 
                 for (ic = 0; ic < cpg; ++ic) {
                     const float *x_c = x_g + ic * in_hw;
@@ -125,13 +118,10 @@ void mdy_conv2d_backward_input(const mdy_conv_shape_t *s, const float *dy, const
     const int32_t k_h = s->k_h, k_w = s->k_w, in_hw = in_h * in_w, k_hw = k_h * k_w;
     const int32_t cpg = s->in_c / s->groups;
     const int32_t opg = s->out_c / s->groups;
-    int32_t i, o, oy, ox, ic, ky, kx;
+    int32_t o, oy, ox, ic, ky, kx;
 
     if (!accumulate) {
-        const int32_t n = s->in_c * in_hw;
-        for (i = 0; i < n; ++i) {
-            dx[i] = 0.0f;
-        }
+        mdy_zero((uint32_t)s->in_c * (uint32_t)in_hw, dx);
     }
 
     if (is_pointwise(s)) {
@@ -147,13 +137,13 @@ void mdy_conv2d_backward_input(const mdy_conv_shape_t *s, const float *dy, const
         for (oy = 0; oy < out_h; ++oy) {
             const int32_t iy0 = oy * s->stride_h - s->pad_top;
             int32_t ky_lo, ky_hi;
-            window_taps(iy0, in_h, k_h, &ky_lo, &ky_hi);
+            mdy_window_taps(iy0, in_h, k_h, &ky_lo, &ky_hi);
 
             for (ox = 0; ox < out_w; ++ox) {
                 const int32_t ix0 = ox * s->stride_w - s->pad_left;
                 const float d = dy_o[oy * out_w + ox];
                 int32_t kx_lo, kx_hi;
-                window_taps(ix0, in_w, k_w, &kx_lo, &kx_hi);
+                mdy_window_taps(ix0, in_w, k_w, &kx_lo, &kx_hi);
 
                 for (ic = 0; ic < cpg; ++ic) {
                     float *dx_c = dx_g + ic * in_hw;
@@ -188,13 +178,13 @@ void mdy_conv2d_backward_weight_channel(const mdy_conv_shape_t *s, const float *
         for (oy = 0; oy < out_h; ++oy) {
             const int32_t iy0 = oy * s->stride_h - s->pad_top;
             int32_t ky_lo, ky_hi;
-            window_taps(iy0, in_h, k_h, &ky_lo, &ky_hi);
+            mdy_window_taps(iy0, in_h, k_h, &ky_lo, &ky_hi);
 
             for (ox = 0; ox < out_w; ++ox) {
                 const int32_t ix0 = ox * s->stride_w - s->pad_left;
                 const float d = dy_o[oy * out_w + ox];
                 int32_t kx_lo, kx_hi;
-                window_taps(ix0, in_w, k_w, &kx_lo, &kx_hi);
+                mdy_window_taps(ix0, in_w, k_w, &kx_lo, &kx_hi);
 
                 /* dW[o][c][ky][kx] += dy[o][oy][ox] * x[c][iy0 + ky][ix0 + kx] */
                 for (ky = ky_lo; ky < ky_hi; ++ky) {

@@ -11,7 +11,8 @@ void mdy_add_forward(uint32_t n, const float *a, const float *b, float *y)
     }
 }
 
-void mdy_copy_or_accumulate(uint32_t n, const float *src, float *dst, int accumulate)
+/* dst = src (accumulate 0) or dst += src (accumulate 1). */
+static void copy_or_accumulate(uint32_t n, const float *src, float *dst, int accumulate)
 {
     uint32_t i;
     if (accumulate) {
@@ -23,6 +24,21 @@ void mdy_copy_or_accumulate(uint32_t n, const float *src, float *dst, int accumu
             dst[i] = src[i];
         }
     }
+}
+
+void mdy_add_backward(uint32_t n, const float *dy, float *dx, int accumulate)
+{
+    copy_or_accumulate(n, dy, dx, accumulate);
+}
+
+void mdy_flatten_forward(uint32_t n, const float *x, float *y)
+{
+    copy_or_accumulate(n, x, y, 0);
+}
+
+void mdy_flatten_backward(uint32_t n, const float *dy, float *dx, int accumulate)
+{
+    copy_or_accumulate(n, dy, dx, accumulate);
 }
 
 int mdy_all_finite(uint32_t n, const float *x)

@@ -3,6 +3,8 @@
 
 #include <stddef.h>
 
+#include "sgd.h"
+
 void mdy_linear_forward(uint16_t in_f, uint16_t out_f, const float *x, const float *w,
                         const float *b, float *y)
 {
@@ -24,9 +26,7 @@ void mdy_linear_backward_input(uint16_t in_f, uint16_t out_f, const float *dy, c
     uint32_t o, i;
 
     if (!accumulate) {
-        for (i = 0; i < in_f; ++i) {
-            dx[i] = 0.0f;
-        }
+        mdy_zero(in_f, dx);
     }
     /* Row by row, so w is read in memory order: dx += dy[o] * w[o][:]. */
     for (o = 0; o < out_f; ++o) {

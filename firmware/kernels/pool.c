@@ -4,23 +4,8 @@
 #include <math.h>
 #include <stddef.h>
 
-/*
- * Taps [*lo, *hi) of a k-tap window whose first tap is at input index `start` (negative in
- * the top/left padding) that land inside an input of `size` cells. *hi <= *lo when none do.
- */
-static void window_taps(int32_t start, int32_t size, int32_t k, int32_t *lo, int32_t *hi)
-{
-    *lo = start < 0 ? -start : 0;
-    *hi = size - start < k ? size - start : k;
-}
-
-static void zero(int32_t n, float *v)
-{
-    int32_t i;
-    for (i = 0; i < n; ++i) {
-        v[i] = 0.0f;
-    }
-}
+#include "sgd.h"
+#include "window.h"
 
 void mdy_maxpool_forward(const mdy_pool_shape_t *s, const float *x, float *y, uint8_t *argmax)
 {
@@ -33,13 +18,13 @@ void mdy_maxpool_forward(const mdy_pool_shape_t *s, const float *x, float *y, ui
         for (oy = 0; oy < out_h; ++oy) {
             const int32_t iy0 = oy * s->stride_h - s->pad_top;
             int32_t ky_lo, ky_hi;
-            window_taps(iy0, in_h, s->k_h, &ky_lo, &ky_hi);
+            mdy_window_taps(iy0, in_h, s->k_h, &ky_lo, &ky_hi);
 
             for (ox = 0; ox < out_w; ++ox, ++i) {
                 const int32_t ix0 = ox * s->stride_w - s->pad_left;
                 int32_t kx_lo, kx_hi, best_k = (int32_t)MDY_POOL_NO_ARGMAX;
                 float best = 0.0f;
-                window_taps(ix0, in_w, k_w, &kx_lo, &kx_hi);
+                mdy_window_taps(ix0, in_w, k_w, &kx_lo, &kx_hi);
 
                 for (ky = ky_lo; ky < ky_hi; ++ky) {
                     const float *x_row = x_c + (iy0 + ky) * in_w;
@@ -69,7 +54,7 @@ void mdy_maxpool_backward(const mdy_pool_shape_t *s, const float *dy, const uint
     int32_t ch, oy, ox, i = 0;
 
     if (!accumulate) {
-        zero(s->c * in_h * in_w, dx);
+        mdy_zero((uint32_t)s->c * (uint32_t)(in_h * in_w), dx);
     }
     for (ch = 0; ch < s->c; ++ch) {
         float *dx_c = dx + ch * in_h * in_w;
@@ -110,13 +95,13 @@ void mdy_avgpool_forward(const mdy_pool_shape_t *s, const float *x, float *y)
         for (oy = 0; oy < out_h; ++oy) {
             const int32_t iy0 = oy * s->stride_h - s->pad_top;
             int32_t ky_lo, ky_hi;
-            window_taps(iy0, in_h, s->k_h, &ky_lo, &ky_hi);
+            mdy_window_taps(iy0, in_h, s->k_h, &ky_lo, &ky_hi);
 
             for (ox = 0; ox < out_w; ++ox, ++i) {
                 const int32_t ix0 = ox * s->stride_w - s->pad_left;
                 int32_t kx_lo, kx_hi, divisor;
                 float sum = 0.0f;
-                window_taps(ix0, in_w, s->k_w, &kx_lo, &kx_hi);
+                mdy_window_taps(ix0, in_w, s->k_w, &kx_lo, &kx_hi);
                 divisor = avg_divisor(s, ky_lo, ky_hi, kx_lo, kx_hi);
 
                 for (ky = ky_lo; ky < ky_hi; ++ky) {
@@ -137,20 +122,20 @@ void mdy_avgpool_backward(const mdy_pool_shape_t *s, const float *dy, float *dx,
     int32_t ch, oy, ox, ky, kx, i = 0;
 
     if (!accumulate) {
-        zero(s->c * in_h * in_w, dx);
+        mdy_zero((uint32_t)s->c * (uint32_t)(in_h * in_w), dx);
     }
     for (ch = 0; ch < s->c; ++ch) {
         float *dx_c = dx + ch * in_h * in_w;
         for (oy = 0; oy < out_h; ++oy) {
             const int32_t iy0 = oy * s->stride_h - s->pad_top;
             int32_t ky_lo, ky_hi;
-            window_taps(iy0, in_h, s->k_h, &ky_lo, &ky_hi);
+            mdy_window_taps(iy0, in_h, s->k_h, &ky_lo, &ky_hi);
 
             for (ox = 0; ox < out_w; ++ox, ++i) {
                 const int32_t ix0 = ox * s->stride_w - s->pad_left;
                 int32_t kx_lo, kx_hi, divisor;
                 float d;
-                window_taps(ix0, in_w, s->k_w, &kx_lo, &kx_hi);
+                mdy_window_taps(ix0, in_w, s->k_w, &kx_lo, &kx_hi);
                 divisor = avg_divisor(s, ky_lo, ky_hi, kx_lo, kx_hi);
                 if (divisor == 0) {
                     continue;

@@ -3,7 +3,9 @@
 The generated ``model.c`` holds the constants (frozen weights ``const``, in flash; the pre-trained
 values of the trainable ones, copied to RAM by ``mdy_init``), every RAM buffer the plan counts as
 its own symbol, and the forward and backward passes as straight-line calls into the runtime
-kernels over arena offsets. Names come from the model; shapes are in comments.
+kernels over arena offsets. Names come from the model: each arena buffer of the memory plan gets a
+named offset (``ACT_``, ``ERR_``, ``MASK_``, ``ARGMAX_`` + the node's C name), listed at the top of
+``model.c`` with its size and lifetime; shapes are in comments.
 """
 
 from __future__ import annotations
@@ -16,16 +18,15 @@ from pathlib import Path
 import jinja2
 import numpy as np
 
-from medyate_mcu.codegen.c_interface import REQUIRED_CFLAGS
+from medyate_mcu.codegen.c_interface import REQUIRED_CFLAGS, struct_fields
 from medyate_mcu.errors import MedyateError
 from medyate_mcu.graph.ir import Graph, Node, OpType
 from medyate_mcu.method.planner import BudgetPlan
 from medyate_mcu.method.trainer import TrainSettings, channel_table, learning_rate
-from medyate_mcu.planning.arena import ALIGNMENT
+from medyate_mcu.planning.arena import ALIGNMENT, Buffer
 from medyate_mcu.planning.memory import (
     CHANNEL_ARRAYS,
     ENGINE_STATE_BYTES,
-    activation_offset,
     activation_storage,
 )
 from medyate_mcu.planning.schedule import StepKind
@@ -74,15 +75,30 @@ class CArray:
         return self.initializer is not None
 
 
+@dataclass(frozen=True)
+class ArenaEntry:
+    """One buffer of the memory plan's arena, as model.c names and lists it."""
+
+    macro: str  # the C name of its byte offset in mdy_arena
+    offset: int
+    size: int  # bytes
+    first: int  # schedule step of its first write
+    last: int  # schedule step of its last read
+    holds: str
+
+
 @dataclass
 class GeneratedModel:
     name: str
+    arena: list[ArenaEntry] = field(default_factory=list)  # by offset, then lifetime
     shapes: list[str] = field(default_factory=list)  # C declarations of shape structs
     flash: list[CArray] = field(default_factory=list)
     ram: list[CArray] = field(default_factory=list)
     forward: list[Call] = field(default_factory=list)
     backward: list[Call] = field(default_factory=list)
     candidates: list[dict] = field(default_factory=list)
+    logits: str = ""  # the arena offsets (macro names) of the logits and their error
+    dlogits: str = ""
 
 
 class _Emitter:
@@ -99,21 +115,60 @@ class _Emitter:
             ident = c_identifier(node.name)
             assert ident not in self.idents.values(), f"two nodes map to C name {ident}"
             self.idents[node.name] = ident
+        self.arena_macros = {p.buffer.name: self.arena_macro(p.buffer.name)
+                             for p in self.memory.arena.placements}
+        assert len(set(self.arena_macros.values())) == len(self.arena_macros), \
+            "two arena buffers map to one C name"
 
     # ---- pointers into the arena -------------------------------------------------------
+    def arena_macro(self, buffer: str) -> str:
+        """``act:<tensor>`` -> ``ACT_<its producer>``; ``err:`` likewise; ``mask:<node>`` ->
+        ``MASK_<node>``, ``argmax:<node>`` -> ``ARGMAX_<node>`` (the plan's buffer names)."""
+        kind, _, subject = buffer.partition(":")
+        node = self.graph.producer(subject) if kind in ("act", "err") else self.graph.node(subject)
+        assert node is not None, buffer
+        return f"{kind.upper()}_{self.idents[node.name]}"
+
     def act(self, tensor: str) -> str:
         if tensor == self.graph.input:
             return "x"
-        return f"ARENA_F({activation_offset(self.memory, tensor)})"
+        return f"ARENA_F({self.arena_macros[f'act:{self.storage[tensor]}']})"
 
     def err(self, tensor: str) -> str:
-        return f"ARENA_F({self.memory.arena.offset_of(f'err:{tensor}')})"
+        return f"ARENA_F({self.arena_macros[f'err:{tensor}']})"
 
     def bytes_at(self, name: str) -> str:
-        return f"ARENA_U8({self.memory.arena.offset_of(name)})"
+        return f"ARENA_U8({self.arena_macros[name]})"
 
     def has_buffer(self, name: str) -> bool:
-        return any(p.buffer.name == name for p in self.memory.arena.placements)
+        return name in self.arena_macros
+
+    def describe(self, buffer: Buffer) -> str:
+        """What an arena buffer holds, for the map at the top of model.c."""
+        kind, _, subject = buffer.name.partition(":")
+
+        def label(node: Node) -> str:
+            return f"{node.name} ({node.op.value})"
+
+        if kind == "act":
+            writers = [n for n in self.graph.nodes if self.storage[n.output] == subject]
+            return ", ".join([f"{label(writers[0])} output",
+                              *(f"{label(n)} in place" for n in writers[1:])])
+        if kind == "err":
+            producer = self.graph.producer(subject)
+            assert producer is not None
+            return f"error of {label(producer)} output"
+        node = self.graph.node(subject)
+        return f"{label(node)} " + ("gradient mask, 1 bit an element" if kind == "mask"
+                                    else "argmax, 1 byte an output")
+
+    def declare_arena(self) -> None:
+        for placement in sorted(self.memory.arena.placements,
+                                key=lambda p: (p.offset, p.buffer.first)):
+            buffer = placement.buffer
+            self.model.arena.append(ArenaEntry(self.arena_macros[buffer.name], placement.offset,
+                                               buffer.size, buffer.first, buffer.last,
+                                               self.describe(buffer)))
 
     # ---- constants ---------------------------------------------------------------------
     def weights(self, node: Node) -> tuple[str, str]:
@@ -163,22 +218,26 @@ class _Emitter:
             oc, oh, ow = self.graph.shapes[node.output]
             is_conv = node.op is OpType.CONV
             win = node.conv.window if is_conv else node.pool.window
-            sizes = (c, h, w, oc, oh, ow) if is_conv else (c, h, w, oh, ow)
-            window = (*win.kernel, *win.stride, *win.pads[:2])
-            last = node.conv.groups if is_conv else int(node.pool.count_include_pad)
-            _check_field_ranges(node, sizes, window, win.kernel)
-            struct = "mdy_conv_shape_t" if is_conv else "mdy_pool_shape_t"
-            values = ", ".join(str(v) for v in (*sizes, *window, last))
-            self.model.shapes.append(
-                f"static const {struct} shape_{self.idents[node.name]} = {{{values}}};")
+            sizes = {"in_c": c, "in_h": h, "in_w": w, "out_c": oc, "out_h": oh, "out_w": ow} \
+                if is_conv else {"c": c, "in_h": h, "in_w": w, "out_h": oh, "out_w": ow}
+            window = dict(zip(("k_h", "k_w", "stride_h", "stride_w", "pad_top", "pad_left"),
+                              (*win.kernel, *win.stride, *win.pads[:2]), strict=True))
+            window |= {"groups": node.conv.groups} if is_conv \
+                else {"count_include_pad": int(node.pool.count_include_pad)}
+            _check_field_ranges(node, tuple(sizes.values()), tuple(window.values())[:6],
+                                win.kernel)
+            self.model.shapes.append(shape_initializer(
+                "kernels/conv.h" if is_conv else "kernels/pool.h",
+                "mdy_conv_shape_t" if is_conv else "mdy_pool_shape_t",
+                f"shape_{self.idents[node.name]}", sizes, window))
 
     # ---- the passes --------------------------------------------------------------------
     def forward_calls(self) -> None:
-        for node in self.graph.nodes:
+        for step, node in enumerate(self.graph.nodes):  # forward steps come first, in this order
             ident = self.idents[node.name]
             x, y = self.act(node.inputs[0]), self.act(node.output)
             n = math.prod(self.graph.shapes[node.output])
-            comment = (f"{node.name} ({node.op.value}): "
+            comment = (f"[{step}] {node.name} ({node.op.value}): "
                        f"{' + '.join(shape_text(self.graph.shapes[t]) for t in node.inputs)} -> "
                        f"{shape_text(self.graph.shapes[node.output])}")
             code: list[str] = []
@@ -210,7 +269,7 @@ class _Emitter:
                 if self.storage[node.output] == self.storage.get(node.inputs[0], ""):
                     code.append("/* in place: the same bytes, read as a vector */")
                 else:
-                    code.append(f"mdy_copy_or_accumulate({n}u, {x}, {y}, 0);")
+                    code.append(f"mdy_flatten_forward({n}u, {x}, {y});")
             elif node.op is OpType.LINEAR:
                 out_f, in_f = node.params["weight"].shape
                 weight, bias = self.weights(node)
@@ -234,14 +293,14 @@ class _Emitter:
             written.add(tensor)
             return flag
 
-        for step in self.schedule.steps:
+        for time, step in enumerate(self.schedule.steps):
             if step.kind is not StepKind.BACKWARD or step.node is None:
                 continue
             node = step.node
             ident = self.idents[node.name]
             dy = self.err(node.output)
             targets = [t for t in node.inputs if t in self.schedule.error_tensors]
-            comment = f"{node.name} ({node.op.value}) backward"
+            comment = f"[{time}] {node.name} ({node.op.value}) backward"
             code: list[str] = []
             if node.op is OpType.CONV:
                 weight, _ = self.weights(node)
@@ -263,14 +322,16 @@ class _Emitter:
                                 f"{self.err(t)}, {accumulate(t)});")
             elif node.op in (OpType.RELU, OpType.RELU6):
                 n = math.prod(self.graph.shapes[node.output])
+                kernel = "mdy_relu_backward" if node.op is OpType.RELU else "mdy_relu6_backward"
                 for t in targets:
-                    code.append(f"mdy_mask_backward({n}u, {dy}, "
+                    code.append(f"{kernel}({n}u, {dy}, "
                                 f"{self.bytes_at(f'mask:{node.name}')}, {self.err(t)}, "
                                 f"{accumulate(t)});")
             elif node.op in (OpType.ADD, OpType.FLATTEN):
                 n = math.prod(self.graph.shapes[node.output])
+                kernel = "mdy_add_backward" if node.op is OpType.ADD else "mdy_flatten_backward"
                 for t in targets:
-                    code.append(f"mdy_copy_or_accumulate({n}u, {dy}, {self.err(t)}, "
+                    code.append(f"{kernel}({n}u, {dy}, {self.err(t)}, "
                                 f"{accumulate(t)});")
             elif node.op is OpType.GLOBAL_AVG_POOL:
                 c, h, w = self.graph.shapes[node.inputs[0]]
@@ -312,6 +373,15 @@ class _Emitter:
             })
 
 
+def shape_initializer(header: str, struct: str, name: str, *lines: dict[str, int]) -> str:
+    """``static const <struct> <name> = {.field = value, ...};``, one line per dict; the fields
+    must be the struct's own, in order (read from the kernel ``header``)."""
+    fields = [f.name for f in struct_fields(header, struct)]
+    assert [key for line in lines for key in line] == fields, (struct, fields)
+    body = "".join(f"    {', '.join(f'.{k} = {v}' for k, v in line.items())},\n" for line in lines)
+    return f"static const {struct} {name} = {{\n{body}}};"
+
+
 def _check_field_ranges(node: Node, sizes: tuple[int, ...], window: tuple[int, ...],
                         kernel: tuple[int, int]) -> None:
     """The kernels' shape structs hold sizes in 16 bits and windows in 8 bits."""
@@ -324,11 +394,14 @@ def _check_field_ranges(node: Node, sizes: tuple[int, ...], window: tuple[int, .
 
 def generate_model(graph: Graph, plan: BudgetPlan) -> GeneratedModel:
     emitter = _Emitter(graph, plan)
+    emitter.declare_arena()
     emitter.declare_shapes()
     emitter.declare_constants()
     emitter.declare_engine()
     emitter.forward_calls()
     emitter.backward_calls()
+    emitter.model.logits = emitter.arena_macros[f"act:{emitter.storage[graph.output]}"]
+    emitter.model.dlogits = emitter.arena_macros[f"err:{graph.output}"]
     return emitter.model
 
 
@@ -379,8 +452,9 @@ def render_project(graph: Graph, plan: BudgetPlan, settings: TrainSettings, clas
         "model": model, "graph": graph, "plan": plan, "settings": settings, "classes": classes,
         "metadata": metadata, "input_size": math.prod(graph.input_shape),
         "input_shape": shape_text(graph.input_shape),
-        "logits_offset": activation_offset(plan.memory, graph.output),
-        "dlogits_offset": plan.memory.arena.offset_of(f"err:{graph.output}"),
+        "logits_offset": model.logits, "dlogits_offset": model.dlogits,
+        "schedule_steps": len(plan.memory.schedule.steps),
+        "loss_step": plan.memory.schedule.time_of(StepKind.LOSS),
         "arena_bytes": plan.memory.arena.size, "pool_bytes": plan.pool_bytes,
         "pool_floats": max(plan.pool_bytes // 4, 1), "n_channels": sum(
             c["in_channels"] for c in model.candidates),
