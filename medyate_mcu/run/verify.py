@@ -17,6 +17,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -41,7 +42,7 @@ from medyate_mcu.run.decisions import (
 )
 from medyate_mcu.run.engine_lib import EngineLibrary
 from medyate_mcu.toolchain.host import make, symbol_sizes
-from medyate_mcu.zoo.tasks import load_task
+from medyate_mcu.zoo.tasks import TaskData, load_task
 
 # Tolerances, derived and measured in docs/verification.md. Relative errors of float32 results
 # computed in different summation orders; the measured clean maxima are 10-20x below each.
@@ -91,19 +92,34 @@ def memory_checks(library: Path, plan: BudgetPlan) -> list[Check]:
     return checks
 
 
-def verify_build(project: Project, epochs: int | None = None, samples: int = 96,
-                 on_epoch=None) -> list[Check]:
-    """Build ``project`` for the host and run every check; the report rows."""
-    manifest = project.manifest
-    graph, plan, settings = project.reference()
-    if manifest.data_source is None:
+class VerificationData(NamedTuple):
+    epochs: int
+    task: TaskData
+    x: np.ndarray  # the training samples compared, in the build's data set's order
+    y: np.ndarray
+
+
+def verification_data(project: Project, epochs: int | None, samples: int) -> VerificationData:
+    """The epochs to compare (default: the build's whole run; more is refused) and the first
+    ``samples`` training samples of the build's data set (stratified, as `train` takes them)."""
+    data_source = project.manifest.data_source
+    graph, _, settings = project.reference()
+    if data_source is None:
         raise MedyateError("the build embeds no data set; compile with --data to verify")
     epochs = epochs or settings.epochs
     if epochs > settings.epochs:
         raise MedyateError(f"the build trains {settings.epochs} epoch(s); --epochs {epochs} is "
                            "more")
-    data = load_task(manifest.data_source, graph, seed=0)
-    x, y = data.train_subset(samples, settings.seed)
+    task = load_task(data_source, graph, seed=0)
+    return VerificationData(epochs, task, *task.train_subset(samples, settings.seed))
+
+
+def verify_build(project: Project, epochs: int | None = None, samples: int = 96,
+                 on_epoch=None) -> list[Check]:
+    """Build ``project`` for the host and run every check; the report rows."""
+    manifest = project.manifest
+    graph, plan, settings = project.reference()
+    epochs, data, x, y = verification_data(project, epochs, samples)
     library = make(project.folder, "lib")
     checks = memory_checks(library, plan)
     engine = EngineLibrary(library, x[0].size, manifest.classes)

@@ -36,11 +36,11 @@ from medyate_mcu.run.qemu import instructions, run_qemu
 from medyate_mcu.run.verify import (
     Check,
     memory_checks,
+    verification_data,
     verify_build,
 )
 from medyate_mcu.toolchain.arm import build_firmware
 from medyate_mcu.toolchain.host import make, symbol_sizes
-from medyate_mcu.zoo.tasks import load_task
 
 VERIFY_MAGIC, SNAPSHOT_MAGIC = 0x5659444D, 0x5359444D  # qemu_verify.c.j2
 INPUT_VERSION, SNAPSHOT_VERSION = 1, 2
@@ -216,21 +216,13 @@ def verify_qemu(project: Project, epochs: int | None = None, samples: int = 96,
     after every epoch byte for byte with the host build run on the same samples in the same
     order; then check the host build against the reference (`verify_build`, over
     ``reference_epochs``, at most ``epochs``)."""
-    manifest = project.manifest
     board = project.require_board()
     if board.kind != "emulated":
         raise MedyateError(f"{board.name} is a real board: verify --qemu needs a build for an "
                            "emulated board (compile with --board qemu-mps2-an386, "
                            "qemu-mps2-an500 or qemu-netduinoplus2)")
     graph, plan, settings = project.reference()
-    if manifest.data_source is None:
-        raise MedyateError("the build embeds no data set; compile with --data to verify")
-    epochs = epochs or settings.epochs
-    if epochs > settings.epochs:
-        raise MedyateError(f"the build trains {settings.epochs} epochs; --epochs {epochs} is "
-                           "more")
-    data = load_task(manifest.data_source, graph, seed=0)
-    x, y = data.train_subset(samples, settings.seed)
+    epochs, _, x, y = verification_data(project, epochs, samples)
     image = build_firmware(project, "verify")
     checks = [Check(f"Cortex-M image: {check.name}", check.measured, check.limit, check.ok)
               for check in memory_checks(image, plan)]
