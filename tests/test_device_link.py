@@ -29,7 +29,6 @@ from medyate_mcu.cli.main import main
 from medyate_mcu.codegen.folder import Project
 from medyate_mcu.codegen.project import BuildManifest
 from medyate_mcu.device import protocol as p
-from medyate_mcu.device.firmware import build_host_serial
 from medyate_mcu.device.link import DEVICE_IDLE_S, DeviceError, DeviceLink, LinkTimeout
 from medyate_mcu.device.session import TrainSession
 from medyate_mcu.graph import Graph
@@ -42,7 +41,7 @@ from medyate_mcu.run.verify import (
     relative_error,
 )
 from medyate_mcu.toolchain.compile import CompileOptions, compile_project
-from medyate_mcu.toolchain.host import make
+from medyate_mcu.toolchain.host import build_host_serial, make
 from medyate_mcu.zoo.tasks import TaskData, load_task
 
 SAMPLES = 24
