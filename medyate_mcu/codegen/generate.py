@@ -29,7 +29,7 @@ from medyate_mcu.planning.memory import (
     ENGINE_STATE_BYTES,
     activation_storage,
 )
-from medyate_mcu.planning.schedule import StepKind
+from medyate_mcu.planning.schedule import StepKind, classifier_size
 from medyate_mcu.resources import data_dir
 
 FLOATS_PER_LINE = 8
@@ -446,8 +446,6 @@ def render_project(graph: Graph, plan: BudgetPlan, settings: TrainSettings, clas
     """File name -> content of the generated sources (firmware files are copied separately)."""
     model = generate_model(graph, plan)
     env = template_environment()
-    head = graph.producer(graph.output)
-    assert head is not None
     context = {
         "model": model, "graph": graph, "plan": plan, "settings": settings, "classes": classes,
         "metadata": metadata, "input_size": math.prod(graph.input_shape),
@@ -458,7 +456,7 @@ def render_project(graph: Graph, plan: BudgetPlan, settings: TrainSettings, clas
         "arena_bytes": plan.memory.arena.size, "pool_bytes": plan.pool_bytes,
         "pool_floats": max(plan.pool_bytes // 4, 1), "n_channels": sum(
             c["in_channels"] for c in model.candidates),
-        "classifier_size": head.params["weight"].size + head.params["bias"].size,
+        "classifier_size": classifier_size(graph),
         "learning_rates": learning_rate_table(settings),
         "engine_state_bytes": ENGINE_STATE_BYTES, "alignment": ALIGNMENT,
     }

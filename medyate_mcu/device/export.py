@@ -21,7 +21,7 @@ from medyate_mcu.errors import MedyateError
 from medyate_mcu.graph import ReferenceNet, ir_node_names
 from medyate_mcu.graph.ir import Graph, OpType
 from medyate_mcu.outputs import atomic_file
-from medyate_mcu.planning.schedule import classifier_node
+from medyate_mcu.planning.schedule import classifier_node, classifier_size
 
 FORWARD_TOLERANCE = 1e-4
 
@@ -37,9 +37,9 @@ def trained_graph(graph: Graph, layers: dict[str, np.ndarray], classifier: np.nd
         node.params["weight"] = np.asarray(values, np.float32).reshape(node.params["weight"].shape)
     head = classifier_node(new)
     size = head.params["weight"].size
-    if classifier.size != size + head.params["bias"].size:
+    if classifier.size != classifier_size(new):
         raise MedyateError(f"the classifier read back has {classifier.size} values, the build's "
-                           f"has {size + head.params['bias'].size}")
+                           f"has {classifier_size(new)}")
     shape = head.params["weight"].shape
     head.params["weight"] = classifier[:size].reshape(shape).astype(np.float32)
     head.params["bias"] = classifier[size:].astype(np.float32)

@@ -16,21 +16,28 @@ Parts:
 - the channel pool itself (the paper's B) is what the budget has left after these, rounded down
   to the alignment (:func:`pool_bytes`).
 
-Every part is one or more C symbols, each placed by the linker at an ``ALIGNMENT``-aligned
-address: a symbol of ``n`` bytes occupies ``align(n)``. Every part above is counted that way, and
-:func:`linked_bytes` counts a built image's symbols the same way, so plan and image agree.
+Every part is one or more C symbols (:meth:`EngineMemory.symbols`, and one ``mdy_w_<layer>`` per
+candidate layer), each placed by the linker at an ``ALIGNMENT``-aligned address: a symbol of ``n``
+bytes occupies ``align(n)``. Every part above is counted that way, and :func:`measured_parts`
+groups a built image's symbols into the same parts, so verify and the ELF size report read the
+plan's account back rather than keep their own.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from medyate_mcu.errors import MedyateError
 from medyate_mcu.graph.ir import Graph, OpType
 from medyate_mcu.planning.arena import ArenaPlan, Buffer, align, align_down, plan_arena
-from medyate_mcu.planning.schedule import StepKind, TrainingSchedule, build_schedule
+from medyate_mcu.planning.schedule import (
+    StepKind,
+    TrainingSchedule,
+    build_schedule,
+    classifier_size,
+)
 
 FLOAT_BYTES = 4
 ENGINE_STATE_BYTES = 64
@@ -39,6 +46,14 @@ CHANNEL_ARRAYS = {"norms": ("float", 4), "norm_sums": ("float", 4),
                   "sampler_weights": ("uint32_t", 4), "in_pool": ("uint8_t", 1),
                   "selected": ("uint16_t", 2), "pool_offsets": ("uint32_t", 4)}
 MAX_CANDIDATE_CHANNELS = 65535  # the selection list holds u16 indices
+# The engine's RAM symbols (C names), by part; candidate weights are WEIGHT_PREFIX + layer.
+ARENA_SYMBOL = "mdy_arena"
+POOL_SYMBOL = "mdy_pool"
+STATE_SYMBOL = "mdy_state"
+CLASSIFIER_SYMBOLS = ("mdy_classifier", "mdy_classifier_grad")  # values, gradient accumulators
+WEIGHT_PREFIX = "mdy_w_"
+POOL_PART = "pool"
+OTHER_PART = "other"  # an mdy_ RAM symbol the plan does not know (none in a correct build)
 
 
 def _numel(graph: Graph, tensor: str) -> int:
@@ -117,10 +132,9 @@ class EngineMemory:
 
     schedule: TrainingSchedule
     arena: ArenaPlan
-    candidate_weights: int
-    classifier: int
+    candidate_weights: int  # the mdy_w_<layer> symbols, each aligned
     candidate_channels: int
-    channel_state: int
+    classifier_values: int  # weight and bias of the classifier, floats
     engine_state: int = ENGINE_STATE_BYTES
 
     @property
@@ -128,14 +142,63 @@ class EngineMemory:
         """Everything but the channel pool: ``fixed(K)`` of docs/design.md §3."""
         return sum(self.parts().values())
 
+    @property
+    def classifier(self) -> int:
+        return self.parts()["classifier"]
+
+    @property
+    def channel_state(self) -> int:
+        return self.parts()["channel_state"]
+
     def parts(self) -> dict[str, int]:
+        """Bytes per part (the module doc's list), from :meth:`symbols`; the pool is not one."""
+        parts = measured_parts(self.symbols(0))
+        parts["candidate_weights"] = self.candidate_weights
+        del parts[POOL_PART]
+        return parts
+
+    def symbols(self, pool_bytes: int) -> dict[str, int]:
+        """The engine's RAM symbols but the candidate weights, with their sizes in bytes (before
+        alignment), for a channel pool of ``pool_bytes``; codegen declares exactly these."""
+        classifier = self.classifier_values * FLOAT_BYTES
         return {
-            "arena": self.arena.size,
-            "candidate_weights": self.candidate_weights,
-            "classifier": self.classifier,
-            "channel_state": self.channel_state,
-            "engine_state": self.engine_state,
+            ARENA_SYMBOL: self.arena.size,
+            POOL_SYMBOL: max(pool_bytes // FLOAT_BYTES, 1) * FLOAT_BYTES,
+            CLASSIFIER_SYMBOLS[0]: classifier,
+            CLASSIFIER_SYMBOLS[1]: classifier,
+            STATE_SYMBOL: self.engine_state,
+            **{f"mdy_{name}": max(self.candidate_channels, 1) * size
+               for name, (_, size) in CHANNEL_ARRAYS.items()},
         }
+
+
+def symbol_part(symbol: str) -> str:
+    """The part of the engine's RAM (a key of :meth:`EngineMemory.parts`, ``POOL_PART`` or
+    ``OTHER_PART``) that the RAM symbol ``symbol`` belongs to."""
+    if symbol == ARENA_SYMBOL:
+        return "arena"
+    if symbol == POOL_SYMBOL:
+        return POOL_PART
+    if symbol == STATE_SYMBOL:
+        return "engine_state"
+    if symbol in CLASSIFIER_SYMBOLS:
+        return "classifier"
+    if symbol.startswith(WEIGHT_PREFIX):
+        return "candidate_weights"
+    if symbol.removeprefix("mdy_") in CHANNEL_ARRAYS:
+        return "channel_state"
+    return OTHER_PART
+
+
+def measured_parts(sizes: Mapping[str, int]) -> dict[str, int]:
+    """A built image's engine RAM symbols (name -> bytes) as the plan's parts, each symbol in its
+    aligned slot: the plan's parts, then ``POOL_PART``, then ``OTHER_PART`` if any."""
+    parts = dict.fromkeys(["arena", "candidate_weights", "classifier", "channel_state",
+                           "engine_state", POOL_PART], 0)
+    for name, size in sizes.items():
+        part = symbol_part(name)
+        parts[part] = parts.get(part, 0) + align(size)
+    return parts
 
 
 def engine_memory(graph: Graph, candidates: set[str] | frozenset[str]) -> EngineMemory:
@@ -144,8 +207,6 @@ def engine_memory(graph: Graph, candidates: set[str] | frozenset[str]) -> Engine
     plan = plan_arena(arena_buffers(schedule))
     weights = sum(align(graph.node(name).params["weight"].size * FLOAT_BYTES)
                   for name in schedule.candidates)
-    classifier = graph.node(schedule.classifier)
-    trainable = classifier.params["weight"].size + classifier.params["bias"].size
     channels = sum(graph.shapes[graph.node(name).inputs[0]][0] for name in schedule.candidates)
     if channels > MAX_CANDIDATE_CHANNELS:
         raise MedyateError(f"{channels} candidate channels exceed the engine's limit of "
@@ -154,10 +215,8 @@ def engine_memory(graph: Graph, candidates: set[str] | frozenset[str]) -> Engine
         schedule=schedule,
         arena=plan,
         candidate_weights=weights,
-        classifier=2 * align(trainable * FLOAT_BYTES),  # values and gradient accumulators
         candidate_channels=channels,
-        channel_state=sum(align(max(channels, 1) * size)
-                          for _, size in CHANNEL_ARRAYS.values()),
+        classifier_values=classifier_size(graph),
     )
 
 

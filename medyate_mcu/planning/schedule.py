@@ -56,6 +56,12 @@ def classifier_node(graph: Graph) -> Node:
     return node
 
 
+def classifier_size(graph: Graph) -> int:
+    """Values the classifier trains: its weight and its bias (the engine's ``mdy_classifier``)."""
+    head = classifier_node(graph)
+    return head.params["weight"].size + head.params["bias"].size
+
+
 def build_schedule(graph: Graph, candidates: set[str] | frozenset[str]) -> TrainingSchedule:
     """The schedule of one training step with ``candidates`` trainable (besides the classifier)."""
     classifier = classifier_node(graph)

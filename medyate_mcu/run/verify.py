@@ -33,7 +33,8 @@ from medyate_mcu.method.trainer import (
     SparseTrainer,
     selected_channel_gradients,
 )
-from medyate_mcu.planning.memory import CHANNEL_ARRAYS, ENGINE_STATE_BYTES, linked_bytes
+from medyate_mcu.planning.memory import linked_bytes, measured_parts
+from medyate_mcu.planning.schedule import classifier_size
 from medyate_mcu.run.decisions import (
     UNIT_ROUNDOFF,
     DecisionComparison,
@@ -66,23 +67,12 @@ def relative_error(ours: np.ndarray, reference: np.ndarray) -> float:
 
 
 def memory_checks(library: Path, plan: BudgetPlan) -> list[Check]:
+    """The library's engine RAM symbols against the plan's (planning/memory.py)."""
     sizes = symbol_sizes(library)
-    graph = plan.memory.schedule.graph
-    channels = plan.memory.candidate_channels
-    head = graph.producer(graph.output)
-    assert head is not None
-    trainable = head.params["weight"].size + head.params["bias"].size
-    expected = {
-        "mdy_arena": plan.memory.arena.size,
-        "mdy_pool": max(plan.pool_bytes // 4, 1) * 4,
-        "mdy_classifier": trainable * 4,
-        "mdy_classifier_grad": trainable * 4,
-        "mdy_state": ENGINE_STATE_BYTES,
-        **{f"mdy_{name}": max(channels, 1) * size for name, (_, size) in CHANNEL_ARRAYS.items()},
-    }
+    expected = plan.memory.symbols(plan.pool_bytes)
     checks = [Check(f"RAM symbol {name}", f"{sizes.get(name, 'missing')} B", f"{size} B",
                     sizes.get(name) == size) for name, size in expected.items()]
-    weights = linked_bytes(size for name, size in sizes.items() if name.startswith("mdy_w_"))
+    weights = measured_parts(sizes)["candidate_weights"]
     checks.append(Check("RAM candidate weights", f"{weights} B",
                         f"{plan.memory.candidate_weights} B",
                         weights == plan.memory.candidate_weights))
@@ -270,7 +260,7 @@ def _trainable(engine: EngineLibrary, reference: SparseTrainer, sizes: dict[str,
         return tensors
     tensors = {name: engine.candidate_weights(name, size).copy() for name, size in sizes.items()}
     tensors[reference.classifier] = engine.array("mdy_classifier", np.float32,
-                                                 _classifier_size(reference.graph)).copy()
+                                                 classifier_size(reference.graph)).copy()
     return tensors
 
 
@@ -309,7 +299,7 @@ def _copy_weights(engine: EngineLibrary, reference: SparseTrainer,
                          .reshape(weight.shape))
         key = reference.net.keys[reference.classifier]
         values = engine.array("mdy_classifier", np.float32,
-                              _classifier_size(reference.graph)).copy()
+                              classifier_size(reference.graph)).copy()
         weight, bias = reference.net.weights[key], reference.net.biases[key]
         weight.copy_(torch.from_numpy(values[:weight.numel()]).reshape(weight.shape))
         bias.copy_(torch.from_numpy(values[weight.numel():]))
@@ -321,12 +311,6 @@ def _copy_state(engine: EngineLibrary, reference: SparseTrainer,
     _copy_weights(engine, reference, sizes)
     if reference.table.size:
         reference.norms = engine.array("mdy_norms", np.float32, reference.table.size).copy()
-
-
-def _classifier_size(graph: Graph) -> int:
-    head = graph.producer(graph.output)
-    assert head is not None
-    return head.params["weight"].size + head.params["bias"].size
 
 
 def _reference_classifier(reference: SparseTrainer) -> np.ndarray:

@@ -17,8 +17,7 @@ from medyate_mcu.boards import Board
 from medyate_mcu.codegen.folder import ARM_DIR, Project
 from medyate_mcu.codegen.project import DEFAULT_STACK_BYTES
 from medyate_mcu.errors import MedyateError
-from medyate_mcu.planning.arena import align
-from medyate_mcu.planning.memory import linked_bytes
+from medyate_mcu.planning.memory import OTHER_PART, POOL_PART, measured_parts
 from medyate_mcu.toolchain.host import symbol_sizes
 
 ARM_GCC = "arm-none-eabi-gcc"
@@ -27,6 +26,11 @@ ARM_PACKAGES = "gcc-arm-none-eabi libnewlib-arm-none-eabi"
 APPS = ("train", "verify", "serial")
 STACK_ROOT = "mdy_train_sample"
 STACK_PART = "stack (reserved)"  # the RAM part of a SizeReport that is the reserved stack
+ENGINE_PART_LABELS = {  # the engine's RAM parts (planning/memory.py) as the report names them
+    "arena": "engine arena", "candidate_weights": "engine candidate weights",
+    "classifier": "engine classifier (weights, gradients)",
+    "channel_state": "engine channel state", "engine_state": "engine scalars",
+    POOL_PART: "engine channel pool", OTHER_PART: "engine other mdy_ symbols"}
 EXCEPTION_FRAME_BYTES = 104  # exception entry with FP context: 26 words (+ alignment word)
 
 
@@ -130,10 +134,8 @@ def size_report(image: Path, board: Board, budget: int) -> SizeReport:
         sections = _sections(elf)
         extent = _ram_extent(elf, board)
     engine = symbol_sizes(image)
-    arena, pool = engine.get("mdy_arena", 0), engine.get("mdy_pool", 0)
-    weights = linked_bytes(size for name, size in engine.items()
-                           if name.startswith("mdy_w_") or name == "mdy_classifier")
-    engine_total = linked_bytes(engine.values())
+    engine_parts = measured_parts(engine)
+    engine_total = sum(engine_parts.values())
     data, bss, stack = sections.get(".data", 0), sections.get(".bss", 0), sections.get(".stack", 0)
     code = sum(sections.get(name, 0) for name in (".isr_vector", ".text", ".ARM.exidx",
                                                   ".ARM.extab"))
@@ -142,13 +144,9 @@ def size_report(image: Path, board: Board, budget: int) -> SizeReport:
     flash = [("code", code), ("frozen weights and model constants", model_constants),
              ("embedded data set", embedded), ("other constants", sections.get(".rodata", 0)),
              (".data initial values", data)]
-    ram = [("engine arena", arena), ("engine trainable weights (candidates, classifier)",
-                                     weights),
-           ("engine channel pool", pool),
-           ("engine other (gradients, channel state, scalars)",
-            engine_total - align(arena) - align(pool) - weights),
-           ("application and C library (.data, .bss)", max(data + bss - engine_total, 0)),
-           (STACK_PART, stack)]
+    ram = [(ENGINE_PART_LABELS[part], size) for part, size in engine_parts.items()]
+    ram += [("application and C library (.data, .bss)", max(data + bss - engine_total, 0)),
+            (STACK_PART, stack)]
     if extent > data + bss + stack:
         ram.append(("alignment between sections", extent - data - bss - stack))
     return SizeReport(board, flash, ram, engine, engine_total, budget)
