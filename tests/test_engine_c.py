@@ -62,13 +62,9 @@ def two_budgets(model: Path) -> list[int]:
     return [smallest + 4096, 2 * smallest]
 
 
-def compile_build(model: Path, budget: int, out: Path, *extra: str) -> Path:
-    args = ["compile", str(model), "--budget", str(budget), "--data", TASK, "--embed-data", "48",
-            "--epochs", "3", "--batch-size", "8", "-o", str(out), *extra]
-    if model == default_model_path():
-        args.remove(str(model))
-    result = CliRunner().invoke(main, args)
-    assert result.exit_code == 0, result.output
+def compile_build(model: Path, budget: int, out: Path, embed: int = 48) -> Path:
+    compile_project(CompileOptions(model=model, budget=budget, data=TASK, embed=embed, epochs=3,
+                                   batch_size=8), out)
     return out
 
 
@@ -88,7 +84,7 @@ def test_budget_sweep_holds_the_plan(models: dict[str, Path], tmp_path: Path) ->
     smallest = two_budgets(model)[0] - 4096
     for index, factor in enumerate((1.0, 1.5, 2.5, 4.0)):
         budget = math.ceil(smallest * factor)
-        build = compile_build(model, budget, tmp_path / f"s{index}", "--embed-data", "0")
+        build = compile_build(model, budget, tmp_path / f"s{index}", embed=0)
         library = make(build, "lib")
         graph = replace_classifier(load_onnx(model), 10, 0)
         from medyate_mcu.method.lara import LayerRanking
