@@ -10,15 +10,18 @@ from rich.progress import TaskID
 from medyate_mcu.cli.common import MODEL_ARGUMENT, BoardType, SizeType, console
 from medyate_mcu.cli.method_commands import ALPHA_OPTION, K_RULE_OPTION, progress_bar
 from medyate_mcu.toolchain.auto_budget import RESERVE_BYTES
-from medyate_mcu.toolchain.compile import DEMO_DATA, CompileOptions, compile_project
+from medyate_mcu.toolchain.compile import (
+    DEFAULT_BUDGET,
+    DEMO_DATA,
+    CompileOptions,
+    compile_project,
+)
 from medyate_mcu.units import format_size
-
-DEFAULT_BUDGET = "300kB"  # shown by --help; the library's DEFAULT_BUDGET in bytes
 
 
 @click.command("compile")
 @MODEL_ARGUMENT
-@click.option("--budget", type=SizeType(allow_auto=True), default=DEFAULT_BUDGET,
+@click.option("--budget", type=SizeType(allow_auto=True), default=f"{DEFAULT_BUDGET // 1024}kB",
               show_default=True,
               help="RAM the training engine may allocate statically: a plain number is bytes; "
                    "k/kB/KB/KiB = 1024 bytes; M/MB/MiB = 1024² bytes. 'auto' (needs --board): "
