@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from model_builders import INPUT_SHAPE, TEST_MODELS, build_test_model
 
 from medyate_mcu.graph import Graph, OpType, ReferenceNet, import_torch
+from medyate_mcu.method.sgd import accuracy, sgd_step, warmup_cosine
 from medyate_mcu.method.trainer import (
     SelectionRule,
     SparseTrainer,
@@ -118,6 +119,42 @@ def test_learning_rate_schedule() -> None:
     assert rates[:3] == pytest.approx([0.05, 0.1, 0.1])
     assert rates[3] == pytest.approx(0.1 * (1 + np.cos(np.pi / 4)) / 2)
     assert all(a > b for a, b in itertools.pairwise(rates[2:])) and rates[-1] > 0
+
+
+def test_warmup_cosine_by_hand() -> None:
+    # 5 steps, 2 of warm-up, peak 2: 1, 2, then 2·(1 + cos(π·k/3))/2 for k = 0, 1, 2.
+    rates = [warmup_cosine(i, 5, 2, 2.0) for i in range(1, 6)]
+    assert rates == pytest.approx([1.0, 2.0, 2.0, 1.5, 0.5])
+    assert warmup_cosine(1, 4, 0) == 1.0 and warmup_cosine(4, 4, 0) == pytest.approx(
+        (1 + np.cos(3 * np.pi / 4)) / 2)
+
+
+def test_sgd_step_matches_torch_sgd() -> None:
+    torch.manual_seed(3)
+    ours, theirs = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
+    theirs.load_state_dict(ours.state_dict())
+    x, y = torch.randn(5, 4), torch.tensor([0, 2, 1, 1, 0])
+    seen = []
+    sgd_step(F.cross_entropy(ours(x), y), list(ours.parameters()), 0.3,
+             lambda: seen.append(ours.weight.grad.clone()))
+    optimizer = torch.optim.SGD(theirs.parameters(), lr=0.3)
+    F.cross_entropy(theirs(x), y).backward()
+    assert torch.equal(seen[0], theirs.weight.grad)  # the hook saw this step's gradient
+    optimizer.step()
+    for a, b in zip(ours.parameters(), theirs.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-7)
+        assert a.grad is None
+
+
+def test_accuracy_by_hand_keeps_the_mode() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2, bias=False), torch.nn.Dropout(0.9))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.eye(2))  # predicts the larger coordinate
+    x = np.array([[1, 0], [0, 1], [2, 1], [0, 3], [5, 4]], np.float32)
+    y = np.array([0, 1, 1, 1, 0])
+    model.train()
+    assert accuracy(model, x, y, batch_size=2) == 4 / 5  # dropout off: eval mode
+    assert model.training
 
 
 def test_epoch_order_is_a_seeded_permutation() -> None:

@@ -22,6 +22,7 @@ from medyate_mcu.errors import MedyateError
 from medyate_mcu.graph.ir import Graph, OpType
 from medyate_mcu.graph.reference import ReferenceNet
 from medyate_mcu.method.costs import channel_cost
+from medyate_mcu.method.sgd import sgd_step
 from medyate_mcu.method.trainer import epoch_order, replace_classifier
 from medyate_mcu.outputs import write_text_atomic
 
@@ -106,20 +107,19 @@ def compute_lara(graph: Graph, x: np.ndarray, y: np.ndarray, classes: int, proxy
     steps_per_epoch = -(-len(x) // settings.batch_size)
     total = settings.epochs * steps_per_epoch
     step = 0
+
+    def score_layers() -> None:  # the gradients of this step, before the update
+        for node in convs:
+            grad = net.weights[net.keys[node.name]].grad
+            scores[node.name] += float(grad.norm()) / units[node.name]
+            channel_sums[node.name] += input_channel_norms(grad, node.conv.groups)
+
     for epoch in range(1, settings.epochs + 1):
         order = epoch_order(len(x), settings.seed, epoch)
         for start in range(0, len(order), settings.batch_size):
             batch = order[start:start + settings.batch_size]
             loss = F.cross_entropy(net(torch.from_numpy(x[batch])), torch.from_numpy(y[batch]))
-            net.zero_grad(set_to_none=True)
-            loss.backward()
-            with torch.no_grad():
-                for node in convs:
-                    grad = net.weights[net.keys[node.name]].grad
-                    scores[node.name] += float(grad.norm()) / units[node.name]
-                    channel_sums[node.name] += input_channel_norms(grad, node.conv.groups)
-                for parameter in net.parameters():
-                    parameter -= settings.lr * parameter.grad
+            sgd_step(loss, list(net.parameters()), settings.lr, score_layers)
             step += 1
             if on_step:
                 on_step(step, total, loss.item())

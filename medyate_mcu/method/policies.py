@@ -19,12 +19,12 @@ from medyate_mcu.graph.ir import Graph, OpType
 from medyate_mcu.graph.reference import ReferenceNet
 from medyate_mcu.method.lara import LayerRanking
 from medyate_mcu.method.planner import KRule, plan_budget
+from medyate_mcu.method.sgd import accuracy, sgd_step
 from medyate_mcu.method.trainer import (
     EpochRecord,
     SelectionRule,
     SparseTrainer,
     TrainSettings,
-    accuracy,
     channel_table,
     epoch_order,
     learning_rate,
@@ -130,9 +130,6 @@ def full_finetune(graph: Graph, settings: TrainSettings, x: np.ndarray, y: np.nd
         order = epoch_order(len(x), settings.seed, epoch)
         for start in range(0, len(order), settings.batch_size):
             batch = order[start:start + settings.batch_size]
-            net.zero_grad(set_to_none=True)
-            F.cross_entropy(net(torch.from_numpy(x[batch])), torch.from_numpy(y[batch])).backward()
-            with torch.no_grad():
-                for parameter in net.parameters():
-                    parameter -= lr * parameter.grad
+            loss = F.cross_entropy(net(torch.from_numpy(x[batch])), torch.from_numpy(y[batch]))
+            sgd_step(loss, list(net.parameters()), lr)
     return accuracy(net, x_test, y_test)

@@ -22,6 +22,7 @@ from medyate_mcu.graph.ir import Graph, OpType
 from medyate_mcu.graph.reference import ReferenceNet
 from medyate_mcu.method.costs import channel_cost
 from medyate_mcu.method.sampler import Pcg32, select_channels, update_norm_vector
+from medyate_mcu.method.sgd import accuracy, sgd_step, warmup_cosine
 from medyate_mcu.planning.schedule import classifier_node
 
 SHUFFLE_STREAM = 0x5348554646  # PCG32 sequence of the sample order ("SHUFF"), distinct from epochs
@@ -37,17 +38,8 @@ class TrainSettings:
 
 
 def learning_rate(epoch: int, settings: TrainSettings) -> float:
-    """Linear warm-up over ``warmup`` epochs, then cosine towards 0; constant within an epoch.
-
-    Epochs count from 1. Warm-up epoch e of W uses ``lr·e/W``; then epoch e uses
-    ``lr·(1 + cos(π·(e - W - 1)/(E - W)))/2``, so the first cosine epoch has the full rate and the
-    last one a small positive rate.
-    """
-    warmup, epochs = settings.warmup, settings.epochs
-    if epoch <= warmup:
-        return settings.lr * epoch / warmup
-    progress = (epoch - warmup - 1) / max(epochs - warmup, 1)
-    return settings.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+    """The rate of ``epoch`` (from 1): :func:`warmup_cosine` over epochs, constant within one."""
+    return warmup_cosine(epoch, settings.epochs, settings.warmup, settings.lr)
 
 
 def epoch_order(samples: int, seed: int, epoch: int) -> list[int]:
@@ -170,19 +162,19 @@ class SparseTrainer:
         """One mini-batch: returns (mean loss, correct predictions, per-layer channel norms)."""
         taps = frozenset(name for name, chans in per_layer.items() if chans)
         logits, inputs, outputs = self.net.forward_with_taps(x, taps)
-        loss = F.cross_entropy(logits, y)
-        loss.backward()
         norms: dict[str, torch.Tensor] = {}
-        with torch.no_grad():
+
+        def update_selected_channels() -> None:
             for name in taps:
                 grads = selected_channel_gradients(self.graph, name, per_layer[name],
                                                    inputs[name], outputs[name].grad)
                 apply_channel_update(self.graph, self.net, name, per_layer[name], grads, lr)
                 norms[name] = grads.flatten(1).norm(dim=1)
-            key = self.net.keys[self.classifier]
-            for parameter in (self.net.weights[key], self.net.biases[key]):
-                parameter -= lr * parameter.grad
-                parameter.grad = None
+
+        loss = F.cross_entropy(logits, y)
+        key = self.net.keys[self.classifier]
+        sgd_step(loss, (self.net.weights[key], self.net.biases[key]), lr,
+                 update_selected_channels)
         correct = int((logits.argmax(1) == y).sum())
         return loss.item(), correct, norms
 
@@ -268,11 +260,3 @@ def apply_channel_update(graph: Graph, net: ReferenceNet, layer: str, channels: 
     weight = net.weights[net.keys[layer]]
     weight[rows, cols] -= lr * grads.reshape(len(channels) * per_group_out, *grads.shape[2:])
 
-
-def accuracy(net: torch.nn.Module, x: np.ndarray, y: np.ndarray, batch: int = 256) -> float:
-    correct = 0
-    with torch.no_grad():
-        for start in range(0, len(x), batch):
-            logits = net(torch.from_numpy(x[start:start + batch]))
-            correct += int((logits.argmax(1) == torch.from_numpy(y[start:start + batch])).sum())
-    return correct / max(len(x), 1)

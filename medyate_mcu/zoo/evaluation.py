@@ -27,8 +27,9 @@ from torch import nn
 
 from medyate_mcu.errors import MedyateError
 from medyate_mcu.graph import OpType, ReferenceNet, load_onnx
+from medyate_mcu.method.sgd import accuracy
 from medyate_mcu.zoo import datasets
-from medyate_mcu.zoo.training import META_PREFIX, accuracy, fit, normalise
+from medyate_mcu.zoo.training import EVAL_BATCH, META_PREFIX, fit, normalise
 
 MODES = ("classifier", "full")
 
@@ -95,7 +96,7 @@ def _train_score(base: ReferenceNet, mode: str, lr: float, data: tuple[torch.Ten
     fit(net, _trainable(net, mode), x_train, y_train, epochs=config.epochs, lr=lr,
         batch_size=config.batch_size, seed=config.seed, warmup_epochs=1, progress=progress,
         description=label)
-    return accuracy(net, x_eval, y_eval)
+    return accuracy(net, x_eval, y_eval, EVAL_BATCH)
 
 
 def _validation_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -24,9 +24,11 @@ from torch import nn
 
 from medyate_mcu.errors import MedyateError
 from medyate_mcu.graph import ReferenceNet, export_onnx, import_onnx_model
+from medyate_mcu.method.sgd import accuracy, warmup_cosine
 from medyate_mcu.zoo import architectures, datasets
 
 META_PREFIX = "medyate."
+EVAL_BATCH = 512  # samples per forward when measuring accuracy
 
 
 def channel_stats(x: np.ndarray) -> tuple[list[float], list[float]]:
@@ -48,24 +50,6 @@ def make_progress() -> Progress:
     """The rich progress bar the zoo commands share."""
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("{task.fields[status]}"), TimeRemainingColumn(), transient=False)
-
-
-def warmup_cosine(step: int, total: int, warmup: int) -> float:
-    """Learning-rate factor: linear warm-up over ``warmup`` steps, then cosine to 0."""
-    if step < warmup:
-        return (step + 1) / warmup
-    return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-
-
-@torch.no_grad()
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> float:
-    """Top-1 accuracy of ``model`` (put in eval mode) on normalised inputs ``x``."""
-    model.eval()
-    correct = 0
-    for start in range(0, len(x), batch_size):
-        logits = model(x[start:start + batch_size])
-        correct += int((logits.argmax(dim=1) == y[start:start + batch_size]).sum())
-    return correct / max(1, len(x))
 
 
 def fit(model: nn.Module, params: list[nn.Parameter], x: torch.Tensor, y: torch.Tensor, *,
@@ -90,7 +74,7 @@ def fit(model: nn.Module, params: list[nn.Parameter], x: torch.Tensor, y: torch.
         for start in range(0, len(x), batch_size):
             index = order[start:start + batch_size]
             for group in optimizer.param_groups:
-                group["lr"] = lr * warmup_cosine(step, total, warmup)
+                group["lr"] = lr * warmup_cosine(step + 1, total, warmup)  # steps from 1
             optimizer.zero_grad(set_to_none=True)
             loss = criterion(model(x[index]), y[index])
             loss.backward()
@@ -193,11 +177,11 @@ def pretrain(config: PretrainConfig, output: Path, progress: Progress | None = N
                label_smoothing=config.label_smoothing, warmup_epochs=config.warmup_epochs,
                progress=progress, description=f"pre-training {config.architecture}")
     train_seconds = time.perf_counter() - started
-    torch_acc = accuracy(model, x_test, y_test)
+    torch_acc = accuracy(model, x_test, y_test, EVAL_BATCH)
 
     proto = export_onnx(model, model.example_input())
     graph = import_onnx_model(proto, name=config.architecture, origin="pre-training")
-    reference_acc = accuracy(ReferenceNet(graph), x_test, y_test)
+    reference_acc = accuracy(ReferenceNet(graph), x_test, y_test, EVAL_BATCH)
     metadata = {
         "architecture": config.architecture,
         "width": str(config.width),
