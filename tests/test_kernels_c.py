@@ -23,41 +23,25 @@ import torch
 import torch.nn.functional as F
 from c_build import PROJECT_FLAGS, ROOT, build_library, compile_objects, require_gcc
 
+from medyate_mcu.codegen.c_interface import ctypes_struct, define_constants, status_codes
+
 KERNELS = ROOT / "firmware/kernels"
 SOURCES = sorted(KERNELS.glob("*.c"))
 HEADERS = sorted(KERNELS.glob("*.h"))
 
-MDY_OK, MDY_ERR_LABEL, MDY_ERR_NONFINITE = 0, -1, -2
-NO_ARGMAX = 255
+STATUS = status_codes()  # firmware/kernels/mdy_status.h
+MDY_OK, MDY_ERR_LABEL, MDY_ERR_NONFINITE = (STATUS[n] for n in ("MDY_OK", "MDY_ERR_LABEL",
+                                                                "MDY_ERR_NONFINITE"))
+NO_ARGMAX = define_constants("kernels/pool.h")["MDY_POOL_NO_ARGMAX"]
 
 FloatP = ctypes.POINTER(ctypes.c_float)
 U8P = ctypes.POINTER(ctypes.c_uint8)
 U16, U32, I32, INT = ctypes.c_uint16, ctypes.c_uint32, ctypes.c_int32, ctypes.c_int
 
 
-class ConvShape(ctypes.Structure):
-    """Mirror of mdy_conv_shape_t (same field order, natural alignment)."""
-
-    _fields_ = [
-        ("in_c", U16), ("in_h", U16), ("in_w", U16),
-        ("out_c", U16), ("out_h", U16), ("out_w", U16),
-        ("k_h", ctypes.c_uint8), ("k_w", ctypes.c_uint8),
-        ("stride_h", ctypes.c_uint8), ("stride_w", ctypes.c_uint8),
-        ("pad_top", ctypes.c_uint8), ("pad_left", ctypes.c_uint8),
-        ("groups", U16),
-    ]
-
-
-class PoolShape(ctypes.Structure):
-    """Mirror of mdy_pool_shape_t."""
-
-    _fields_ = [
-        ("c", U16), ("in_h", U16), ("in_w", U16), ("out_h", U16), ("out_w", U16),
-        ("k_h", ctypes.c_uint8), ("k_w", ctypes.c_uint8),
-        ("stride_h", ctypes.c_uint8), ("stride_w", ctypes.c_uint8),
-        ("pad_top", ctypes.c_uint8), ("pad_left", ctypes.c_uint8),
-        ("count_include_pad", ctypes.c_uint8),
-    ]
+# The shape structs, laid out as the headers declare them.
+ConvShape = ctypes_struct("kernels/conv.h", "mdy_conv_shape_t")
+PoolShape = ctypes_struct("kernels/pool.h", "mdy_pool_shape_t")
 
 
 ConvP, PoolP = ctypes.POINTER(ConvShape), ctypes.POINTER(PoolShape)

@@ -76,11 +76,11 @@ def test_verify_qemu_names_a_one_ulp_weight_change_on_the_cortex_m_side(tmp_path
     inject = (f"static void inject(void)\n{{\n    union {{ float f; uint32_t u; }} b;\n"
               f"    b.f = {symbol}[7];\n    b.u += 1u;\n    {symbol}[7] = b.f;\n}}\n\n"
               "int main(void)")
-    call = "mdy_init() != MDY_OK || write_snapshot(0u) != 0"
+    call = "mdy_init(&mdy_model) != MDY_OK || write_snapshot(0u) != 0"
     assert call in source
     (build / "qemu_verify.c").write_text(
         source.replace("int main(void)", inject)
-        .replace(call, "mdy_init() != MDY_OK || (inject(), write_snapshot(0u)) != 0"))
+        .replace(call, "mdy_init(&mdy_model) != MDY_OK || (inject(), write_snapshot(0u)) != 0"))
     checks, _ = verify_qemu(Project.open(build), samples=8, timeout=300)
     failed = [check for check in checks if not check.ok]
     assert [check.name for check in failed] == ["Cortex-M ≡ host C after mdy_init"], failed
@@ -100,10 +100,11 @@ ENGINE_INJECTIONS = {
     "learning rate x 1.001": ("    s->samples_in_batch = 0;\n    s->steps_in_epoch = 0;\n",
                               "    s->lr *= 1.001f;\n"),
     "first selected channel skipped": (
-        "        M->norm_sums[c] += sqrtf(",
+        "        model->norm_sums[c] += sqrtf(",
         "        if (j == 0u) {\n            mdy_zero(cand->weight_units, grad);\n"
         "            continue;\n        }\n"),
-    "one sampler weight + 1": ("    /* The draw order lands", "    M->sampler_weights[0] += 1u;\n"),
+    "one sampler weight + 1": ("    /* The draw order lands",
+                               "    model->sampler_weights[0] += 1u;\n"),
 }
 
 

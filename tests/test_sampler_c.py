@@ -11,20 +11,28 @@ from pathlib import Path
 
 import pytest
 
-from medyate_mcu.codegen.c_interface import REQUIRED_CFLAGS
+from medyate_mcu.codegen.c_interface import (
+    REQUIRED_CFLAGS,
+    ctypes_struct,
+    define_constants,
+    status_codes,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNTIME = ROOT / "firmware/runtime"
 VECTORS = json.loads((ROOT / "firmware/tests/vectors/sampler_vectors.json").read_text())
-FLAGS = [*REQUIRED_CFLAGS, "-pedantic", "-shared", "-fPIC"]
+KERNELS = ROOT / "firmware/kernels"
+FLAGS = [*REQUIRED_CFLAGS, "-pedantic", "-shared", "-fPIC", f"-I{KERNELS}"]
+SOURCES = [str(RUNTIME / "pcg32.c"), str(RUNTIME / "sampler.c"), str(KERNELS / "mdy_status.c")]
 
-OK, ERR_NULL, ERR_BAD_NORM, ERR_BAD_WEIGHT, ERR_BAD_EPOCH, ERR_TOO_MANY, ERR_CAPACITY = range(7)
+# The runtime's one status enum, as firmware/kernels/mdy_status.h defines it.
+CODES = status_codes()
+OK, ERR_NULL, ERR_BAD_NORM, ERR_BAD_WEIGHT, ERR_BAD_EPOCH, ERR_TOO_MANY, ERR_CAPACITY = (
+    CODES[f"MDY_{name}"] for name in ("OK", "ERR_NULL", "ERR_BAD_NORM", "ERR_BAD_WEIGHT",
+                                      "ERR_BAD_EPOCH", "ERR_TOO_MANY", "ERR_CAPACITY"))
 
 U32 = ctypes.c_uint32
-
-
-class Pcg32State(ctypes.Structure):
-    _fields_ = [("state", ctypes.c_uint64), ("inc", ctypes.c_uint64)]
+Pcg32State = ctypes_struct("runtime/pcg32.h", "mdy_pcg32_t")
 
 
 def _builds() -> list[tuple[str, str]]:
@@ -40,8 +48,8 @@ def lib(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         pytest.skip("no C compiler (gcc or clang) on this machine")
     compiler, opt = request.param
     out = tmp_path_factory.mktemp("sampler") / "libsampler.so"
-    subprocess.run([compiler, *FLAGS, opt, str(RUNTIME / "pcg32.c"), str(RUNTIME / "sampler.c"),
-                    "-o", str(out)], check=True, capture_output=True, text=True)
+    subprocess.run([compiler, *FLAGS, opt, *SOURCES, "-o", str(out)], check=True,
+                   capture_output=True, text=True)
     library = ctypes.CDLL(str(out))
     library.mdy_pcg32_seed.argtypes = [ctypes.POINTER(Pcg32State), ctypes.c_uint64,
                                        ctypes.c_uint64]
@@ -55,8 +63,8 @@ def lib(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         ctypes.c_void_p, U32, ctypes.POINTER(U32),
     ]
     library.mdy_select_channels.restype = ctypes.c_int
-    library.mdy_sampler_strerror.argtypes = [ctypes.c_int]
-    library.mdy_sampler_strerror.restype = ctypes.c_char_p
+    library.mdy_status_message.argtypes = [ctypes.c_int]
+    library.mdy_status_message.restype = ctypes.c_char_p
     return library
 
 
@@ -120,7 +128,7 @@ def test_bad_norms(lib: ctypes.CDLL, case: dict) -> None:
     status, written = _weights(lib, bits, len(bits), uniform=False)
     assert status == ERR_BAD_NORM
     assert written == [0xDEADBEEF] * len(bits)  # nothing written on error
-    assert b"corrupted" in lib.mdy_sampler_strerror(status)
+    assert b"corrupted" in lib.mdy_status_message(status)
 
 
 @pytest.mark.parametrize("case", VECTORS["selections"], ids=lambda c: c["name"])
@@ -149,16 +157,16 @@ def test_selection_errors(lib: ctypes.CDLL) -> None:
 
 
 def test_too_many_channels(lib: ctypes.CDLL) -> None:
-    n = 65537
+    n = define_constants("runtime/sampler.h")["MDY_SAMPLER_MAX_CHANNELS"] + 1
     assert _weights(lib, None, n, uniform=True)[0] == ERR_TOO_MANY
     ones = [1] * n
     assert _select(lib, 1, 2, ones, ones, 1)[0] == ERR_TOO_MANY
 
 
 def test_strerror_names_every_status(lib: ctypes.CDLL) -> None:
-    messages = [lib.mdy_sampler_strerror(code) for code in range(7)]
-    assert len(set(messages)) == 7
-    assert b"unknown" in lib.mdy_sampler_strerror(99)
+    messages = [lib.mdy_status_message(code) for code in CODES.values()]
+    assert len(set(messages)) == len(CODES) and all(b"unknown" not in m for m in messages)
+    assert b"unknown" in lib.mdy_status_message(99)
 
 
 def _host_has_fma() -> bool:
@@ -173,7 +181,7 @@ def test_vectors_catch_a_fused_multiply_add(tmp_path: Path) -> None:
     out = tmp_path / "libfused.so"
     flags = [f for f in FLAGS if f != "-ffp-contract=off"]
     subprocess.run(["gcc", *flags, "-O2", "-mfma", "-ffp-contract=fast",
-                    str(RUNTIME / "pcg32.c"), str(RUNTIME / "sampler.c"), "-o", str(out)],
+                    *SOURCES, "-o", str(out)],
                    check=True, capture_output=True)
     fused = ctypes.CDLL(str(out))
     fused.mdy_channel_weights.argtypes = [ctypes.c_void_p, U32, ctypes.c_int, ctypes.c_void_p]

@@ -49,9 +49,10 @@ INJECTIONS = {
         ENGINE, "w[t] -= scale * grad[o * taps + t];",
         "if (j != 0u) { w[t] -= scale * grad[o * taps + t]; }", "epoch 1 weights, step by step"),
     "one trainable weight one ulp off after mdy_init": (
-        ENGINE, "    mdy_zero(M->n_channels, M->norms);\n",
-        "    { uint32_t b; memcpy(&b, M->candidates[0].weights, 4); b += 1u;"
-        " memcpy(M->candidates[0].weights, &b, 4); }\n    mdy_zero(M->n_channels, M->norms);\n",
+        ENGINE, "    mdy_zero(model->n_channels, model->norms);\n",
+        "    { uint32_t b; memcpy(&b, model->candidates[0].weights, 4); b += 1u;"
+        " memcpy(model->candidates[0].weights, &b, 4); }\n"
+        "    mdy_zero(model->n_channels, model->norms);\n",
         "initial state (trainable weights, norms)"),
     "one sampler weight + 1": ("medyate/runtime/sampler.c", "weights_out[c] = w;",
                                "weights_out[c] = w + (c == 3u ? 1u : 0u);",

@@ -5,7 +5,8 @@
 
 #include "mdy_math.h"
 
-int mdy_softmax_xent(uint16_t n, const float *logits, int32_t label, float *dlogits, float *loss)
+mdy_status_t mdy_softmax_xent(uint16_t n, const float *logits, int32_t label, float *dlogits,
+                              float *loss)
 {
     uint32_t i;
     float max, sum = 0.0f, z_label;

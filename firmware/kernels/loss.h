@@ -13,7 +13,8 @@
  * Returns MDY_ERR_LABEL when label < 0 or label >= n, MDY_ERR_NONFINITE when a logit is NaN
  * or infinite (in both cases nothing is written), else MDY_OK.
  */
-int mdy_softmax_xent(uint16_t n, const float *logits, int32_t label, float *dlogits, float *loss);
+mdy_status_t mdy_softmax_xent(uint16_t n, const float *logits, int32_t label, float *dlogits,
+                              float *loss);
 
 /* Index of the largest logit (the first one on ties; NaNs are ignored); 0 when n is 0. */
 uint16_t mdy_argmax(uint16_t n, const float *logits);

@@ -9,11 +9,14 @@
  *     C_A floats) and zero their gradients;
  *   - per sample: check the input, forward (saving the selected channels' inputs), softmax
  *     cross-entropy, backward (accumulating the selected slices' and the classifier's gradients);
- *   - every `batch_size` samples (and at the end of the epoch): average the gradients, apply SGD with
- *     the epoch's learning rate, add each selected channel's gradient-slice norm to its epoch sum;
- *   - at the end of an epoch: update the norm vector (mean norm over the epoch's steps; after epoch 1
- *     the never-selected channels get the largest), and draw the next selection.
- * No heap: every buffer is a static array declared by the generated model.
+ *   - every `batch_size` samples (and at the end of the epoch): average the gradients, apply SGD
+ *     with the epoch's learning rate, add each selected channel's gradient-slice norm to its epoch
+ *     sum;
+ *   - at the end of an epoch: update the norm vector (mean norm over the epoch's steps; after
+ *     epoch 1 the never-selected channels get the largest), and draw the next selection.
+ * No heap: every buffer is a static array declared by the generated model. No global either: every
+ * function takes the model it works on (the generated one is `mdy_model`, model.h; a test can hand
+ * it a model of its own).
  */
 #ifndef MDY_ENGINE_H
 #define MDY_ENGINE_H
@@ -22,10 +25,6 @@
 
 #include "conv.h"
 #include "mdy_status.h"
-
-/* Status codes returned by the engine (the kernels' MDY_OK / MDY_ERR_* and these). */
-#define MDY_ERR_SAMPLER (-3)   /* the sampler rejected its inputs (corrupted norms) */
-#define MDY_ERR_STATE (-4)     /* called in the wrong state (e.g. before mdy_init) */
 
 /* One candidate conv layer: the only layers whose input channels can be selected. */
 typedef struct {
@@ -55,10 +54,13 @@ typedef struct {
 
 typedef char mdy_state_is_64_bytes[(sizeof(mdy_state_t) == 64) ? 1 : -1];
 
-typedef struct {
-    /* the network */
-    void (*forward)(const float *x);   /* writes `logits`; saves selected candidate inputs */
-    void (*backward)(void);            /* from `dlogits`; accumulates gradients */
+typedef struct mdy_model mdy_model_t;
+
+struct mdy_model {
+    /* the network: the passes get the model they belong to */
+    void (*forward)(const mdy_model_t *model, const float *x); /* writes `logits`; saves the
+                                                                   selected candidate inputs */
+    void (*backward)(const mdy_model_t *model); /* from `dlogits`; accumulates gradients */
     uint32_t input_size;               /* floats per sample */
     uint16_t classes;
     float *logits;                     /* in the arena */
@@ -85,23 +87,24 @@ typedef struct {
     uint32_t epochs, batch_size;
     const float *learning_rates;       /* per epoch (index epoch - 1), computed by the compiler */
     mdy_state_t *state;
-} mdy_model_t;
+};
 
-/* Generated in model.c. */
-extern const mdy_model_t mdy_model;
-
-/* Copy the pre-trained values into RAM, reset the statistics and select epoch 1's channels. */
-int mdy_init(void);
+/* Copy the pre-trained values into RAM, reset the statistics and select epoch 1's channels.
+ * Returns MDY_OK or a sampler status (mdy_status.h). */
+mdy_status_t mdy_init(const mdy_model_t *model);
 /* Train on one sample (x: input_size floats as the network takes them). Returns MDY_OK, or
- * MDY_ERR_LABEL / MDY_ERR_NONFINITE with no weight changed. *loss may be NULL. */
-int mdy_train_sample(const float *x, int32_t label, float *loss);
+ * MDY_ERR_LABEL / MDY_ERR_NONFINITE with no weight changed, MDY_ERR_STATE before mdy_init.
+ * *loss may be NULL. */
+mdy_status_t mdy_train_sample(const mdy_model_t *model, const float *x, int32_t label,
+                              float *loss);
 /* Apply a pending partial batch, update the norms and select the next epoch's channels. */
-int mdy_end_epoch(void);
+mdy_status_t mdy_end_epoch(const mdy_model_t *model);
 /* Inference: *label = argmax of the logits. Returns MDY_ERR_NONFINITE on a bad input. */
-int mdy_predict(const float *x, uint16_t *label);
+mdy_status_t mdy_predict(const mdy_model_t *model, const float *x, uint16_t *label);
 
 /* Called by the generated passes for candidate layer `index`: */
-void mdy_save_selected_inputs(uint16_t index, const float *x);
-void mdy_accumulate_selected_gradients(uint16_t index, const float *dy);
+void mdy_save_selected_inputs(const mdy_model_t *model, uint16_t index, const float *x);
+void mdy_accumulate_selected_gradients(const mdy_model_t *model, uint16_t index,
+                                       const float *dy);
 
 #endif /* MDY_ENGINE_H */

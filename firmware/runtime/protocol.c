@@ -3,7 +3,6 @@
 
 #include <string.h>
 
-#include "engine.h"
 
 enum { HUNT_SYNC0, HUNT_SYNC1, READ_HEADER, READ_PAYLOAD, READ_CRC };
 
@@ -97,7 +96,7 @@ static void end(mdy_proto_t *p)
     flush(p);
 }
 
-static void send_error(mdy_proto_t *p, uint8_t code, int status, const char *message)
+static void send_error(mdy_proto_t *p, uint8_t code, mdy_status_t status, const char *message)
 {
     uint32_t n = (uint32_t)strlen(message), i;
     begin(p, MDY_MSG_ERROR, p->sequence, 4u + n);
@@ -128,13 +127,13 @@ void mdy_proto_send_ready(mdy_proto_t *p, uint8_t sequence)
     }
     put_u32(p, info->budget_bytes);
     put_u32(p, info->arena_bytes);
-    put_u32(p, mdy_model.pool_bytes);
-    put_u32(p, mdy_model.input_size);
-    put_u16(p, mdy_model.classes);
-    put_u16(p, mdy_model.n_candidates);
-    put_u32(p, mdy_model.n_channels);
-    put_u32(p, mdy_model.epochs);
-    put_u32(p, mdy_model.state->epoch);
+    put_u32(p, p->model->pool_bytes);
+    put_u32(p, p->model->input_size);
+    put_u16(p, p->model->classes);
+    put_u16(p, p->model->n_candidates);
+    put_u32(p, p->model->n_channels);
+    put_u32(p, p->model->epochs);
+    put_u32(p, p->model->state->epoch);
     put_u32(p, p->capacity);
     for (i = 0; i < n; ++i) {
         put_u8(p, (uint8_t)info->board[i]);
@@ -147,17 +146,6 @@ void mdy_proto_send_ready(mdy_proto_t *p, uint8_t sequence)
 static uint32_t now(const mdy_proto_t *p)
 {
     return p->io.cycles ? p->io.cycles() : 0u;
-}
-
-static const char *engine_message(int status)
-{
-    switch (status) {
-    case MDY_ERR_LABEL: return "label out of range";
-    case MDY_ERR_NONFINITE: return "non-finite value in the input or the loss";
-    case MDY_ERR_SAMPLER: return "the channel sampler rejected its norms";
-    case MDY_ERR_STATE: return "the engine is not initialised";
-    default: return "engine error";
-    }
 }
 
 /* Decode `count` little-endian floats in place (a no-op on little-endian machines). */
@@ -173,21 +161,21 @@ static float *floats_in_place(uint8_t *bytes, uint32_t count)
 
 static void handle_sample(mdy_proto_t *p)
 {
-    const mdy_state_t *s = mdy_model.state;
-    uint32_t size = mdy_model.input_size, correct_before = s->correct_in_epoch, start;
+    const mdy_state_t *s = p->model->state;
+    uint32_t size = p->model->input_size, correct_before = s->correct_in_epoch, start;
     float loss = 0.0f;
     int32_t label;
-    int status;
+    mdy_status_t status;
     if (p->length != 4u + 4u * size) {
-        send_error(p, MDY_PERR_BAD_PAYLOAD, 0, "SAMPLE needs label + input_size floats");
+        send_error(p, MDY_PERR_BAD_PAYLOAD, MDY_OK, "SAMPLE needs label + input_size floats");
         return;
     }
     label = (int32_t)get_u32(p->buffer);
     start = now(p);
-    status = mdy_train_sample(floats_in_place(p->buffer + 4, size), label, &loss);
+    status = mdy_train_sample(p->model, floats_in_place(p->buffer + 4, size), label, &loss);
     p->sample_cycles = now(p) - start;
     if (status != MDY_OK) {
-        send_error(p, MDY_PERR_ENGINE, status, engine_message(status));
+        send_error(p, MDY_PERR_ENGINE, status, mdy_status_message(status));
         return;
     }
     begin(p, MDY_MSG_SAMPLE_RESULT, p->sequence, 20u);
@@ -203,16 +191,16 @@ static void handle_sample(mdy_proto_t *p)
 
 static void handle_end_epoch(mdy_proto_t *p)
 {
-    const mdy_state_t *s = mdy_model.state;
+    const mdy_state_t *s = p->model->state;
     uint32_t epoch = s->epoch, selected = s->n_selected;
-    int status;
+    mdy_status_t status;
     if (p->length != 0u) {
-        send_error(p, MDY_PERR_BAD_PAYLOAD, 0, "END_EPOCH takes no payload");
+        send_error(p, MDY_PERR_BAD_PAYLOAD, MDY_OK, "END_EPOCH takes no payload");
         return;
     }
-    status = mdy_end_epoch();
+    status = mdy_end_epoch(p->model);
     if (status != MDY_OK) {
-        send_error(p, MDY_PERR_ENGINE, status, engine_message(status));
+        send_error(p, MDY_PERR_ENGINE, status, mdy_status_message(status));
         return;
     }
     begin(p, MDY_MSG_EPOCH_RESULT, p->sequence, 28u);
@@ -228,18 +216,18 @@ static void handle_end_epoch(mdy_proto_t *p)
 
 static void handle_predict(mdy_proto_t *p)
 {
-    uint32_t size = mdy_model.input_size, start;
+    uint32_t size = p->model->input_size, start;
     uint16_t label = 0;
-    int status;
+    mdy_status_t status;
     if (p->length != 4u * size) {
-        send_error(p, MDY_PERR_BAD_PAYLOAD, 0, "PREDICT needs input_size floats");
+        send_error(p, MDY_PERR_BAD_PAYLOAD, MDY_OK, "PREDICT needs input_size floats");
         return;
     }
     start = now(p);
-    status = mdy_predict(floats_in_place(p->buffer, size), &label);
+    status = mdy_predict(p->model, floats_in_place(p->buffer, size), &label);
     p->predict_cycles = now(p) - start;
     if (status != MDY_OK) {
-        send_error(p, MDY_PERR_ENGINE, status, engine_message(status));
+        send_error(p, MDY_PERR_ENGINE, status, mdy_status_message(status));
         return;
     }
     begin(p, MDY_MSG_PREDICTION, p->sequence, 8u);
@@ -251,9 +239,9 @@ static void handle_predict(mdy_proto_t *p)
 
 static void handle_stats(mdy_proto_t *p)
 {
-    const mdy_state_t *s = mdy_model.state;
+    const mdy_state_t *s = p->model->state;
     if (p->length != 0u) {
-        send_error(p, MDY_PERR_BAD_PAYLOAD, 0, "STATS takes no payload");
+        send_error(p, MDY_PERR_BAD_PAYLOAD, MDY_OK, "STATS takes no payload");
         return;
     }
     begin(p, MDY_MSG_STATS_RESULT, p->sequence, 52u);
@@ -286,36 +274,36 @@ static void handle_read(mdy_proto_t *p)
     const float *values = NULL;
     const uint16_t *indices = NULL;
     if (p->length != 12u) {
-        send_error(p, MDY_PERR_BAD_PAYLOAD, 0, "READ_WEIGHTS needs region, offset, count");
+        send_error(p, MDY_PERR_BAD_PAYLOAD, MDY_OK, "READ_WEIGHTS needs region, offset, count");
         return;
     }
     region = (uint32_t)b[0] | ((uint32_t)b[1] << 8);
     offset = get_u32(b + 4);
     count = get_u32(b + 8);
     if (region == MDY_REGION_CLASSIFIER) {
-        values = mdy_model.classifier;
-        total = mdy_model.classifier_size;
+        values = p->model->classifier;
+        total = p->model->classifier_size;
     } else if (region == MDY_REGION_NORMS) {
-        values = mdy_model.norms;
-        total = mdy_model.n_channels;
+        values = p->model->norms;
+        total = p->model->n_channels;
     } else if (region == MDY_REGION_SELECTED) {
-        indices = mdy_model.selected;
-        total = mdy_model.state->n_selected;
+        indices = p->model->selected;
+        total = p->model->state->n_selected;
     } else if (region >= MDY_REGION_CANDIDATE
-               && region - MDY_REGION_CANDIDATE < mdy_model.n_candidates) {
-        const mdy_candidate_t *c = &mdy_model.candidates[region - MDY_REGION_CANDIDATE];
+               && region - MDY_REGION_CANDIDATE < p->model->n_candidates) {
+        const mdy_candidate_t *c = &p->model->candidates[region - MDY_REGION_CANDIDATE];
         values = c->weights;
         total = candidate_size(c);
     } else {
-        send_error(p, MDY_PERR_BAD_REGION, 0, "no such region");
+        send_error(p, MDY_PERR_BAD_REGION, MDY_OK, "no such region");
         return;
     }
     if (offset > total || count > total - offset) {
-        send_error(p, MDY_PERR_BAD_REGION, 0, "offset + count beyond the region");
+        send_error(p, MDY_PERR_BAD_REGION, MDY_OK, "offset + count beyond the region");
         return;
     }
     if (count > (p->capacity - 16u) / (indices ? 2u : 4u)) {
-        send_error(p, MDY_PERR_BAD_REGION, 0, "count above the max payload");
+        send_error(p, MDY_PERR_BAD_REGION, MDY_OK, "count above the max payload");
         return;
     }
     begin(p, MDY_MSG_DATA, p->sequence, 16u + count * (indices ? 2u : 4u));
@@ -340,13 +328,13 @@ static void handle_frame(mdy_proto_t *p)
     case MDY_MSG_HELLO:
     case MDY_MSG_RESET:
         if (p->length != 0u) {
-            send_error(p, MDY_PERR_BAD_PAYLOAD, 0, "HELLO and RESET take no payload");
+            send_error(p, MDY_PERR_BAD_PAYLOAD, MDY_OK, "HELLO and RESET take no payload");
             return;
         }
         if (p->type == MDY_MSG_RESET) {
-            int status = mdy_init();
+            mdy_status_t status = mdy_init(p->model);
             if (status != MDY_OK) {
-                send_error(p, MDY_PERR_ENGINE, status, engine_message(status));
+                send_error(p, MDY_PERR_ENGINE, status, mdy_status_message(status));
                 return;
             }
             p->sample_cycles = p->predict_cycles = 0;
@@ -360,17 +348,18 @@ static void handle_frame(mdy_proto_t *p)
     case MDY_MSG_READ_WEIGHTS: handle_read(p); return;
     default:
         p->frames_bad += 1;
-        send_error(p, MDY_PERR_UNKNOWN_TYPE, 0, "unknown message type");
+        send_error(p, MDY_PERR_UNKNOWN_TYPE, MDY_OK, "unknown message type");
         return;
     }
 }
 
 /* ---- receiving ----------------------------------------------------------------------------- */
 
-void mdy_proto_init(mdy_proto_t *p, const mdy_proto_io_t *io, const mdy_proto_info_t *info,
-                    uint8_t *buffer, uint32_t capacity)
+void mdy_proto_init(mdy_proto_t *p, const mdy_model_t *model, const mdy_proto_io_t *io,
+                    const mdy_proto_info_t *info, uint8_t *buffer, uint32_t capacity)
 {
     memset(p, 0, sizeof *p);
+    p->model = model;
     p->io = *io;
     p->info = info;
     p->buffer = buffer;
@@ -404,7 +393,7 @@ void mdy_proto_feed(mdy_proto_t *p, uint8_t byte)
         if (p->length > p->capacity) {
             p->frames_bad += 1;
             p->state = HUNT_SYNC0;
-            send_error(p, MDY_PERR_BAD_LENGTH, 0, "length above the receive buffer");
+            send_error(p, MDY_PERR_BAD_LENGTH, MDY_OK, "length above the receive buffer");
             return;
         }
         p->state = p->length ? READ_PAYLOAD : READ_CRC;
@@ -425,7 +414,7 @@ void mdy_proto_feed(mdy_proto_t *p, uint8_t byte)
         p->state = HUNT_SYNC0;
         if (get_u32(p->header) != (p->crc ^ 0xFFFFFFFFu)) {
             p->frames_bad += 1;
-            send_error(p, MDY_PERR_BAD_CRC, 0, "CRC mismatch");
+            send_error(p, MDY_PERR_BAD_CRC, MDY_OK, "CRC mismatch");
             return;
         }
         handle_frame(p);

@@ -67,6 +67,8 @@
 
 #include <stdint.h>
 
+#include "engine.h"
+
 #define MDY_PROTO_VERSION 1u
 #define MDY_PROTO_SYNC0 0xA5u
 #define MDY_PROTO_SYNC1 0x5Au
@@ -91,7 +93,8 @@ enum {
     MDY_MSG_ERROR = 0x7F
 };
 
-/* ERROR codes. */
+/* ERROR codes: a wire format of their own (the frame's code byte). When the engine refuses a
+ * request (MDY_PERR_ENGINE), its mdy_status_t (mdy_status.h) is the frame's engine status. */
 enum {
     MDY_PERR_BAD_CRC = 1,      /* the frame's CRC did not match */
     MDY_PERR_BAD_LENGTH = 2,   /* length above the receive buffer */
@@ -126,6 +129,7 @@ typedef struct {
 /* The receiver. The application declares it (static) with a receive buffer of `capacity` bytes,
  * 4-byte aligned, at least 4 + 4 * input_size (a SAMPLE) and 64: no heap. */
 typedef struct {
+    const mdy_model_t *model; /* the engine it drives */
     mdy_proto_io_t io;
     const mdy_proto_info_t *info;
     uint8_t *buffer;
@@ -143,8 +147,8 @@ typedef struct {
 /* CRC-32 (zlib's): crc = mdy_crc32(0, data, n) for a whole buffer, or chained over pieces. */
 uint32_t mdy_crc32(uint32_t crc, const uint8_t *data, uint32_t length);
 
-void mdy_proto_init(mdy_proto_t *p, const mdy_proto_io_t *io, const mdy_proto_info_t *info,
-                    uint8_t *buffer, uint32_t capacity);
+void mdy_proto_init(mdy_proto_t *p, const mdy_model_t *model, const mdy_proto_io_t *io,
+                    const mdy_proto_info_t *info, uint8_t *buffer, uint32_t capacity);
 /* Send READY with sequence number `sequence` (0 at start-up). */
 void mdy_proto_send_ready(mdy_proto_t *p, uint8_t sequence);
 /* Take one received byte; handles (and replies to) a frame when it completes. */

@@ -15,21 +15,22 @@ static int mdy_norm_is_valid(float x)
     return x >= 0.0f && x <= FLT_MAX;
 }
 
-int mdy_channel_weights(const float *norms, uint32_t n, int uniform, uint32_t *weights_out)
+mdy_status_t mdy_channel_weights(const float *norms, uint32_t n, int uniform,
+                                 uint32_t *weights_out)
 {
     float largest = 0.0f;
     uint32_t c;
 
     if (n > MDY_SAMPLER_MAX_CHANNELS) {
-        return MDY_SAMPLER_ERR_TOO_MANY;
+        return MDY_ERR_TOO_MANY;
     }
     if (n > 0u && (weights_out == 0 || (!uniform && norms == 0))) {
-        return MDY_SAMPLER_ERR_NULL;
+        return MDY_ERR_NULL;
     }
     if (!uniform) {
         for (c = 0; c < n; ++c) {
             if (!mdy_norm_is_valid(norms[c])) {
-                return MDY_SAMPLER_ERR_BAD_NORM;
+                return MDY_ERR_BAD_NORM;
             }
             if (norms[c] > largest) {
                 largest = norms[c];
@@ -50,7 +51,7 @@ int mdy_channel_weights(const float *norms, uint32_t n, int uniform, uint32_t *w
         }
         weights_out[c] = w;
     }
-    return MDY_SAMPLER_OK;
+    return MDY_OK;
 }
 
 /* (u * total) >> 32 without overflow: total split into 32-bit halves, 96-bit product. */
@@ -72,10 +73,10 @@ static int mdy_any_fits(const uint32_t *costs, const uint8_t *in_pool, uint32_t 
     return 0;
 }
 
-int mdy_select_channels(uint64_t seed, uint32_t epoch, const uint32_t *costs,
-                        const uint32_t *weights, uint32_t n, uint32_t budget,
-                        uint8_t *in_pool_scratch, uint16_t *selected_out,
-                        uint32_t selected_cap, uint32_t *n_selected)
+mdy_status_t mdy_select_channels(uint64_t seed, uint32_t epoch, const uint32_t *costs,
+                                 const uint32_t *weights, uint32_t n, uint32_t budget,
+                                 uint8_t *in_pool_scratch, uint16_t *selected_out,
+                                 uint32_t selected_cap, uint32_t *n_selected)
 {
     mdy_pcg32_t rng;
     uint64_t total = 0u;
@@ -84,22 +85,22 @@ int mdy_select_channels(uint64_t seed, uint32_t epoch, const uint32_t *costs,
     uint32_t c;
 
     if (n_selected == 0) {
-        return MDY_SAMPLER_ERR_NULL;
+        return MDY_ERR_NULL;
     }
     *n_selected = 0u;
     if (epoch == 0u) {
-        return MDY_SAMPLER_ERR_BAD_EPOCH;
+        return MDY_ERR_BAD_EPOCH;
     }
     if (n > MDY_SAMPLER_MAX_CHANNELS) {
-        return MDY_SAMPLER_ERR_TOO_MANY;
+        return MDY_ERR_TOO_MANY;
     }
     if (n > 0u && (costs == 0 || weights == 0 || in_pool_scratch == 0 ||
                    (selected_out == 0 && selected_cap > 0u))) {
-        return MDY_SAMPLER_ERR_NULL;
+        return MDY_ERR_NULL;
     }
     for (c = 0; c < n; ++c) {
         if (weights[c] == 0u) {
-            return MDY_SAMPLER_ERR_BAD_WEIGHT;
+            return MDY_ERR_BAD_WEIGHT;
         }
         in_pool_scratch[c] = 1u;
         total += weights[c]; /* < 2^16 * 2^32: no overflow */
@@ -126,7 +127,7 @@ int mdy_select_channels(uint64_t seed, uint32_t epoch, const uint32_t *costs,
         if (costs[pick] <= left) {
             if (count == selected_cap) {
                 *n_selected = count;
-                return MDY_SAMPLER_ERR_CAPACITY;
+                return MDY_ERR_CAPACITY;
             }
             left -= costs[pick];
             selected_out[count] = (uint16_t)pick;
@@ -134,27 +135,5 @@ int mdy_select_channels(uint64_t seed, uint32_t epoch, const uint32_t *costs,
         }
     }
     *n_selected = count;
-    return MDY_SAMPLER_OK;
-}
-
-const char *mdy_sampler_strerror(int status)
-{
-    switch (status) {
-    case MDY_SAMPLER_OK:
-        return "ok";
-    case MDY_SAMPLER_ERR_NULL:
-        return "sampler: a required buffer is NULL";
-    case MDY_SAMPLER_ERR_BAD_NORM:
-        return "sampler: a norm is NaN, infinite or negative (corrupted norm vector)";
-    case MDY_SAMPLER_ERR_BAD_WEIGHT:
-        return "sampler: a channel weight is 0 (weights are at least 1)";
-    case MDY_SAMPLER_ERR_BAD_EPOCH:
-        return "sampler: epoch 0 (epochs are numbered from 1)";
-    case MDY_SAMPLER_ERR_TOO_MANY:
-        return "sampler: more candidate channels than MDY_SAMPLER_MAX_CHANNELS";
-    case MDY_SAMPLER_ERR_CAPACITY:
-        return "sampler: more channels selected than the output buffer holds";
-    default:
-        return "sampler: unknown status";
-    }
+    return MDY_OK;
 }

@@ -2,7 +2,8 @@
  * MeDyate channel sampler (docs/design.md §4 and §8).
  *
  * Bit-identical to medyate_mcu.method.sampler for the same seed, epoch, costs, budget and norm
- * vector. No heap and no global state: every buffer comes from the caller.
+ * vector. No heap and no global state: every buffer comes from the caller. Functions return the
+ * runtime's status (mdy_status.h): MDY_OK or one of the MDY_ERR_* marked "sampler" there.
  *
  * Per epoch:
  *   1. mdy_channel_weights(norms, n, uniform, weights): integer weights from the norm vector,
@@ -22,14 +23,7 @@
 
 #include <stdint.h>
 
-/* Status codes. */
-#define MDY_SAMPLER_OK 0
-#define MDY_SAMPLER_ERR_NULL 1         /* a required pointer is NULL */
-#define MDY_SAMPLER_ERR_BAD_NORM 2     /* a norm is NaN, infinite or negative: corrupted state */
-#define MDY_SAMPLER_ERR_BAD_WEIGHT 3   /* a weight is 0 (weights are >= 1) */
-#define MDY_SAMPLER_ERR_BAD_EPOCH 4    /* epoch 0: epochs are numbered from 1 */
-#define MDY_SAMPLER_ERR_TOO_MANY 5     /* n > MDY_SAMPLER_MAX_CHANNELS */
-#define MDY_SAMPLER_ERR_CAPACITY 6     /* more channels selected than selected_cap */
+#include "mdy_status.h"
 
 /* Selected indices are written as uint16_t. */
 #define MDY_SAMPLER_MAX_CHANNELS 65536u
@@ -41,10 +35,11 @@
  * Integer draw weights from the norm vector, in IEEE float32 with each operation rounded:
  *   q = norms[c] / max(norms);  weights_out[c] = max(1, (uint32_t)(q * 16777215.0f + 0.5f)).
  * Every weight is 1 when uniform is nonzero (norms is then not read and may be NULL) or when
- * max(norms) == 0. A NaN, infinite or negative norm returns MDY_SAMPLER_ERR_BAD_NORM and
- * leaves weights_out unwritten (-0.0f counts as zero). Returns MDY_SAMPLER_OK on success.
+ * max(norms) == 0. A NaN, infinite or negative norm returns MDY_ERR_BAD_NORM and
+ * leaves weights_out unwritten (-0.0f counts as zero). Returns MDY_OK on success.
  */
-int mdy_channel_weights(const float *norms, uint32_t n, int uniform, uint32_t *weights_out);
+mdy_status_t mdy_channel_weights(const float *norms, uint32_t n, int uniform,
+                                 uint32_t *weights_out);
 
 /*
  * One epoch's channel selection.
@@ -61,16 +56,13 @@ int mdy_channel_weights(const float *norms, uint32_t n, int uniform, uint32_t *w
  *   budget in any one unit (bytes or elements).
  * in_pool_scratch: n bytes of caller scratch, overwritten.
  * selected_out: selected_cap entries; receives the selected indices in draw order.
- * n_selected: receives how many were selected (also on MDY_SAMPLER_ERR_CAPACITY: how many
+ * n_selected: receives how many were selected (also on MDY_ERR_CAPACITY: how many
  *   were written before the buffer was full).
  * Pointers may be NULL only when n == 0 (n_selected never).
  */
-int mdy_select_channels(uint64_t seed, uint32_t epoch, const uint32_t *costs,
-                        const uint32_t *weights, uint32_t n, uint32_t budget,
-                        uint8_t *in_pool_scratch, uint16_t *selected_out,
-                        uint32_t selected_cap, uint32_t *n_selected);
-
-/* A one-line description of a status code. */
-const char *mdy_sampler_strerror(int status);
+mdy_status_t mdy_select_channels(uint64_t seed, uint32_t epoch, const uint32_t *costs,
+                                 const uint32_t *weights, uint32_t n, uint32_t budget,
+                                 uint8_t *in_pool_scratch, uint16_t *selected_out,
+                                 uint32_t selected_cap, uint32_t *n_selected);
 
 #endif /* MDY_SAMPLER_H */

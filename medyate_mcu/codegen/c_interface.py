@@ -2,8 +2,8 @@
 
 - The compiler flags every build of the engine takes (:data:`REQUIRED_CFLAGS`): rendered into the
   generated Makefile, used by the host serial build and by the tests' C builds.
-- The status codes and other enum constants, read from the runtime's headers
-  (:func:`enum_constants`), and the layout of the C structs Python reads (:func:`struct_fields`,
+- The status codes and other constants, read from the runtime's headers (:func:`enum_constants`,
+  :func:`define_constants`), and the layout of the C structs Python reads (:func:`struct_fields`,
   :func:`ctypes_struct`): the headers in ``firmware/`` are the source, never typed again here.
 """
 
@@ -13,7 +13,6 @@ import ctypes
 import re
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 
 from medyate_mcu.resources import data_dir
 
@@ -56,6 +55,14 @@ def enum_constants(relative: str) -> dict[str, int]:
     return constants
 
 
+@cache
+def define_constants(relative: str) -> dict[str, int]:
+    """Every ``#define NAME literal`` of the header whose value is one integer literal."""
+    found = re.findall(r"^\s*#define\s+(\w+)\s+\(?\s*(-?(?:0[xX][0-9a-fA-F]+|\d+))[uU]?\s*\)?\s*$",
+                       _strip_comments(header_text(relative)), flags=re.M)
+    return {name: int(literal, 0) for name, literal in found}
+
+
 @dataclass(frozen=True)
 class CField:
     """One member of a C struct: ``ctype`` is a fixed-width type name, ``pointer`` for any data
@@ -73,10 +80,14 @@ _DECLARATOR = re.compile(r"^(\**)\s*(\w+)\s*(?:\[\s*(\d+)\s*\])?$")
 
 @cache
 def struct_fields(relative: str, typedef: str) -> tuple[CField, ...]:
-    """The members of ``typedef struct { ... } typedef;`` in the header, in order."""
+    """The members of ``typedef struct { ... } typedef;`` (or of ``struct tag { ... };`` after
+    ``typedef struct tag typedef;``) in the header, in order."""
     text = _strip_comments(header_text(relative))
-    match = re.search(r"typedef\s+struct\s*\w*\s*\{([^{}]*)\}\s*" + re.escape(typedef) + r"\s*;",
-                      text, flags=re.S)
+    name = re.escape(typedef)
+    tag = re.search(r"typedef\s+struct\s+(\w+)\s+" + name + r"\s*;", text)
+    pattern = (r"\bstruct\s+" + re.escape(tag.group(1)) + r"\s*\{([^{}]*)\}\s*;" if tag
+               else r"typedef\s+struct\s*\w*\s*\{([^{}]*)\}\s*" + name + r"\s*;")
+    match = re.search(pattern, text, flags=re.S)
     if match is None:
         raise LookupError(f"no struct {typedef} in firmware/{relative}")
     fields: list[CField] = []
@@ -119,7 +130,3 @@ def ctypes_struct(relative: str, typedef: str) -> type[ctypes.Structure]:
 def status_codes() -> dict[str, int]:
     """The runtime's one status type, ``mdy_status_t`` (``firmware/kernels/mdy_status.h``)."""
     return enum_constants("kernels/mdy_status.h")
-
-
-def header_path(relative: str) -> Path:
-    return data_dir("firmware") / relative

@@ -245,7 +245,7 @@ class _Emitter:
                 weight, bias = self.weights(node)
                 if node.name in self.candidate_index:
                     index = self.candidate_index[node.name]
-                    code.append(f"mdy_save_selected_inputs({index}, {x});")
+                    code.append(f"mdy_save_selected_inputs(model, {index}, {x});")
                 code.append(f"mdy_conv2d_forward(&shape_{ident}, {x}, {weight}, {bias}, {y});")
             elif node.op in (OpType.RELU, OpType.RELU6):
                 mask = self.bytes_at(f"mask:{node.name}") \
@@ -305,7 +305,7 @@ class _Emitter:
             if node.op is OpType.CONV:
                 weight, _ = self.weights(node)
                 if step.weight_gradient:
-                    code.append(f"mdy_accumulate_selected_gradients("
+                    code.append(f"mdy_accumulate_selected_gradients(model, "
                                 f"{self.candidate_index[node.name]}, {dy});")
                 for t in targets:
                     code.append(f"mdy_conv2d_backward_input(&shape_{ident}, {dy}, {weight}, "

@@ -14,52 +14,33 @@ from enum import IntEnum
 
 import numpy as np
 
+from medyate_mcu.codegen.c_interface import define_constants, enum_constants
 from medyate_mcu.errors import MedyateError
 
-VERSION = 1
-SYNC = b"\xa5\x5a"
+# The numbers are protocol.h's (its enums and #defines), read from the header: never typed here.
+_ENUMS = enum_constants("runtime/protocol.h")
+_DEFINES = define_constants("runtime/protocol.h")
+
+
+def _enum(name: str, prefix: str, skip: tuple[str, ...] = ()) -> type[IntEnum]:
+    members = {key.removeprefix(prefix): value for key, value in _ENUMS.items()
+               if key.startswith(prefix) and key.removeprefix(prefix) not in skip}
+    return IntEnum(name, members)
+
+
+VERSION = _DEFINES["MDY_PROTO_VERSION"]
+SYNC = bytes([_DEFINES["MDY_PROTO_SYNC0"], _DEFINES["MDY_PROTO_SYNC1"]])
 HEADER = struct.Struct("<HBB")  # length, type, sequence (after the sync bytes)
-OVERHEAD = len(SYNC) + HEADER.size + 4
+OVERHEAD = _DEFINES["MDY_PROTO_OVERHEAD"]
 MAX_LENGTH = 0xFFFF
 
-
-class MsgType(IntEnum):
-    HELLO = 0x01
-    RESET = 0x02
-    SAMPLE = 0x03
-    END_EPOCH = 0x04
-    PREDICT = 0x05
-    STATS = 0x06
-    READ_WEIGHTS = 0x07
-    READY = 0x81
-    SAMPLE_RESULT = 0x83
-    EPOCH_RESULT = 0x84
-    PREDICTION = 0x85
-    STATS_RESULT = 0x86
-    DATA = 0x87
-    ERROR = 0x7F
-
-
+MsgType = _enum("MsgType", "MDY_MSG_", skip=("REPLY",))
 REPLY_TO = {MsgType.HELLO: MsgType.READY, MsgType.RESET: MsgType.READY,
             MsgType.SAMPLE: MsgType.SAMPLE_RESULT, MsgType.END_EPOCH: MsgType.EPOCH_RESULT,
             MsgType.PREDICT: MsgType.PREDICTION, MsgType.STATS: MsgType.STATS_RESULT,
             MsgType.READ_WEIGHTS: MsgType.DATA}
-
-
-class ErrorCode(IntEnum):
-    BAD_CRC = 1
-    BAD_LENGTH = 2
-    UNKNOWN_TYPE = 3
-    BAD_PAYLOAD = 4
-    ENGINE = 5
-    BAD_REGION = 6
-
-
-class Region(IntEnum):
-    CLASSIFIER = 0
-    NORMS = 1
-    SELECTED = 2
-    CANDIDATE = 0x100  # + candidate layer index
+ErrorCode = _enum("ErrorCode", "MDY_PERR_")  # the ERROR frame's code (a wire format)
+Region = _enum("Region", "MDY_REGION_")  # CANDIDATE + candidate layer index
 
 
 class ProtocolError(MedyateError):

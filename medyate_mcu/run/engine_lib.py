@@ -10,23 +10,16 @@ from pathlib import Path
 
 import numpy as np
 
+from medyate_mcu.codegen.c_interface import ctypes_struct, status_codes
 from medyate_mcu.codegen.generate import c_identifier
 from medyate_mcu.errors import MedyateError
 
-STATUS = {0: "ok", -1: "label out of range", -2: "non-finite value", -3: "sampler error",
-          -4: "engine not initialised"}
+# The runtime's status codes and structs, read from its headers (firmware/).
+CODES = status_codes()
+MdyState = ctypes_struct("runtime/engine.h", "mdy_state_t")
+MdyModel = ctypes_struct("runtime/engine.h", "mdy_model_t")
 
 DECISION_HOOK = ctypes.CFUNCTYPE(None, ctypes.c_uint32)
-
-
-class MdyState(ctypes.Structure):
-    _fields_ = [(name, ctype) for name, ctype in (
-        ("epoch", ctypes.c_uint32), ("samples_in_batch", ctypes.c_uint32),
-        ("steps_in_epoch", ctypes.c_uint32), ("n_selected", ctypes.c_uint32),
-        ("samples_in_epoch", ctypes.c_uint32), ("correct_in_epoch", ctypes.c_uint32),
-        ("loss_sum", ctypes.c_float), ("lr", ctypes.c_float),
-        ("last_epoch_samples", ctypes.c_uint32), ("last_epoch_correct", ctypes.c_uint32),
-        ("last_epoch_loss", ctypes.c_float), ("reserved", ctypes.c_uint32 * 5))]
 
 
 class EngineLibrary:
@@ -42,12 +35,17 @@ class EngineLibrary:
         self.lib = ctypes.CDLL(str(copy))
         self.input_size, self.classes = input_size, classes
         float_p = ctypes.POINTER(ctypes.c_float)
-        self.lib.mdy_init.restype = ctypes.c_int
-        self.lib.mdy_train_sample.argtypes = [float_p, ctypes.c_int32, float_p]
-        self.lib.mdy_train_sample.restype = ctypes.c_int
-        self.lib.mdy_end_epoch.restype = ctypes.c_int
-        self.lib.mdy_predict.argtypes = [float_p, ctypes.POINTER(ctypes.c_uint16)]
-        self.lib.mdy_predict.restype = ctypes.c_int
+        model_p = ctypes.POINTER(MdyModel)
+        self.lib.mdy_init.argtypes = [model_p]
+        self.lib.mdy_train_sample.argtypes = [model_p, float_p, ctypes.c_int32, float_p]
+        self.lib.mdy_end_epoch.argtypes = [model_p]
+        self.lib.mdy_predict.argtypes = [model_p, float_p, ctypes.POINTER(ctypes.c_uint16)]
+        for function in ("mdy_init", "mdy_train_sample", "mdy_end_epoch", "mdy_predict"):
+            getattr(self.lib, function).restype = ctypes.c_int
+        self.lib.mdy_status_message.argtypes = [ctypes.c_int]
+        self.lib.mdy_status_message.restype = ctypes.c_char_p
+        self.model = MdyModel.in_dll(self.lib, "mdy_model")
+        self._model = ctypes.byref(self.model)
         self.state = MdyState.in_dll(self.lib, "mdy_state")
 
     def on_decisions(self, hook: Callable[[int], None]) -> None:
@@ -66,30 +64,32 @@ class EngineLibrary:
         ctype = np.ctypeslib.as_ctypes_type(np.dtype(dtype))
         return np.ctypeslib.as_array((ctype * length).in_dll(self.lib, symbol))
 
-    @staticmethod
-    def _check(status: int, what: str) -> int:
-        if status not in (0, -1, -2):
-            raise MedyateError(f"{what} failed: {STATUS.get(status, status)}")
+    def _check(self, status: int, what: str) -> int:
+        """``status`` when the engine took the call or refused only the sample; else raise."""
+        if status not in (CODES["MDY_OK"], CODES["MDY_ERR_LABEL"], CODES["MDY_ERR_NONFINITE"]):
+            message = self.lib.mdy_status_message(status).decode()
+            raise MedyateError(f"{what} failed: {message} (status {status})")
         return status
 
     def init(self) -> None:
-        self._check(self.lib.mdy_init(), "mdy_init")
+        self._check(self.lib.mdy_init(self._model), "mdy_init")
 
     def train_sample(self, x: np.ndarray, label: int) -> tuple[int, float]:
         sample = np.ascontiguousarray(x, np.float32).reshape(-1)
         loss = ctypes.c_float(0.0)
         status = self.lib.mdy_train_sample(
-            sample.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), int(label),
+            self._model, sample.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), int(label),
             ctypes.byref(loss))
         return self._check(status, "mdy_train_sample"), loss.value
 
     def end_epoch(self) -> None:
-        self._check(self.lib.mdy_end_epoch(), "mdy_end_epoch")
+        self._check(self.lib.mdy_end_epoch(self._model), "mdy_end_epoch")
 
     def predict(self, x: np.ndarray) -> tuple[int, int]:
         sample = np.ascontiguousarray(x, np.float32).reshape(-1)
         label = ctypes.c_uint16(0)
-        status = self.lib.mdy_predict(sample.ctypes.data_as(ctypes.POINTER(ctypes.c_float)),
+        status = self.lib.mdy_predict(self._model,
+                                      sample.ctypes.data_as(ctypes.POINTER(ctypes.c_float)),
                                       ctypes.byref(label))
         return self._check(status, "mdy_predict"), label.value
 

@@ -12,7 +12,6 @@ The C engine itself is never given the reference's state: its run is an independ
 
 from __future__ import annotations
 
-import ctypes
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -335,15 +334,8 @@ def _forward_check(engine: EngineLibrary, reference: SparseTrainer, x: np.ndarra
 
 def _logits(engine: EngineLibrary, graph: Graph) -> Callable[[], np.ndarray]:
     """A reader of the logits in the C arena (the model descriptor points there)."""
-
-    class Descriptor(ctypes.Structure):  # the first fields of mdy_model_t
-        _fields_ = [("forward", ctypes.c_void_p), ("backward", ctypes.c_void_p),
-                    ("input_size", ctypes.c_uint32), ("classes", ctypes.c_uint16),
-                    ("logits", ctypes.POINTER(ctypes.c_float))]
-
-    descriptor = Descriptor.in_dll(engine.lib, "mdy_model")
-    classes = graph.output_shape[0]
-    return lambda: np.ctypeslib.as_array(descriptor.logits, shape=(classes,)).copy()
+    logits, classes = engine.model.logits, graph.output_shape[0]
+    return lambda: np.ctypeslib.as_array(logits, shape=(classes,)).copy()
 
 
 def _gradient_check(engine: EngineLibrary, recorder: DecisionRecorder,
