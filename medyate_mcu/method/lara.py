@@ -23,7 +23,7 @@ from medyate_mcu.graph.ir import Graph, OpType
 from medyate_mcu.graph.reference import ReferenceNet
 from medyate_mcu.method.costs import channel_cost
 from medyate_mcu.method.sgd import sgd_step
-from medyate_mcu.method.trainer import epoch_order, replace_classifier
+from medyate_mcu.method.trainer import epoch_batches, replace_classifier
 from medyate_mcu.outputs import write_text_atomic
 
 FORMAT = "medyate-lara/1"
@@ -115,9 +115,7 @@ def compute_lara(graph: Graph, x: np.ndarray, y: np.ndarray, classes: int, proxy
             channel_sums[node.name] += input_channel_norms(grad, node.conv.groups)
 
     for epoch in range(1, settings.epochs + 1):
-        order = epoch_order(len(x), settings.seed, epoch)
-        for start in range(0, len(order), settings.batch_size):
-            batch = order[start:start + settings.batch_size]
+        for batch in epoch_batches(len(x), settings.batch_size, settings.seed, epoch):
             loss = F.cross_entropy(net(torch.from_numpy(x[batch])), torch.from_numpy(y[batch]))
             sgd_step(loss, list(net.parameters()), settings.lr, score_layers)
             step += 1

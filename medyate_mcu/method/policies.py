@@ -26,7 +26,7 @@ from medyate_mcu.method.trainer import (
     SparseTrainer,
     TrainSettings,
     channel_table,
-    epoch_order,
+    epoch_batches,
     learning_rate,
 )
 from medyate_mcu.planning.memory import budget_for_pool, engine_memory, pool_bytes
@@ -127,9 +127,7 @@ def full_finetune(graph: Graph, settings: TrainSettings, x: np.ndarray, y: np.nd
     net = ReferenceNet(graph)
     for epoch in range(1, settings.epochs + 1):
         lr = learning_rate(epoch, settings)
-        order = epoch_order(len(x), settings.seed, epoch)
-        for start in range(0, len(order), settings.batch_size):
-            batch = order[start:start + settings.batch_size]
+        for batch in epoch_batches(len(x), settings.batch_size, settings.seed, epoch):
             loss = F.cross_entropy(net(torch.from_numpy(x[batch])), torch.from_numpy(y[batch]))
             sgd_step(loss, list(net.parameters()), lr)
     return accuracy(net, x_test, y_test)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -51,6 +51,14 @@ def epoch_order(samples: int, seed: int, epoch: int) -> list[int]:
         j = (rng.next_u32() * (i + 1)) >> 32
         order[i], order[j] = order[j], order[i]
     return order
+
+
+def epoch_batches(samples: int, batch_size: int, seed: int, epoch: int) -> Iterator[list[int]]:
+    """The mini-batches of an epoch: :func:`epoch_order` cut into ``batch_size`` samples (the
+    last one shorter)."""
+    order = epoch_order(samples, seed, epoch)
+    for start in range(0, samples, batch_size):
+        yield order[start:start + batch_size]
 
 
 def replace_classifier(graph: Graph, classes: int, seed: int) -> Graph:
@@ -187,12 +195,10 @@ class SparseTrainer:
         self.selected = self.select(epoch)
         per_layer = self.table.split(self.selected)
         lr = learning_rate(epoch, self.settings)
-        order = epoch_order(len(x), self.settings.seed, epoch)
         offsets = dict(zip(self.table.layers, self.table.layer_offsets(), strict=False))
         sums = np.zeros(self.table.size, np.float64)
         total_loss, correct, steps = 0.0, 0, 0
-        for start in range(0, len(order), self.settings.batch_size):
-            batch = order[start:start + self.settings.batch_size]
+        for batch in epoch_batches(len(x), self.settings.batch_size, self.settings.seed, epoch):
             xb, yb = torch.from_numpy(x[batch]), torch.from_numpy(y[batch])
             if before_step:
                 before_step(batch)
