@@ -31,7 +31,7 @@ demo: install
 	$(BIN)/medyate-mcu verify $(DEMO_DIR)
 
 lint: install
-	$(BIN)/ruff check medyate_mcu tests
+	$(BIN)/ruff check medyate_mcu tests tools
 
 test: lint
 	$(BIN)/pytest -q
