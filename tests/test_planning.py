@@ -10,7 +10,7 @@ from torch import nn
 from medyate_mcu.graph import Graph, OpType, import_torch
 from medyate_mcu.method.planner import InfeasibleBudgetError, KRule, feasible_plans, plan_budget
 from medyate_mcu.planning.arena import Buffer, align, align_down, plan_arena
-from medyate_mcu.planning.memory import engine_memory
+from medyate_mcu.planning.memory import engine_memory, measured_parts
 from medyate_mcu.planning.schedule import StepKind, build_schedule
 
 
@@ -96,6 +96,21 @@ def test_fixed_parts_worked_by_hand() -> None:
     # both live while conv '2' runs: 192 + 320 B, and nothing later is larger.
     assert engine_memory(graph, set()).arena.size == 512
     assert both.fixed_bytes == both.arena.size + 280 + 192 + 120 + 64
+
+
+def test_symbol_table_worked_by_hand() -> None:
+    memory = engine_memory(_tiny_graph(), {"2"})
+    symbols = memory.symbols(96)
+    # Sizes before alignment: 24 classifier floats; 3 channels x 4, 4, 4, 1, 2, 4 bytes.
+    assert symbols == {
+        "mdy_arena": 656, "mdy_pool": 96, "mdy_classifier": 96, "mdy_classifier_grad": 96,
+        "mdy_state": 64, "mdy_norms": 12, "mdy_norm_sums": 12, "mdy_sampler_weights": 12,
+        "mdy_in_pool": 3, "mdy_selected": 6, "mdy_pool_offsets": 12}
+    # An image with these symbols, conv '2''s 60-byte weight copy and one stray symbol.
+    image = {**symbols, "mdy_w_2": 60, "mdy_debug": 5}
+    assert measured_parts(image) == {
+        "arena": 656, "candidate_weights": 64, "classifier": 192, "channel_state": 80,
+        "engine_state": 64, "pool": 96, "other": 8}
 
 
 def test_plan_never_exceeds_the_budget_and_adds_up(graph: Graph) -> None:
