@@ -159,7 +159,8 @@ class EngineMemory:
 
     def symbols(self, pool_bytes: int) -> dict[str, int]:
         """The engine's RAM symbols but the candidate weights, with their sizes in bytes (before
-        alignment), for a channel pool of ``pool_bytes``; codegen declares exactly these."""
+        alignment), for a channel pool of ``pool_bytes``: what the generated engine must declare
+        (verify reads the built library back against it)."""
         classifier = self.classifier_values * FLOAT_BYTES
         return {
             ARENA_SYMBOL: self.arena.size,
