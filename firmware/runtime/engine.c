@@ -79,15 +79,19 @@ static void start_epoch(const mdy_model_t *model)
     mdy_zero(model->n_channels, model->norm_sums);
 }
 
+uint32_t mdy_candidate_weights(const mdy_candidate_t *candidate)
+{
+    const mdy_conv_shape_t *sh = candidate->shape;
+    return (uint32_t)sh->out_c * (uint32_t)(sh->in_c / sh->groups) * sh->k_h * sh->k_w;
+}
+
 mdy_status_t mdy_init(const mdy_model_t *model)
 {
     mdy_state_t *s = model->state;
     uint16_t l;
     for (l = 0; l < model->n_candidates; ++l) {
         const mdy_candidate_t *cand = &model->candidates[l];
-        const mdy_conv_shape_t *sh = cand->shape;
-        uint32_t size = (uint32_t)sh->out_c * (uint32_t)(sh->in_c / sh->groups) * sh->k_h * sh->k_w;
-        memcpy(cand->weights, cand->initial_weights, size * sizeof(float));
+        memcpy(cand->weights, cand->initial_weights, mdy_candidate_weights(cand) * sizeof(float));
     }
     memcpy(model->classifier, model->classifier_initial, model->classifier_size * sizeof(float));
     mdy_zero(model->classifier_size, model->classifier_grad);

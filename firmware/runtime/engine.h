@@ -102,6 +102,9 @@ mdy_status_t mdy_end_epoch(const mdy_model_t *model);
 /* Inference: *label = argmax of the logits. Returns MDY_ERR_NONFINITE on a bad input. */
 mdy_status_t mdy_predict(const mdy_model_t *model, const float *x, uint16_t *label);
 
+/* How many weights candidate layer `candidate` has: out_c (in_c / groups) k_h k_w. */
+uint32_t mdy_candidate_weights(const mdy_candidate_t *candidate);
+
 /* Called by the generated passes for candidate layer `index`: */
 void mdy_save_selected_inputs(const mdy_model_t *model, uint16_t index, const float *x);
 void mdy_accumulate_selected_gradients(const mdy_model_t *model, uint16_t index,

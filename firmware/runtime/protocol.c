@@ -261,12 +261,6 @@ static void handle_stats(mdy_proto_t *p)
     end(p);
 }
 
-static uint32_t candidate_size(const mdy_candidate_t *c)
-{
-    const mdy_conv_shape_t *s = c->shape;
-    return (uint32_t)s->out_c * (uint32_t)(s->in_c / s->groups) * s->k_h * s->k_w;
-}
-
 static void handle_read(mdy_proto_t *p)
 {
     const uint8_t *b = p->buffer;
@@ -293,7 +287,7 @@ static void handle_read(mdy_proto_t *p)
                && region - MDY_REGION_CANDIDATE < p->model->n_candidates) {
         const mdy_candidate_t *c = &p->model->candidates[region - MDY_REGION_CANDIDATE];
         values = c->weights;
-        total = candidate_size(c);
+        total = mdy_candidate_weights(c);
     } else {
         send_error(p, MDY_PERR_BAD_REGION, MDY_OK, "no such region");
         return;
