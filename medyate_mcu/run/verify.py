@@ -89,8 +89,9 @@ class VerificationData(NamedTuple):
 
 
 def verification_data(project: Project, epochs: int | None, samples: int) -> VerificationData:
-    """The epochs to compare (default: the build's whole run; more is refused) and the first
-    ``samples`` training samples of the build's data set (stratified, as `train` takes them)."""
+    """The epochs to compare (default: the build's whole run; more is refused) and ``samples``
+    training samples of the build's data set, drawn stratified by class with the build's seed
+    (as `train --samples` draws them)."""
     data_source = project.manifest.data_source
     graph, _, settings = project.reference()
     if data_source is None:
