@@ -14,7 +14,8 @@ PACKAGE = Path(medyate_mcu.__file__).parent
 # shared leaves (errors, units, boards, resources, outputs) sit under everything; the bundled
 # models and data sets (zoo) train with the method's code and serve codegen and above.
 RANKS = {"errors": 0, "units": 0, "resources": 0, "boards": 1, "outputs": 1, "graph": 2,
-         "quant": 2.5, "planning": 3, "method": 4, "zoo": 5, "codegen": 6, "toolchain": 7, "run": 8,
+         "quant": 2.5,  # int8 scheme, calibration, integer reference: graph-level, no planning
+         "planning": 3, "method": 4, "zoo": 5, "codegen": 6, "toolchain": 7, "run": 8,
          "device": 8, "experiments": 9, "cli": 10}
 SIBLINGS = {frozenset({"run", "device"})}  # same rank, neither imports the other
 

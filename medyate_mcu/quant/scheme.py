@@ -84,7 +84,7 @@ def fixed_point(real: float) -> FixedPoint:
     below 2^-31 (shift < -31) flush to zero, as the C cannot shift further."""
     assert real > 0 and math.isfinite(real), real
     mantissa, shift = math.frexp(real)
-    q = int(math.floor(mantissa * (1 << 31) + 0.5))
+    q = math.floor(mantissa * (1 << 31) + 0.5)
     if q == 1 << 31:
         q //= 2
         shift += 1
