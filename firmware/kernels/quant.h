@@ -1,0 +1,60 @@
+/*
+ * The int8 scheme of the frozen backbone (docs/quantization.md §1-3): requantization of an
+ * int32 by a fixed-point multiplier, quantizing a float sample into the int8 region,
+ * dequantizing an int8 tensor read by a float op, and the int8 rescale (an unfused ReLU/ReLU6,
+ * a Flatten; the pools reuse its parameters).
+ *
+ * An int8 tensor holds q with real = scale * (q - zero_point). A real multiplier M > 0 is
+ * (multiplier, shift) with M ~ multiplier * 2^shift / 2^31, multiplier in [2^30, 2^31) (or 0,
+ * shift 0, for M < 2^-31) and shift in [-31, 30]; Python computes them, the C never sees M.
+ * Every int8 result is clamp(zero + requantize(...), act_min, act_max), act_min/act_max being
+ * -128/127 or a fused ReLU/ReLU6's range.
+ */
+#ifndef MDY_QUANT_H
+#define MDY_QUANT_H
+
+#include <stdint.h>
+
+/*
+ * y = clamp(out_zero + requantize(x - in_zero, multiplier, shift), act_min, act_max).
+ * The pools (qpool.h) use the same parameters with their own sums in place of x - in_zero.
+ */
+typedef struct {
+    int32_t in_zero, out_zero, multiplier, shift;
+    int8_t act_min, act_max;
+} mdy_q8_rescale_t;
+
+/*
+ * round(x * multiplier * 2^shift / 2^31) as gemmlowp computes it (docs/quantization.md §2):
+ * x is first shifted left by max(shift, 0) with saturation, then multiplied by multiplier
+ * rounding to nearest (the one overflowing case, INT32_MIN * INT32_MIN, gives INT32_MAX), then
+ * shifted right by max(-shift, 0) rounding half away from zero.
+ */
+int32_t mdy_requantize(int32_t x, int32_t multiplier, int32_t shift);
+
+/*
+ * q[i] = clamp(round_half_even(x[i] / scale) + zero_point, -128, 127) in float32 (ONNX
+ * QuantizeLinear), rounded with IEEE operations only. x must hold no NaN (the engine checks
+ * its input first); infinities saturate.
+ */
+void mdy_quantize(uint32_t n, const float *x, float scale, int32_t zero_point, int8_t *q);
+
+/* x[i] = scale * (float)(q[i] - zero_point) in float32. */
+void mdy_dequantize(uint32_t n, const int8_t *q, float scale, int32_t zero_point, float *x);
+
+/* The rescale above on n values. y may equal x (in place). */
+void mdy_q8_rescale_forward(uint32_t n, const mdy_q8_rescale_t *p, const int8_t *x, int8_t *y);
+
+/*
+ * clamp(zero + v, lo, hi) as an int8, exact for every int32 v (no overflow in the addition):
+ * the last step of every int8 kernel.
+ */
+static inline int8_t mdy_q8_output(int32_t zero, int32_t v, int8_t lo, int8_t hi)
+{
+    /* |zero| <= 128 and the result is clamped to [-128, 127]: saturating v to +-512 first
+       changes nothing and keeps zero + v inside int32 */
+    const int32_t w = zero + (v > 512 ? 512 : v < -512 ? -512 : v);
+    return (int8_t)(w < lo ? lo : w > hi ? hi : w);
+}
+
+#endif /* MDY_QUANT_H */
