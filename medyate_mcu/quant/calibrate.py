@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from medyate_mcu.graph.ir import Graph, Node, OpType
 from medyate_mcu.graph.reference import ReferenceNet
+from medyate_mcu.quant.int_reference import run_int8
+from medyate_mcu.quant.lowering import classifier, int8_region, output_quant
 from medyate_mcu.quant.scheme import (
     INT8_MAX,
     INT8_MIN,
@@ -46,13 +49,6 @@ def tensor_quant(lo: float, hi: float) -> TensorQuant:
         scale = 1.0
     zero = int(np.clip(np.rint(INT8_MIN - lo / scale), INT8_MIN, INT8_MAX))
     return TensorQuant(scale, zero)
-
-
-def classifier(graph: Graph) -> Node | None:
-    """The classifier: the Linear that writes the graph output (None if the output is not a
-    Linear's)."""
-    node = graph.producer(graph.output)
-    return node if node is not None and node.op is OpType.LINEAR else None
 
 
 def quantized_layers(graph: Graph) -> list[Node]:
@@ -106,3 +102,79 @@ def dequantized_graph(graph: Graph, quantization: Quantization) -> Graph:
         if node.name in quantization.weights:
             node.params["weight"] = quantization.weights[node.name].dequantize()
     return result
+
+
+@dataclass(frozen=True)
+class LayerQuant:
+    """One row of the report: a node's weight scale range (Conv/Linear) and the (s, z) it
+    writes (a Conv fused with its ReLU writes the ReLU's)."""
+
+    name: str
+    op: str
+    weight_scale_min: float | None
+    weight_scale_max: float | None
+    output_scale: float
+    output_zero_point: int
+
+
+@dataclass(frozen=True)
+class QuantReport:
+    """Per-layer scales, and the float-vs-int8 error of the backbone's output (the classifier's
+    input) over the samples, the int8 region covering everything but the classifier."""
+
+    layers: list[LayerQuant]
+    samples: int
+    max_abs_error: float
+    relative_rms_error: float  # RMS(int8 - float) / RMS(float)
+    argmax_agreement: float  # share of samples whose classifier argmax is unchanged
+    source: str
+
+    def lines(self) -> list[str]:
+        """The report as text: one line per layer, then the error summary."""
+        rows = [f"{'layer':<32} {'op':<18} {'weight scale (min..max)':<24} output (s, z)"]
+        for layer in self.layers:
+            weights = "" if layer.weight_scale_min is None else \
+                f"{layer.weight_scale_min:.3g}..{layer.weight_scale_max:.3g}"
+            rows.append(f"{layer.name:<32} {layer.op:<18} {weights:<24} "
+                        f"({layer.output_scale:.4g}, {layer.output_zero_point})")
+        rows.append(f"int8 backbone vs float on {self.samples} samples ({self.source}): "
+                    f"max |error| {self.max_abs_error:.4g}, relative RMS error "
+                    f"{self.relative_rms_error:.2%}, classifier argmax agrees on "
+                    f"{self.argmax_agreement:.1%}")
+        return rows
+
+
+def quantization_report(graph: Graph, quantization: Quantization, samples: np.ndarray,
+                        progress: Progress | None = None) -> QuantReport:
+    """The per-layer scales of ``quantization`` and the error of the int8 backbone (the numpy
+    integer reference, dequantized) against ``graph`` in float on ``samples``."""
+    samples = np.asarray(samples, np.float32)
+    head = classifier(graph)
+    region = int8_region(graph, [])
+    layers = []
+    for node in region:
+        weights = quantization.weights.get(node.name)
+        out = output_quant(graph, quantization, node, region)
+        layers.append(LayerQuant(
+            node.name, node.op.value,
+            None if weights is None else float(weights.scales.min()),
+            None if weights is None else float(weights.scales.max()),
+            out.scale, out.zero_point))
+    feature = head.inputs[0]
+    with torch.no_grad():
+        logits, inputs, _ = ReferenceNet(graph).forward_with_taps(
+            torch.from_numpy(samples), frozenset({head.name}))
+    floats = inputs[head.name].numpy()
+    ints = np.empty_like(floats)
+    for index, sample in enumerate(samples):
+        values = run_int8(graph, quantization, region, sample)
+        ints[index] = quantization.tensors[feature].dequantize(values[feature])
+        if progress is not None:
+            progress(index + 1, len(samples))
+    error = ints.astype(np.float64) - floats
+    float_rms = float(np.sqrt(np.mean(np.square(floats, dtype=np.float64))))
+    int_logits = ints @ head.params["weight"].T + head.params["bias"]
+    agree = np.argmax(int_logits, axis=1) == logits.numpy().argmax(axis=1)
+    return QuantReport(layers, len(samples), float(np.abs(error).max()),
+                       float(np.sqrt(np.mean(np.square(error)))) / max(float_rms, 1e-30),
+                       float(agree.mean()), quantization.source)
