@@ -211,10 +211,12 @@ def test_generated_model_compiles_with_the_kernel_headers(
 
 def test_kernel_names_pair_forward_and_backward() -> None:
     """Every mdy_<op>_forward a kernel header declares has its mdy_<op>_backward (whole, or
-    split as _backward_input / _backward_weight...) in the same header."""
+    split as _backward_input / _backward_weight...) in the same header; the int8 kernels
+    (mdy_q8_*) are forward only: the int8 region passes no error (docs/quantization.md §5)."""
     for header in sorted(KERNELS.glob("*.h")):
         declared = set(re.findall(r"\b(mdy_\w+)\s*\(", header.read_text()))
-        for forward in (n for n in declared if n.endswith("_forward")):
+        for forward in (n for n in declared
+                        if n.endswith("_forward") and not n.startswith("mdy_q8_")):
             op = forward.removesuffix("_forward")
             assert any(n == f"{op}_backward" or n.startswith(f"{op}_backward_")
                        for n in declared), f"{header.name}: {forward} has no backward"

@@ -45,6 +45,21 @@ void mdy_conv2d_backward_input(const mdy_conv_shape_t *s, const float *dy, const
                                float *dx, int accumulate);
 
 /*
+ * The same two kernels with frozen int8 weights (docs/quantization.md §5): w is out_c x
+ * (in_c / groups) x k_h x k_w int8 with one float scale per output channel, w_scale (out_c).
+ * Channel by channel, scratch ((in_c / groups) * k_h * k_w floats) receives the dequantized
+ * filter w_scale[o] * (float)w[o][i] and the float kernel's arithmetic runs on it: the results
+ * equal mdy_conv2d_forward / mdy_conv2d_backward_input on the dequantized weights bit for bit.
+ * scratch must not overlap any other argument.
+ */
+void mdy_conv2d_forward_w8(const mdy_conv_shape_t *s, const float *x, const int8_t *w,
+                           const float *w_scale, const float *b, float *y, float *scratch);
+
+void mdy_conv2d_backward_input_w8(const mdy_conv_shape_t *s, const float *dy, const int8_t *w,
+                                  const float *w_scale, float *dx, int accumulate,
+                                  float *scratch);
+
+/*
  * Weight gradient of ONE input channel c (the MeDyate unit of update):
  *   grad_slice[m][i][j] += dL/dW[o][c % (in_c / groups)][i][j],  o = g * (out_c / groups) + m,
  * for the out_c / groups output channels o of c's group g = c / (in_c / groups).

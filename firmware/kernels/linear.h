@@ -1,5 +1,6 @@
 /*
- * Fully connected layer (the classifier): forward, error propagation and weight/bias gradient.
+ * Fully connected layer (the classifier; a frozen Linear with int8 weights, *_w8): forward,
+ * error propagation and weight/bias gradient.
  *
  * Layouts (float32, one sample): x is in_f, y is out_f, w is out_f x in_f row-major
  * (PyTorch nn.Linear / ONNX Gemm with transB = 1), b is out_f.
@@ -17,6 +18,18 @@ void mdy_linear_forward(uint16_t in_f, uint16_t out_f, const float *x, const flo
    dx must not overlap dy. */
 void mdy_linear_backward_input(uint16_t in_f, uint16_t out_f, const float *dy, const float *w,
                                float *dx, int accumulate);
+
+/* The same two kernels with frozen int8 weights (docs/quantization.md §5): w is out_f x in_f
+   int8 with one float scale per output row, w_scale (out_f). Row by row, scratch (in_f floats)
+   receives the dequantized row w_scale[o] * (float)w[o][i] and the float kernel's arithmetic
+   runs on it: the results equal mdy_linear_forward / mdy_linear_backward_input on the
+   dequantized weights bit for bit. scratch must not overlap any other argument. */
+void mdy_linear_forward_w8(uint16_t in_f, uint16_t out_f, const float *x, const int8_t *w,
+                           const float *w_scale, const float *b, float *y, float *scratch);
+
+void mdy_linear_backward_input_w8(uint16_t in_f, uint16_t out_f, const float *dy,
+                                  const int8_t *w, const float *w_scale, float *dx,
+                                  int accumulate, float *scratch);
 
 /* gw[o][i] += dy[o] * x[i] ; gb[o] += dy[o] (gb may be NULL). Always accumulates (the
    gradients sum over the samples of a mini-batch; clear them with mdy_zero). */
