@@ -43,6 +43,12 @@ SUPPORTED_OPS: tuple[str, ...] = (
 def load_onnx(path: str | Path) -> Graph:
     """Read an ``.onnx`` file and import it (passes applied, shapes inferred)."""
     path = Path(path)
+    return import_onnx_model(read_onnx(path), name=path.stem, origin=str(path))
+
+
+def read_onnx(path: str | Path) -> onnx.ModelProto:
+    """Read an ``.onnx`` file, with one clear line for a missing, empty or unreadable file."""
+    path = Path(path)
     if not path.exists():
         raise ModelError(f"{path}: no such file")
     if not path.is_file():
@@ -56,7 +62,7 @@ def load_onnx(path: str | Path) -> Graph:
             f"{path}: not a readable ONNX model ({_first_line(exc)}); "
             "is the file complete and really .onnx?"
         ) from None
-    return import_onnx_model(model, name=path.stem, origin=str(path))
+    return model
 
 
 def import_onnx_model(model: onnx.ModelProto, name: str, origin: str = "model") -> Graph:
