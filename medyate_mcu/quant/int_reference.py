@@ -16,6 +16,7 @@ from medyate_mcu.graph.ir import Graph, Node, OpType, Window
 from medyate_mcu.quant.lowering import (
     QAddParams,
     QConvParams,
+    QParams,
     QRescaleParams,
     fusing_conv,
     lower_node,
@@ -123,8 +124,10 @@ def maxpool(x: np.ndarray, p: QRescaleParams, window: Window) -> np.ndarray:
     return rescale(largest, p)
 
 
-def _run_node(node: Node, p: object, args: list[np.ndarray], w: np.ndarray | None) -> np.ndarray:
-    """One int8 node on its int8 inputs."""
+def run_node(node: Node, p: QParams | None, args: list[np.ndarray],
+             w: np.ndarray | None) -> np.ndarray:
+    """One int8 node (not a fused ReLU) on its int8 inputs, with its lowered parameters and, for
+    a Conv, its int8 weights."""
     op = node.op
     if op is OpType.CONV:
         assert isinstance(p, QConvParams) and w is not None
@@ -158,6 +161,6 @@ def run_int8(graph: Graph, quantization: Quantization, int8_nodes: Iterable[Node
             continue
         params = lower_node(graph, quantization, node, region)
         weights = quantization.weights[node.name].values if node.op is OpType.CONV else None
-        values[node.output] = _run_node(node, params, [values[t] for t in node.inputs], weights)
+        values[node.output] = run_node(node, params, [values[t] for t in node.inputs], weights)
         assert values[node.output].shape == graph.shapes[node.output], node.name
     return values
