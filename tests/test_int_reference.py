@@ -28,6 +28,7 @@ from medyate_mcu.graph.ir import ConvAttrs, Graph, Node, OpType, PoolAttrs, Wind
 from medyate_mcu.graph.passes import infer_shapes
 from medyate_mcu.graph.torch_import import import_torch
 from medyate_mcu.quant import int_reference as ref
+from medyate_mcu.quant.calibrate import calibrate, quantize_weights, tensor_quant
 from medyate_mcu.quant.lowering import (
     QAddParams,
     QConvParams,
@@ -43,7 +44,6 @@ from medyate_mcu.quant.scheme import (
     FixedPoint,
     Quantization,
     TensorQuant,
-    WeightQuant,
     fixed_point,
 )
 
@@ -59,38 +59,6 @@ LEVELS = {"float": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
 # 100-700 elements: sampling) plus 2 % for float32 ties.
 # Measured (seeds 0-2, both optimisation levels): convs 0-1.5 %, add 0 %, ReLU/Flatten 0 %,
 # max pool 0-3 %, average pools 5-21 % (their M = s_x / (s_y·count) leaves e = 1..3).
-
-
-# ---- quantization of test graphs (docs/quantization.md §6) -----------------------------------
-
-def range_quant(lo: float, hi: float) -> TensorQuant:
-    """An activation's (s, z) from its range widened to contain 0."""
-    lo, hi = min(lo, 0.0), max(hi, 0.0)
-    if hi == lo:
-        return TensorQuant(1.0, 0)
-    scale = float(np.float32((hi - lo) / 255))
-    return TensorQuant(scale, int(np.clip(np.rint(-128 - lo / scale), INT8_MIN, INT8_MAX)))
-
-
-def weight_quant(weight: np.ndarray) -> WeightQuant:
-    """Symmetric per-output-channel int8 weights."""
-    peak = np.abs(weight.reshape(len(weight), -1)).max(axis=1)
-    scales = np.where(peak > 0, peak / 127, 1).astype(np.float32)
-    shape = (-1,) + (1,) * (weight.ndim - 1)
-    values = np.clip(np.rint(weight / scales.reshape(shape)), -127, 127).astype(np.int8)
-    return WeightQuant(values, scales)
-
-
-def calibrate(graph: Graph, samples: np.ndarray) -> Quantization:
-    """Every tensor's (s, z) from its range over ``samples``; every Conv's weights."""
-    net = ReferenceNet(graph)
-    with torch.no_grad():
-        _, _, outputs = net.forward_with_taps(torch.from_numpy(samples),
-                                              {n.name for n in graph.nodes})
-    values = {graph.input: samples} | {graph.node(k).output: v.numpy() for k, v in outputs.items()}
-    tensors = {name: range_quant(float(v.min()), float(v.max())) for name, v in values.items()}
-    weights = {n.name: weight_quant(n.params["weight"]) for n in graph.nodes_of(OpType.CONV)}
-    return Quantization(tensors, weights, "test calibration")
 
 
 # ---- one op as a QDQ ONNX model ------------------------------------------------------------
@@ -285,7 +253,7 @@ def quantize_case(graph: Graph, fed: list[str], rng: np.random.Generator
               for t in fed}
     weights, bias_q = {}, None
     for node in graph.nodes_of(OpType.CONV):
-        quant = weight_quant(node.params["weight"])
+        quant = quantize_weights(node.params["weight"])
         weights[node.name] = quant
         bias_q = rng.integers(-3000, 3000, len(quant.scales)).astype(np.int32)
         bias_scale = np.float32(tensors[node.inputs[0]].scale) * quant.scales
@@ -302,7 +270,7 @@ def quantize_case(graph: Graph, fed: list[str], rng: np.random.Generator
                     lo = -0.25 * hi
                 if node.op is OpType.RELU6:  # 6 maps inside the range: the clamp at 6 acts
                     lo, hi = -1.0, 8.0
-                tensors[node.output] = range_quant(lo, hi)
+                tensors[node.output] = tensor_quant(lo, hi)
     return Quantization(tensors, weights, "test"), values, bias_q
 
 
