@@ -457,7 +457,7 @@ def test_run_int8_each_op_within_one_lsb_of_onnxruntime(name: str) -> None:
     values = ref.run_int8(graph, quantization, region, samples[0])
     assert set(values) == {graph.input} | {n.output for n in region}
     assert all(v.dtype == np.int8 and v.shape == graph.shapes[k] for k, v in values.items())
-    checked = 0
+    checked, ones = 0, 0.0
     for node in region:
         if fusing_conv(graph, node, region) is not None:
             assert values[node.output] is values[node.inputs[0]]
@@ -466,8 +466,11 @@ def test_run_int8_each_op_within_one_lsb_of_onnxruntime(name: str) -> None:
         for level in LEVELS:
             theirs = onnxruntime_int8(model, [values[t] for t in node.inputs], level)
             largest, fraction = lsb_differences(values[node.output], theirs)
-            assert largest <= 1 and fraction <= 0.1, (node.name, level, largest, fraction)
-        checked += 1
-    assert checked >= 5
+            assert largest <= 1, (node.name, level, largest)
+            ones += fraction * values[node.output].size
+            checked += values[node.output].size
+    # Measured: 11 of 14,512 (mobilenetv2), 16 of 30,784 (resnet), 6 of 5,472 elements 1 LSB
+    # off (both levels counted); one each in the global pools, whose outputs hold 12-24 values.
+    assert checked > 5000 and ones / checked < 0.01
     # the tensors carry signal: the backbone's output is not a constant
     assert np.ptp(values[region[-1].output].astype(np.int32)) > 10
