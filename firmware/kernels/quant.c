@@ -7,7 +7,8 @@
 typedef char mdy_arithmetic_shift_check[((int32_t)-1 >> 1) == -1
                                         && ((int32_t)INT32_MIN >> 31) == -1 ? 1 : -1];
 
-/* SRDHM: round(a * b / 2^31), ties away from zero; the one overflow gives INT32_MAX. */
+/* SRDHM: a * b / 2^31 rounded to nearest, ties up (away from zero for a positive product,
+   toward it for a negative one: gemmlowp's nudge); the one overflow gives INT32_MAX. */
 static int32_t mul_high_rounded(int32_t a, int32_t b)
 {
     int64_t ab;

@@ -27,8 +27,9 @@ typedef struct {
 /*
  * round(x * multiplier * 2^shift / 2^31) as gemmlowp computes it (docs/quantization.md §2):
  * x is first shifted left by max(shift, 0) with saturation, then multiplied by multiplier
- * rounding to nearest (the one overflowing case, INT32_MIN * INT32_MIN, gives INT32_MAX), then
- * shifted right by max(-shift, 0) rounding half away from zero.
+ * and divided by 2^31 rounding to nearest, ties up (the one overflowing case, INT32_MIN *
+ * INT32_MIN, gives INT32_MAX), then shifted right by max(-shift, 0) rounding half away from
+ * zero.
  */
 int32_t mdy_requantize(int32_t x, int32_t multiplier, int32_t shift);
 
