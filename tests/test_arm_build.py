@@ -51,7 +51,7 @@ def test_link_fits_and_engine_ram_is_the_plan(board_name: str, mbv1: Path,
         assert image.with_suffix(suffix).stat().st_size > 0
     project = Project.open(build)
     manifest = project.manifest
-    _, plan, _ = project.reference()
+    _, plan, _, _ = project.reference()
     failed = [check for check in memory_checks(image, plan) if not check.ok]
     assert not failed, failed
     report = size_report(image, board, manifest.budget)

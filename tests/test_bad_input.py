@@ -340,7 +340,7 @@ class Device:
     def __init__(self, build: Path) -> None:
         project = Project.open(build)
         manifest = project.manifest
-        graph, plan, _ = project.reference()
+        graph, plan, _, _ = project.reference()
         head = classifier_node(graph)
         self.regions = {p.Region.CLASSIFIER: np.concatenate(
             [head.params["weight"].reshape(-1), head.params["bias"]]).astype(np.float32)}

@@ -127,7 +127,7 @@ def test_host_images_hold_the_plan_at_every_residue(model: Path, tmp_path: Path)
     for budget in (minimum, minimum + 4 - minimum % 8 + 8, 204_804, 204_807):
         build = compile_build(model, budget, tmp_path / str(budget))
         library = make(build, "lib")
-        _, plan, _ = Project.open(build).reference()
+        _, plan, _, _ = Project.open(build).reference()
         assert engine_ram_of_image(library) == plan.total_bytes <= budget
         failed = [check for check in memory_checks(library, plan) if not check.ok]
         assert not failed, failed
@@ -143,7 +143,7 @@ def test_cortex_m_images_hold_the_plan(model: Path, board_name: str, tmp_path: P
     for budget in (minimum_of(graph, ranking), 204_804):
         build = compile_build(model, budget, tmp_path / str(budget), board_name)
         image = build_firmware(Project.open(build))
-        _, plan, _ = Project.open(build).reference()
+        _, plan, _, _ = Project.open(build).reference()
         report = size_report(image, board, budget)
         assert engine_ram_of_image(image) == report.engine_bytes == plan.total_bytes <= budget
         assert report.problems() == []

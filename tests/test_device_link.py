@@ -335,7 +335,7 @@ class HostRun:
 def host_engine_run(build: Path, samples: int, epochs: int) -> HostRun:
     project = Project.open(build)
     manifest = project.manifest
-    graph, plan, settings = project.reference()
+    graph, plan, settings, _ = project.reference()
     data = load_task("digits", graph)
     x, y = data.train_subset(samples, settings.seed)  # as `train --samples` chooses them
     engine = EngineLibrary(make(build, "lib"), x[0].size, manifest.classes)

@@ -327,7 +327,7 @@ def _keeps_subnormals(library: Path) -> bool:
 def _epoch_runner(build: Path) -> Callable[[Path], list[dict[str, bytes]]]:
     """A host library of ``build`` -> its whole engine RAM after mdy_init and after one epoch
     on 16 digits samples."""
-    graph, _, settings = Project.open(build).reference()
+    graph, _, settings, _ = Project.open(build).reference()
     data = load_task("digits", graph, seed=0)
     x, y = data.x_train[:16], data.y_train[:16]
 

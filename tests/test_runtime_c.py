@@ -27,6 +27,8 @@ MdyModel = ctypes_struct("runtime/engine.h", "mdy_model_t")
 MdyState = ctypes_struct("runtime/engine.h", "mdy_state_t")
 
 MODEL_C = r"""
+#include <stddef.h>
+
 #include "conv.h"
 #include "engine.h"
 #include "linear.h"
@@ -81,6 +83,7 @@ static void backward(const mdy_model_t *m)
     mdy_state_t name##_state;                                                               \
     static const mdy_candidate_t name##_candidates[1] = {                                   \
         {.shape = &shape, .weights = name##_w, .initial_weights = tiny_w0,                  \
+         .initial_q8 = NULL, .initial_scales = NULL,                                         \
          .first_channel = 0u, .weight_units = OUT_C, .activation_units = HW}};              \
     const mdy_model_t name = {                                                              \
         .forward = forward, .backward = backward, .input_size = IN_C * HW,                  \

@@ -285,7 +285,7 @@ def test_the_c_forward_lies_within_the_rounding_bound(demo_build: Path) -> None:
     from the arena, differs from the reference's by no more than the bound of its input (a clamp
     does not increase a difference), with the C's earlier outputs known or not, on real samples."""
 
-    graph, plan, _ = Project.open(demo_build).reference()
+    graph, plan, _, _ = Project.open(demo_build).reference()
     x = load_task("digits", graph, seed=0).x_test[:4]
     engine = EngineLibrary(make(demo_build, "lib"), x[0].size, 10)
     engine.init()

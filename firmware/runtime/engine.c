@@ -85,13 +85,27 @@ uint32_t mdy_candidate_weights(const mdy_candidate_t *candidate)
     return (uint32_t)sh->out_c * (uint32_t)(sh->in_c / sh->groups) * sh->k_h * sh->k_w;
 }
 
+/* A candidate's pre-trained weights into its RAM copy: copied, or dequantized from int8
+ * (docs/quantization.md §5: w = scale[o] * q, the value the reference starts from). */
+static void load_candidate(const mdy_candidate_t *cand)
+{
+    uint32_t n = mdy_candidate_weights(cand), per_output, i;
+    if (cand->initial_q8 == NULL) {
+        memcpy(cand->weights, cand->initial_weights, n * sizeof(float));
+        return;
+    }
+    per_output = n / cand->shape->out_c;
+    for (i = 0; i < n; ++i) {
+        cand->weights[i] = cand->initial_scales[i / per_output] * (float)cand->initial_q8[i];
+    }
+}
+
 mdy_status_t mdy_init(const mdy_model_t *model)
 {
     mdy_state_t *s = model->state;
     uint16_t l;
     for (l = 0; l < model->n_candidates; ++l) {
-        const mdy_candidate_t *cand = &model->candidates[l];
-        memcpy(cand->weights, cand->initial_weights, mdy_candidate_weights(cand) * sizeof(float));
+        load_candidate(&model->candidates[l]);
     }
     memcpy(model->classifier, model->classifier_initial, model->classifier_size * sizeof(float));
     mdy_zero(model->classifier_size, model->classifier_grad);

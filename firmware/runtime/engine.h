@@ -30,7 +30,9 @@
 typedef struct {
     const mdy_conv_shape_t *shape;
     float *weights;                /* RAM copy, (out_c, in_c/groups, k_h, k_w) */
-    const float *initial_weights;  /* the pre-trained values, in flash */
+    const float *initial_weights;  /* the pre-trained values, in flash (float32 backbone) */
+    const int8_t *initial_q8;      /* or, with an int8 backbone, int8 weights in flash ... */
+    const float *initial_scales;   /* ... and one scale per output channel: w = scale[o] q */
     uint32_t first_channel;        /* canonical index of this layer's input channel 0 */
     uint32_t weight_units;         /* C_W = (out_c/groups) k_h k_w */
     uint32_t activation_units;     /* C_A = in_h in_w */

@@ -11,8 +11,11 @@ from medyate_mcu.cli.common import MODEL_ARGUMENT, BoardType, SizeType, console
 from medyate_mcu.cli.method_commands import ALPHA_OPTION, K_RULE_OPTION, progress_bar
 from medyate_mcu.toolchain.auto_budget import RESERVE_BYTES
 from medyate_mcu.toolchain.compile import (
+    AUTO_BACKBONE,
     DEFAULT_BUDGET,
+    DEFAULT_CALIBRATION_SAMPLES,
     DEMO_DATA,
+    QUANT_REPORT,
     CompileOptions,
     compile_project,
 )
@@ -53,6 +56,16 @@ from medyate_mcu.units import format_size
               help="Warm-up epochs.")
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True,
               help="Seeds the channel sampler, the sample order and the new classifier.")
+@click.option("--backbone", type=click.Choice(["auto", "int8", "float32"]),
+              default=AUTO_BACKBONE, show_default=True,
+              help="How the frozen part of the network runs: float32, or int8 (per-channel int8 "
+                   "weights, per-tensor int8 activations calibrated on --data; the trained layers "
+                   "stay float32, docs/quantization.md). auto: int8 when float32 does not fit "
+                   "the budget, the board's RAM or half its flash.")
+@click.option("--calibration-samples", type=click.IntRange(1), show_default=True,
+              default=DEFAULT_CALIBRATION_SAMPLES,
+              help="Training samples of --data the int8 activation ranges are measured on "
+                   "(stratified by class).")
 @ALPHA_OPTION
 @K_RULE_OPTION
 @click.option("-o", "--output", type=click.Path(path_type=Path, file_okay=False),
@@ -60,8 +73,8 @@ from medyate_mcu.units import format_size
 def compile_command(model: Path | None, budget: int | str, board: str | None,
                     ranking: Path | None, data: str | None, proxy: str | None,
                     classes: int | None, embed: int | None, epochs: int,
-                    batch_size: int, lr: float, warmup: int, seed: int, alpha: float,
-                    k_rule: str, output: Path) -> None:
+                    batch_size: int, lr: float, warmup: int, seed: int, backbone: str,
+                    calibration_samples: int, alpha: float, k_rule: str, output: Path) -> None:
     """Compile MODEL (default: the bundled demo model) into a C project that fine-tunes it on a
     microcontroller within --budget bytes of RAM, by MeDyate dynamic channel updates.
 
@@ -72,7 +85,8 @@ def compile_command(model: Path | None, budget: int | str, board: str | None,
     options = CompileOptions(model=model, budget=budget, board=board, ranking=ranking, data=data,
                              proxy=proxy, classes=classes, embed=embed, epochs=epochs,
                              batch_size=batch_size, lr=lr, warmup=warmup, seed=seed, alpha=alpha,
-                             k_rule=k_rule)
+                             k_rule=k_rule, backbone=backbone,
+                             calibration_samples=calibration_samples)
     out = console()
     bar = progress_bar()  # shown only while LaRa runs (a model without a ranking)
     lara: list[TaskID] = []
@@ -83,16 +97,28 @@ def compile_command(model: Path | None, budget: int | str, board: str | None,
             lara.append(bar.add_task("LaRa", total=None, status=""))
         bar.update(lara[0], completed=step, total=total, status=f"loss {loss:.3f}")
 
+    def on_calibration(done: int, total: int) -> None:
+        if not calibration:
+            bar.start()
+            calibration.append(bar.add_task("calibrating int8", total=total, status=""))
+        bar.update(calibration[0], completed=done, total=total)
+
+    calibration: list[TaskID] = []
     try:
-        project = compile_project(options, output, say=out.print, lara_progress=on_lara_step)
+        project = compile_project(options, output, say=out.print, lara_progress=on_lara_step,
+                                  calibration_progress=on_calibration)
     finally:
-        if lara:
+        if lara or calibration:
             bar.stop()
-    graph, plan, _ = project.reference()
+    graph, plan, _, _ = project.reference()
     manifest = project.manifest
     out.print(f"{graph.name}: {manifest.classes} classes, K = {plan.k} candidate layers, channel "
               f"pool {format_size(plan.pool_bytes)}, engine {format_size(plan.total_bytes)} of "
               f"{format_size(manifest.budget)}")
+    if manifest.backbone == "int8":
+        report = (output / QUANT_REPORT).read_text().splitlines()
+        out.print(f"int8 backbone, {len(plan.memory.int8_nodes)} ops in int8; "
+                  + (report[-1] if report else "") + f" (per layer: {output / QUANT_REPORT})")
     samples = project.embedded_samples
     target = project.board
     following = (f"medyate-mcu build {output}, then "

@@ -14,23 +14,28 @@ from pathlib import Path
 from typing import NamedTuple
 
 from medyate_mcu.boards import Board, get_board
-from medyate_mcu.codegen.project import MANIFEST, BuildManifest
+from medyate_mcu.codegen.project import MANIFEST, QUANTIZATION_FILE, BuildManifest
 from medyate_mcu.errors import MedyateError
-from medyate_mcu.graph import load_onnx
 from medyate_mcu.graph.ir import Graph
 from medyate_mcu.method.lara import LayerRanking
 from medyate_mcu.method.planner import BudgetPlan, KRule, plan_budget
 from medyate_mcu.method.trainer import TrainSettings, replace_classifier
+from medyate_mcu.planning.memory import Backbone
+from medyate_mcu.quant.calibrate import dequantized_graph
+from medyate_mcu.quant.qdq import load_quantized
+from medyate_mcu.quant.scheme import Quantization
 
 ARM_DIR = "arm"  # the Makefile's folder for Cortex-M objects and ELFs (Makefile.j2)
 
 
 class Reference(NamedTuple):
-    """What `compile` planned: the graph with the target's classifier, the plan, the settings."""
+    """What `compile` planned: the graph with the target's classifier (with an int8 backbone:
+    the dequantized graph), the plan, the settings, and an int8 backbone's quantization."""
 
     graph: Graph
     plan: BudgetPlan
     settings: TrainSettings
+    quantization: Quantization | None = None
 
 
 class Project:
@@ -78,7 +83,7 @@ class Project:
         """The graph, plan and settings `compile` used, recomputed (once) and checked against
         the build."""
         if self._reference is None:
-            self._reference = rebuild_reference(self.manifest)
+            self._reference = rebuild_reference(self.manifest, self.folder)
         return self._reference
 
 
@@ -87,21 +92,30 @@ def firmware_path(folder: Path, app: str = "train") -> Path:
     return folder / ARM_DIR / f"medyate_{app}.elf"
 
 
-def rebuild_reference(manifest: BuildManifest) -> Reference:
-    """The graph, plan and settings of ``manifest``'s build, recomputed; refused if the model
-    changed or the compiler now plans differently."""
+def rebuild_reference(manifest: BuildManifest, folder: Path) -> Reference:
+    """The graph, plan and settings of ``manifest``'s build in ``folder``, recomputed; refused
+    if the model changed or the compiler now plans differently."""
     model = Path(manifest.model_path)
     if not model.is_file():
         raise MedyateError(f"the build's model {model} is gone; compile again")
     if hashlib.sha256(model.read_bytes()).hexdigest() != manifest.model_sha256:
         raise MedyateError(f"{model} changed since the build; compile again")
-    graph = load_onnx(model)
+    graph, _ = load_quantized(model)
     ranking = LayerRanking.load(Path(manifest.ranking_path), graph)
     settings = TrainSettings(**manifest.settings)
+    backbone = Backbone(manifest.backbone)
+    quantization = None
+    if backbone is Backbone.INT8:
+        path = folder / QUANTIZATION_FILE
+        try:
+            quantization = Quantization.load(path)
+        except (OSError, ValueError, KeyError) as exc:
+            raise MedyateError(f"{path} is missing or damaged ({exc}); compile again") from None
+        graph = dequantized_graph(graph, quantization)
     headed = replace_classifier(graph, manifest.classes, settings.seed)
     plan = plan_budget(headed, ranking.ranking, manifest.budget, manifest.alpha,
-                       KRule(manifest.k_rule))
+                       KRule(manifest.k_rule), backbone)
     if list(plan.memory.schedule.candidates) != manifest.candidates \
             or plan.pool_bytes != manifest.pool_bytes:
         raise MedyateError("the build does not match what the compiler plans now; compile again")
-    return Reference(headed, plan, settings)
+    return Reference(headed, plan, settings, quantization)

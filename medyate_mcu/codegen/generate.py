@@ -27,9 +27,23 @@ from medyate_mcu.planning.arena import ALIGNMENT, Buffer
 from medyate_mcu.planning.memory import (
     CHANNEL_ARRAYS,
     ENGINE_STATE_BYTES,
+    W8_SCRATCH,
+    Backbone,
     activation_storage,
+    dequantized_tensors,
+    int8_tensors,
+    w8_layers,
 )
 from medyate_mcu.planning.schedule import StepKind, classifier_size
+from medyate_mcu.quant.lowering import (
+    QAddParams,
+    QConvParams,
+    QRescaleParams,
+    fusing_conv,
+    lower_node,
+    output_quant,
+)
+from medyate_mcu.quant.scheme import Quantization
 from medyate_mcu.resources import data_dir
 
 FLOATS_PER_LINE = 8
@@ -47,6 +61,13 @@ def c_floats(values: np.ndarray) -> str:
     items = [f"{float(v):.9g}f" for v in flat]
     items = [item if any(ch in item for ch in ".en") else item[:-1] + ".0f" for item in items]
     lines = [", ".join(items[i:i + FLOATS_PER_LINE]) for i in range(0, len(items), FLOATS_PER_LINE)]
+    return ",\n    ".join(lines)
+
+
+def c_ints(values: np.ndarray | list[int]) -> str:
+    """A C initializer body of integers, sixteen a line."""
+    items = [str(int(v)) for v in np.asarray(values).reshape(-1)]
+    lines = [", ".join(items[i:i + 16]) for i in range(0, len(items), 16)]
     return ",\n    ".join(lines)
 
 
@@ -99,16 +120,26 @@ class GeneratedModel:
     candidates: list[dict] = field(default_factory=list)
     logits: str = ""  # the arena offsets (macro names) of the logits and their error
     dlogits: str = ""
+    int8: bool = False  # an int8 backbone (docs/quantization.md)
 
 
 class _Emitter:
-    def __init__(self, graph: Graph, plan: BudgetPlan) -> None:
+    def __init__(self, graph: Graph, plan: BudgetPlan,
+                 quantization: Quantization | None = None) -> None:
         self.graph = graph
         self.plan = plan
         self.memory = plan.memory
         self.schedule = plan.memory.schedule
-        self.storage = activation_storage(graph)
-        self.model = GeneratedModel(c_identifier(graph.name or "model"))
+        self.int8_nodes = plan.memory.int8_nodes
+        self.w8 = plan.memory.backbone is Backbone.INT8
+        assert not self.w8 or quantization is not None, "an int8 backbone needs its quantization"
+        self.quantization = quantization
+        self.int8_held = int8_tensors(graph, self.int8_nodes)
+        self.dequantized = set(dequantized_tensors(graph, self.int8_nodes))
+        self.w8_nodes = {n.name for n in w8_layers(graph, self.schedule, self.int8_nodes)} \
+            if self.w8 else set()
+        self.storage = activation_storage(graph, self.int8_nodes)
+        self.model = GeneratedModel(c_identifier(graph.name or "model"), int8=self.w8)
         self.candidate_index = {name: i for i, name in enumerate(self.schedule.candidates)}
         self.idents: dict[str, str] = {}
         for node in graph.nodes:
@@ -125,13 +156,25 @@ class _Emitter:
         """``act:<tensor>`` -> ``ACT_<its producer>``; ``err:`` likewise; ``mask:<node>`` ->
         ``MASK_<node>``, ``argmax:<node>`` -> ``ARGMAX_<node>`` (the plan's buffer names)."""
         kind, _, subject = buffer.partition(":")
-        node = self.graph.producer(subject) if kind in ("act", "err") else self.graph.node(subject)
+        if buffer == W8_SCRATCH:
+            return "W8_SCRATCH"
+        if subject == self.graph.input:
+            return f"{kind.upper()}_{c_identifier(subject)}"
+        node = self.graph.producer(subject) if kind in ("act", "err", "deq") \
+            else self.graph.node(subject)
         assert node is not None, buffer
         return f"{kind.upper()}_{self.idents[node.name]}"
 
-    def act(self, tensor: str) -> str:
+    def act(self, tensor: str, reader: Node | None = None) -> str:
+        """Where ``reader`` (default: a float node) finds ``tensor``: the sample, an int8
+        buffer for an int8 reader, a float buffer (a dequantized copy of an int8 tensor)."""
+        if reader is not None and reader.name in self.int8_nodes:
+            assert tensor in self.int8_held, (tensor, reader.name)
+            return f"ARENA_I8({self.arena_macros[f'act:{self.storage.get(tensor, tensor)}']})"
         if tensor == self.graph.input:
             return "x"
+        if tensor in self.int8_held:
+            return f"ARENA_F({self.arena_macros[f'deq:{tensor}']})"
         return f"ARENA_F({self.arena_macros[f'act:{self.storage[tensor]}']})"
 
     def err(self, tensor: str) -> str:
@@ -150,6 +193,14 @@ class _Emitter:
         def label(node: Node) -> str:
             return f"{node.name} ({node.op.value})"
 
+        if buffer.name == W8_SCRATCH:
+            return "one output channel's weights of a frozen int8-weight layer, dequantized"
+        if kind == "act" and subject == self.graph.input:
+            return "the sample, quantized to int8"
+        if kind == "deq":
+            producer = self.graph.producer(subject)
+            assert producer is not None
+            return f"{label(producer)} output, dequantized for the float region"
         if kind == "act":
             writers = [n for n in self.graph.nodes if self.storage[n.output] == subject]
             return ", ".join([f"{label(writers[0])} output",
@@ -185,30 +236,83 @@ class _Emitter:
             ident = self.idents[node.name]
             weight, bias = node.params["weight"], node.params["bias"]
             shape = "x".join(map(str, weight.shape))
+            flash = self.model.flash
             if node.name == self.schedule.classifier:
                 values = np.concatenate([weight.reshape(-1), bias.reshape(-1)])
-                self.model.flash.append(CArray("classifier_initial", "float", values.size,
-                                               f"{node.name}: weight {shape} then bias "
-                                               f"{bias.size} (pre-trained / initial values)",
-                                               c_floats(values)))
+                flash.append(CArray("classifier_initial", "float", values.size,
+                                    f"{node.name}: weight {shape} then bias "
+                                    f"{bias.size} (pre-trained / initial values)",
+                                    c_floats(values)))
                 self.model.ram.append(CArray("mdy_classifier", "float", values.size,
                                              f"{node.name}: trained weight and bias"))
                 self.model.ram.append(CArray("mdy_classifier_grad", "float", values.size,
                                              f"{node.name}: gradient accumulators"))
                 continue
-            if node.name in self.candidate_index:
-                self.model.flash.append(CArray(f"w0_{ident}", "float", weight.size,
-                                               f"{node.name}: weight {shape} (pre-trained)",
-                                               c_floats(weight)))
+            if node.name in self.int8_nodes:
+                self.declare_int8_layer(node)
+                continue
+            quant = self.quantization.weights[node.name] if self.w8 and self.quantization \
+                else None
+            candidate = node.name in self.candidate_index
+            prefix, role = ("w0_", "pre-trained") if candidate else ("w_", "frozen")
+            if quant is not None:  # int8 in flash, dequantized per output channel
+                flash.append(CArray(f"{prefix}{ident}", "int8_t", weight.size,
+                                    f"{node.name}: weight {shape} ({role}, int8)",
+                                    c_ints(quant.values)))
+                flash.append(CArray(f"{prefix.replace('w', 'ws')}{ident}", "float",
+                                    quant.scales.size,
+                                    f"{node.name}: weight scale per output channel",
+                                    c_floats(quant.scales)))
+            else:
+                flash.append(CArray(f"{prefix}{ident}", "float", weight.size,
+                                    f"{node.name}: weight {shape} ({role})", c_floats(weight)))
+            if candidate:
                 self.model.ram.append(CArray(f"mdy_w_{ident}", "float", weight.size,
                                              f"{node.name}: weight {shape} (candidate, trained)"))
+            flash.append(CArray(f"b_{ident}", "float", bias.size,
+                                f"{node.name}: bias ({bias.size}, frozen)", c_floats(bias)))
+
+    def declare_int8_layer(self, node: Node) -> None:
+        """An int8-region Conv: int8 weights, int32 biases, per-channel multipliers and shifts,
+        and its ``mdy_q8_conv_t``."""
+        assert self.quantization is not None and node.op is OpType.CONV, node.name
+        ident = self.idents[node.name]
+        params = lower_node(self.graph, self.quantization, node, self.int8_nodes)
+        assert isinstance(params, QConvParams)
+        quant = self.quantization.weights[node.name]
+        shape = "x".join(map(str, quant.values.shape))
+        self.model.flash.extend([
+            CArray(f"w_{ident}", "int8_t", quant.values.size,
+                   f"{node.name}: weight {shape} (int8)", c_ints(quant.values)),
+            CArray(f"qb_{ident}", "int32_t", params.bias.size,
+                   f"{node.name}: bias (int32, scale input x weight)", c_ints(params.bias)),
+            CArray(f"qm_{ident}", "int32_t", params.multiplier.size,
+                   f"{node.name}: requantization multipliers (Q31)", c_ints(params.multiplier)),
+            CArray(f"qs_{ident}", "int8_t", params.shift.size,
+                   f"{node.name}: requantization shifts", c_ints(params.shift)),
+        ])
+
+    def declare_int8_params(self) -> None:
+        """The ``mdy_q8_*`` parameter struct of every int8 op that takes one."""
+        assert self.quantization is not None
+        for node in self.graph.nodes:
+            if node.name not in self.int8_nodes \
+                    or fusing_conv(self.graph, node, self.int8_nodes) is not None:
+                continue
+            ident = self.idents[node.name]
+            params = lower_node(self.graph, self.quantization, node, self.int8_nodes)
+            if isinstance(params, QConvParams):
+                fields: dict[str, int | str] = {
+                    "bias": f"qb_{ident}", "multiplier": f"qm_{ident}", "shift": f"qs_{ident}"}
+                header, struct = "kernels/qconv.h", "mdy_q8_conv_t"
+            elif isinstance(params, QAddParams):
+                fields, header, struct = {}, "kernels/qeltwise.h", "mdy_q8_add_t"
             else:
-                self.model.flash.append(CArray(f"w_{ident}", "float", weight.size,
-                                               f"{node.name}: weight {shape} (frozen)",
-                                               c_floats(weight)))
-            self.model.flash.append(CArray(f"b_{ident}", "float", bias.size,
-                                           f"{node.name}: bias ({bias.size}, frozen)",
-                                           c_floats(bias)))
+                assert isinstance(params, QRescaleParams)
+                fields, header, struct = {}, "kernels/quant.h", "mdy_q8_rescale_t"
+            scalars = {k: int(v) for k, v in vars(params).items() if k not in fields}
+            self.model.shapes.append(shape_initializer(header, struct, f"q_{ident}",
+                                                       {**fields, **scalars}))
 
     def declare_shapes(self) -> None:
         for node in self.graph.nodes:
@@ -232,21 +336,77 @@ class _Emitter:
                 f"shape_{self.idents[node.name]}", sizes, window))
 
     # ---- the passes --------------------------------------------------------------------
+    def quantize_input(self) -> list[str]:
+        """The sample into the int8 arena buffer, when the int8 region reads it."""
+        if self.graph.input not in self.int8_held:
+            return []
+        assert self.quantization is not None
+        quant = self.quantization.tensors[self.graph.input]
+        n = math.prod(self.graph.input_shape)
+        return [f"mdy_quantize({n}u, x, {c_floats(np.float32(quant.scale))}, "
+                f"{quant.zero_point}, {self.act(self.graph.input, self.graph.nodes[0])});"]
+
+    def int8_forward(self, node: Node) -> list[str]:
+        """One int8-region op (docs/quantization.md §3-4); the hook lets the verifier read its
+        output; a float copy follows when a float node reads it."""
+        assert self.quantization is not None
+        ident = self.idents[node.name]
+        fused = fusing_conv(self.graph, node, self.int8_nodes)
+        x, y = self.act(node.inputs[0], node), self.act(node.output, node)
+        n = math.prod(self.graph.shapes[node.output])
+        code: list[str] = []
+        if fused is not None:
+            code.append(f"/* fused into {fused.name}: it wrote this ReLU's output */")
+        elif node.op is OpType.CONV:
+            code.append(f"mdy_q8_conv2d_forward(&shape_{ident}, &q_{ident}, {x}, w_{ident}, "
+                        f"{y});")
+        elif node.op is OpType.ADD:
+            code.append(f"mdy_q8_add_forward({n}u, &q_{ident}, {x}, "
+                        f"{self.act(node.inputs[1], node)}, {y});")
+        elif node.op is OpType.GLOBAL_AVG_POOL:
+            c, h, w = self.graph.shapes[node.inputs[0]]
+            code.append(f"mdy_q8_global_avgpool_forward({c}, {h * w}u, &q_{ident}, {x}, {y});")
+        elif node.op is OpType.AVG_POOL:
+            code.append(f"mdy_q8_avgpool_forward(&shape_{ident}, &q_{ident}, {x}, {y});")
+        elif node.op is OpType.MAX_POOL:
+            code.append(f"mdy_q8_maxpool_forward(&shape_{ident}, &q_{ident}, {x}, {y});")
+        elif node.op in (OpType.RELU, OpType.RELU6, OpType.FLATTEN):
+            code.append(f"mdy_q8_rescale_forward({n}u, &q_{ident}, {x}, {y});")
+        else:
+            raise MedyateError(f"node {node.name!r} ({node.op.value}) has no int8 kernel; "
+                               "compile with --backbone float32")
+        if fused is None:
+            code.append(f"MDY_DECISIONS({self.graph.nodes.index(node)}u);")
+        if node.output in self.dequantized:
+            quant = output_quant(self.graph, self.quantization, node, self.int8_nodes)
+            code.append(f"mdy_dequantize({n}u, {y}, {c_floats(np.float32(quant.scale))}, "
+                        f"{quant.zero_point}, {self.act(node.output)});")
+        return code
+
     def forward_calls(self) -> None:
         for step, node in enumerate(self.graph.nodes):  # forward steps come first, in this order
             ident = self.idents[node.name]
-            x, y = self.act(node.inputs[0]), self.act(node.output)
-            n = math.prod(self.graph.shapes[node.output])
             comment = (f"[{step}] {node.name} ({node.op.value}): "
                        f"{' + '.join(shape_text(self.graph.shapes[t]) for t in node.inputs)} -> "
                        f"{shape_text(self.graph.shapes[node.output])}")
-            code: list[str] = []
+            code: list[str] = self.quantize_input() if step == 0 else []
+            if node.name in self.int8_nodes:
+                self.model.forward.append(Call(comment + " (int8)",
+                                               code + self.int8_forward(node)))
+                continue
+            x, y = self.act(node.inputs[0]), self.act(node.output)
+            n = math.prod(self.graph.shapes[node.output])
             if node.op is OpType.CONV:
                 weight, bias = self.weights(node)
                 if node.name in self.candidate_index:
                     index = self.candidate_index[node.name]
                     code.append(f"mdy_save_selected_inputs(model, {index}, {x});")
-                code.append(f"mdy_conv2d_forward(&shape_{ident}, {x}, {weight}, {bias}, {y});")
+                if node.name in self.w8_nodes:
+                    code.append(f"mdy_conv2d_forward_w8(&shape_{ident}, {x}, {weight}, "
+                                f"ws_{ident}, {bias}, {y}, {self.scratch()});")
+                else:
+                    code.append(f"mdy_conv2d_forward(&shape_{ident}, {x}, {weight}, {bias}, "
+                                f"{y});")
             elif node.op in (OpType.RELU, OpType.RELU6):
                 mask = self.bytes_at(f"mask:{node.name}") \
                     if self.has_buffer(f"mask:{node.name}") else "NULL"
@@ -273,10 +433,18 @@ class _Emitter:
             elif node.op is OpType.LINEAR:
                 out_f, in_f = node.params["weight"].shape
                 weight, bias = self.weights(node)
-                code.append(f"mdy_linear_forward({in_f}, {out_f}, {x}, {weight}, {bias}, {y});")
+                if node.name in self.w8_nodes:
+                    code.append(f"mdy_linear_forward_w8({in_f}, {out_f}, {x}, {weight}, "
+                                f"ws_{ident}, {bias}, {y}, {self.scratch()});")
+                else:
+                    code.append(f"mdy_linear_forward({in_f}, {out_f}, {x}, {weight}, {bias}, "
+                                f"{y});")
             else:
                 raise AssertionError(f"no forward kernel for {node.op}")
             self.model.forward.append(Call(comment, code))
+
+    def scratch(self) -> str:
+        return f"ARENA_F({self.arena_macros[W8_SCRATCH]})"
 
     def export_decisions(self, node: Node, buffer: str) -> list[str]:
         """The debug export of a mask or argmax the backward pass reads (a no-op unless the
@@ -308,8 +476,13 @@ class _Emitter:
                     code.append(f"mdy_accumulate_selected_gradients(model, "
                                 f"{self.candidate_index[node.name]}, {dy});")
                 for t in targets:
-                    code.append(f"mdy_conv2d_backward_input(&shape_{ident}, {dy}, {weight}, "
-                                f"{self.err(t)}, {accumulate(t)});")
+                    if node.name in self.w8_nodes:
+                        code.append(f"mdy_conv2d_backward_input_w8(&shape_{ident}, {dy}, "
+                                    f"{weight}, ws_{ident}, {self.err(t)}, {accumulate(t)}, "
+                                    f"{self.scratch()});")
+                    else:
+                        code.append(f"mdy_conv2d_backward_input(&shape_{ident}, {dy}, {weight}, "
+                                    f"{self.err(t)}, {accumulate(t)});")
             elif node.op is OpType.LINEAR:
                 out_f, in_f = node.params["weight"].shape
                 weight, _ = self.weights(node)
@@ -318,8 +491,13 @@ class _Emitter:
                                 f"{self.act(node.inputs[0])}, mdy_classifier_grad, "
                                 f"mdy_classifier_grad + {in_f * out_f});")
                 for t in targets:
-                    code.append(f"mdy_linear_backward_input({in_f}, {out_f}, {dy}, {weight}, "
-                                f"{self.err(t)}, {accumulate(t)});")
+                    if node.name in self.w8_nodes:
+                        code.append(f"mdy_linear_backward_input_w8({in_f}, {out_f}, {dy}, "
+                                    f"{weight}, ws_{ident}, {self.err(t)}, {accumulate(t)}, "
+                                    f"{self.scratch()});")
+                    else:
+                        code.append(f"mdy_linear_backward_input({in_f}, {out_f}, {dy}, "
+                                    f"{weight}, {self.err(t)}, {accumulate(t)});")
             elif node.op in (OpType.RELU, OpType.RELU6):
                 n = math.prod(self.graph.shapes[node.output])
                 kernel = "mdy_relu_backward" if node.op is OpType.RELU else "mdy_relu6_backward"
@@ -368,7 +546,7 @@ class _Emitter:
             self.model.candidates.append({
                 "name": name, "ident": ident, "first_channel": offsets[index],
                 "weight_units": cost.weight_units, "activation_units": cost.activation_units,
-                "in_channels": cost.in_channels,
+                "in_channels": cost.in_channels, "int8": self.w8,
                 "weight_shape": "x".join(map(str, node.params["weight"].shape)),
             })
 
@@ -392,10 +570,13 @@ def _check_field_ranges(node: Node, sizes: tuple[int, ...], window: tuple[int, .
                            "stride and padding <= 255, max-pool windows <= 254 cells)")
 
 
-def generate_model(graph: Graph, plan: BudgetPlan) -> GeneratedModel:
-    emitter = _Emitter(graph, plan)
+def generate_model(graph: Graph, plan: BudgetPlan,
+                   quantization: Quantization | None = None) -> GeneratedModel:
+    emitter = _Emitter(graph, plan, quantization)
     emitter.declare_arena()
     emitter.declare_shapes()
+    if emitter.int8_nodes:
+        emitter.declare_int8_params()
     emitter.declare_constants()
     emitter.declare_engine()
     emitter.forward_calls()
@@ -408,7 +589,8 @@ def generate_model(graph: Graph, plan: BudgetPlan) -> GeneratedModel:
 SNAPSHOT_FIRST = ("mdy_classifier", "mdy_norms", "mdy_selected", "mdy_sampler_weights")
 
 
-def engine_ram(graph: Graph, plan: BudgetPlan) -> list[CArray]:
+def engine_ram(graph: Graph, plan: BudgetPlan,
+               quantization: Quantization | None = None) -> list[CArray]:
     """Every RAM buffer of the generated engine (what the budget counts), trainable state first:
     candidate weights, classifier, norm vector, selection, sampler weights; then the other
     per-channel arrays, gradients, the scalars (``mdy_state``), the channel pool and the arena."""
@@ -420,7 +602,7 @@ def engine_ram(graph: Graph, plan: BudgetPlan) -> list[CArray]:
             return 1, SNAPSHOT_FIRST.index(array.name)
         return 2, 0
 
-    return [*sorted(generate_model(graph, plan).ram, key=rank),
+    return [*sorted(generate_model(graph, plan, quantization).ram, key=rank),
             CArray("mdy_state", "mdy_state_t", 1, "the engine's scalars"),
             CArray("mdy_pool", "float", max(plan.pool_bytes // 4, 1), "the channel pool"),
             CArray("mdy_arena", "float", plan.memory.arena.size // 4, "the activation arena")]
@@ -442,9 +624,10 @@ def learning_rate_table(settings: TrainSettings) -> str:
 
 
 def render_project(graph: Graph, plan: BudgetPlan, settings: TrainSettings, classes: int,
-                   metadata: dict[str, str]) -> dict[str, str]:
+                   metadata: dict[str, str],
+                   quantization: Quantization | None = None) -> dict[str, str]:
     """File name -> content of the generated sources (firmware files are copied separately)."""
-    model = generate_model(graph, plan)
+    model = generate_model(graph, plan, quantization)
     env = template_environment()
     context = {
         "model": model, "graph": graph, "plan": plan, "settings": settings, "classes": classes,

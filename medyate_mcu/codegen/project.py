@@ -24,9 +24,11 @@ from medyate_mcu.graph.ir import Graph
 from medyate_mcu.method.planner import BudgetPlan
 from medyate_mcu.method.trainer import TrainSettings
 from medyate_mcu.outputs import check_output_folder, write_folder
+from medyate_mcu.quant.scheme import Quantization
 from medyate_mcu.resources import data_dir
 
 MANIFEST = "medyate_build.json"
+QUANTIZATION_FILE = "quantization.npz"  # an int8 backbone's scales and int8 weights
 DEFAULT_STACK_BYTES = 4096  # reserved after .bss by the Cortex-M linker script (make STACK_SIZE=)
 BYTES_PER_LINE = 32
 # Element types of the parts of a verification snapshot (qemu_verify.c.j2); 0: raw bytes.
@@ -62,6 +64,7 @@ class BuildManifest:
     fixed_bytes: int
     parts: dict[str, int]
     board: str | None = None  # `compile --board`: the Cortex-M target of `make arm`
+    backbone: str = "float32"  # `compile --backbone`: float32 | int8 (QUANTIZATION_FILE)
 
     def __post_init__(self) -> None:
         """A manifest edited by hand or damaged: every field of its declared type (TypeError
@@ -137,7 +140,8 @@ def hal_sources() -> list[Path]:
     return sorted(data_dir("firmware").glob("hal/*.[ch]"))
 
 
-def render_board_files(graph: Graph, plan: BudgetPlan, board: Board | None) -> dict[str, str]:
+def render_board_files(graph: Graph, plan: BudgetPlan, board: Board | None,
+                       quantization: Quantization | None = None) -> dict[str, str]:
     """The Makefile (with the Cortex-M targets when there is a board), the board's linker script
     and the QEMU verification firmware."""
     env = template_environment()
@@ -148,7 +152,8 @@ def render_board_files(graph: Graph, plan: BudgetPlan, board: Board | None) -> d
     files["linker.ld"] = env.get_template("linker.ld.j2").render(model_name=graph.name,
                                                                  board=board)
     parts = [{"name": array.name, "ctype": array.ctype, "length": array.length,
-              "type": SNAPSHOT_TYPES[array.ctype]} for array in engine_ram(graph, plan)]
+              "type": SNAPSHOT_TYPES[array.ctype]}
+             for array in engine_ram(graph, plan, quantization)]
     files["qemu_verify.c"] = env.get_template("qemu_verify.c.j2").render(
         model_name=graph.name, parts=parts)
     return files
@@ -156,16 +161,17 @@ def render_board_files(graph: Graph, plan: BudgetPlan, board: Board | None) -> d
 
 def write_project(output: Path, graph: Graph, plan: BudgetPlan, settings: TrainSettings,
                   classes: int, metadata: dict[str, str], manifest: BuildManifest,
-                  data: EmbeddedData | None, board: Board | None = None) -> list[Path]:
+                  data: EmbeddedData | None, board: Board | None = None,
+                  quantization: Quantization | None = None) -> list[Path]:
     """Write the project into ``output`` all or nothing (see medyate_mcu/outputs.py): files of
     an earlier build that compile did not write (``trained.onnx``, the user's own) are kept; a
     non-empty ``output`` that is not an earlier build is refused."""
     check_output_folder(output, MANIFEST)
     if classes > 255 and data is not None:
         raise MedyateError("embedded data stores labels as bytes: at most 255 classes")
-    files = render_project(graph, plan, settings, classes, metadata)
+    files = render_project(graph, plan, settings, classes, metadata, quantization)
     files.update(render_data(data, graph.input_shape))
-    files.update(render_board_files(graph, plan, board))
+    files.update(render_board_files(graph, plan, board, quantization))
     env = template_environment()
     files["main.c"] = env.get_template("main.c.j2").render(model_name=graph.name)
     files[MANIFEST] = json.dumps(asdict(manifest), indent=1)
@@ -174,6 +180,8 @@ def write_project(output: Path, graph: Graph, plan: BudgetPlan, settings: TrainS
     def fill(staging: Path) -> None:
         for name, text in files.items():
             (staging / name).write_text(text)
+        if quantization is not None:
+            quantization.save(staging / QUANTIZATION_FILE)
         firmware_root = firmware_sources()[0].parent.parent
         for source in [*firmware_sources(), *hal_sources()]:
             target = staging / "medyate" / source.relative_to(firmware_root)

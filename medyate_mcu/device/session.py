@@ -39,7 +39,7 @@ class TrainSession:
         """Check the build and the data, connect, check the device runs this build, and restart
         its training from the pre-trained weights."""
         manifest = project.manifest
-        graph, plan, settings = project.reference()
+        graph, plan, settings, _ = project.reference()
         epochs = epochs or settings.epochs
         if epochs > settings.epochs:
             raise MedyateError(f"--epochs {epochs}: the build's learning-rate schedule has "

@@ -7,6 +7,7 @@ simulator and compare the C engine with it. Conv and Linear weights are ``nn.Par
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -20,12 +21,22 @@ def parameter_key(node_name: str) -> str:
     return re.sub(r"\W", "_", node_name)
 
 
-class ReferenceNet(nn.Module):
-    """Runs ``graph`` on a batch ``(N, *graph.input_shape)``."""
+FrozenPrefix = Callable[[torch.Tensor], dict[str, torch.Tensor]]
 
-    def __init__(self, graph: Graph) -> None:
+
+class ReferenceNet(nn.Module):
+    """Runs ``graph`` on a batch ``(N, *graph.input_shape)``.
+
+    ``prefix`` (with ``prefix_nodes``) computes part of the network elsewhere: given the batch it
+    returns the values of the tensors those nodes write that other nodes read (the int8 region
+    of docs/quantization.md, run by the integer reference), and those nodes are skipped."""
+
+    def __init__(self, graph: Graph, prefix: FrozenPrefix | None = None,
+                 prefix_nodes: frozenset[str] = frozenset()) -> None:
         super().__init__()
         self.graph = graph
+        self.prefix = prefix
+        self.prefix_nodes = prefix_nodes
         self.weights = nn.ParameterDict()
         self.biases = nn.ParameterDict()
         self.keys: dict[str, str] = {}
@@ -54,9 +65,13 @@ class ReferenceNet(nn.Module):
         ``backward()``), even when nothing upstream requires a gradient.
         """
         values = {self.graph.input: x}
+        if self.prefix is not None:
+            values.update(self.prefix(x))
         inputs: dict[str, torch.Tensor] = {}
         outputs: dict[str, torch.Tensor] = {}
         for node in self.graph.nodes:
+            if node.name in self.prefix_nodes:
+                continue
             args = [values[name] for name in node.inputs]
             result = self._run(node, args)
             if node.name in taps:

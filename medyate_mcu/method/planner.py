@@ -17,7 +17,13 @@ from enum import StrEnum
 from medyate_mcu.errors import MedyateError
 from medyate_mcu.graph.ir import Graph, OpType
 from medyate_mcu.method.costs import BYTES_PER_ELEMENT, ChannelCost, channel_cost
-from medyate_mcu.planning.memory import EngineMemory, budget_for_pool, engine_memory, pool_bytes
+from medyate_mcu.planning.memory import (
+    Backbone,
+    EngineMemory,
+    budget_for_pool,
+    engine_memory,
+    pool_bytes,
+)
 from medyate_mcu.units import format_size
 
 DEFAULT_ALPHA = 0.2
@@ -79,7 +85,8 @@ class KRule(StrEnum):
 
 
 def feasible_plans(graph: Graph, ranking: Sequence[str], budget: int,
-                   alpha: float = DEFAULT_ALPHA) -> list[BudgetPlan]:
+                   alpha: float = DEFAULT_ALPHA,
+                   backbone: Backbone = Backbone.FLOAT32) -> list[BudgetPlan]:
     """Every K the scan reaches (each smaller K left a positive pool) whose pool holds its
     cheapest channel, in increasing K."""
     if not 0 < alpha <= 1:
@@ -90,7 +97,7 @@ def feasible_plans(graph: Graph, ranking: Sequence[str], budget: int,
     costs = [channel_cost(graph, graph.node(name)) for name in ranking]
     plans = []
     for k in range(1, len(ranking) + 1):
-        memory = engine_memory(graph, frozenset(ranking[:k]))
+        memory = engine_memory(graph, frozenset(ranking[:k]), backbone)
         pool = pool_bytes(budget, memory.fixed_bytes)
         if pool <= 0:
             break
@@ -98,12 +105,13 @@ def feasible_plans(graph: Graph, ranking: Sequence[str], budget: int,
             plans.append(BudgetPlan(budget, alpha, tuple(ranking[:k]), tuple(costs[:k]), memory,
                                     pool, reason=""))
     if not plans:
-        raise InfeasibleBudgetError(budget, *minimum_budget(graph, ranking, costs))
+        raise InfeasibleBudgetError(budget, *minimum_budget(graph, ranking, costs, backbone))
     return plans
 
 
 def plan_budget(graph: Graph, ranking: Sequence[str], budget: int,
-                alpha: float = DEFAULT_ALPHA, rule: KRule = KRule.CLOSEST) -> BudgetPlan:
+                alpha: float = DEFAULT_ALPHA, rule: KRule = KRule.CLOSEST,
+                backbone: Backbone = Backbone.FLOAT32) -> BudgetPlan:
     """Choose K and the channel pool for ``budget`` bytes (docs/design.md §3).
 
     ``KRule.DESIGN``: the smallest K with ``B(K)/M_K <= alpha``; when none, every layer if the
@@ -111,7 +119,7 @@ def plan_budget(graph: Graph, ranking: Sequence[str], budget: int,
     nearest alpha in log scale (ties: the smaller K). On the device B(K) falls by a whole layer's
     weights for each added layer, so the first K under alpha can leave an almost empty pool.
     """
-    plans = feasible_plans(graph, ranking, budget, alpha)
+    plans = feasible_plans(graph, ranking, budget, alpha, backbone)
     if rule is KRule.CLOSEST:
         best = min(plans, key=lambda p: (abs(math.log(p.alpha_k / alpha)), p.k))
         return _with_reason(best, f"K whose B/M_K is closest to alpha = {alpha}")
@@ -125,8 +133,8 @@ def plan_budget(graph: Graph, ranking: Sequence[str], budget: int,
                               "before B/M_K reaches alpha)")
 
 
-def minimum_budget(graph: Graph, ranking: Sequence[str],
-                   costs: Sequence[ChannelCost]) -> tuple[int, str]:
+def minimum_budget(graph: Graph, ranking: Sequence[str], costs: Sequence[ChannelCost],
+                   backbone: Backbone = Backbone.FLOAT32) -> tuple[int, str]:
     """The smallest budget the planner accepts, and how it is made up.
 
     K is reachable when every smaller K left a positive pool, and usable when its pool holds its
@@ -137,7 +145,7 @@ def minimum_budget(graph: Graph, ranking: Sequence[str],
     best: tuple[int, str] | None = None
     previous_fixed = 0
     for k in range(1, len(ranking) + 1):
-        fixed = engine_memory(graph, frozenset(ranking[:k])).fixed_bytes
+        fixed = engine_memory(graph, frozenset(ranking[:k]), backbone).fixed_bytes
         cheapest = min(cost.channel_bytes for cost in costs[:k])
         need = max(budget_for_pool(fixed, cheapest),
                    budget_for_pool(previous_fixed, 1) if k > 1 else 0)

@@ -24,6 +24,8 @@ from medyate_mcu.method.costs import channel_cost
 from medyate_mcu.method.sampler import Pcg32, select_channels, update_norm_vector
 from medyate_mcu.method.sgd import accuracy, sgd_step, warmup_cosine
 from medyate_mcu.planning.schedule import classifier_node
+from medyate_mcu.quant.prefix import Int8Prefix
+from medyate_mcu.quant.scheme import Quantization
 
 SHUFFLE_STREAM = 0x5348554646  # PCG32 sequence of the sample order ("SHUFF"), distinct from epochs
 
@@ -141,9 +143,17 @@ class SparseTrainer:
     pool_bytes: int
     rule: SelectionRule
     settings: TrainSettings = field(default_factory=TrainSettings)
+    # an int8 backbone (docs/quantization.md §5): ``graph`` is the dequantized graph and the int8
+    # region runs in the numpy integer reference
+    quantization: Quantization | None = None
 
     def __post_init__(self) -> None:
-        self.net = ReferenceNet(self.graph)
+        self.int8: Int8Prefix | None = None
+        if self.quantization is not None:
+            self.int8 = Int8Prefix(self.graph, self.quantization, list(self.candidates))
+            self.net = ReferenceNet(self.graph, self.int8, self.int8.nodes)
+        else:
+            self.net = ReferenceNet(self.graph)
         self.classifier = classifier_node(self.graph).name
         for name, weight in self.net.weights.items():
             weight.requires_grad_(name == self.net.keys[self.classifier])

@@ -16,6 +16,11 @@ Parts:
 - the channel pool itself (the paper's B) is what the budget has left after these, rounded down
   to the alignment (:func:`pool_bytes`).
 
+With an int8 backbone (docs/quantization.md §5) the arena also holds the int8 region's
+activations at one byte an element (the sample quantized, each int8 node's output), the float
+copies of int8 tensors a float node reads (``deq:<tensor>``) and one output channel's dequantized
+weights for the float region's frozen layers (``scratch:w8``).
+
 Every part is one or more C symbols (:meth:`EngineMemory.symbols`, and one ``mdy_w_<layer>`` per
 candidate layer), each placed by the linker at an ``ALIGNMENT``-aligned address: a symbol of ``n``
 bytes occupies ``align(n)``. Every part above is counted that way, and :func:`measured_parts`
@@ -28,9 +33,10 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 
 from medyate_mcu.errors import MedyateError
-from medyate_mcu.graph.ir import Graph, OpType
+from medyate_mcu.graph.ir import Graph, Node, OpType
 from medyate_mcu.planning.arena import ArenaPlan, Buffer, align, align_down, plan_arena
 from medyate_mcu.planning.schedule import (
     StepKind,
@@ -38,8 +44,18 @@ from medyate_mcu.planning.schedule import (
     build_schedule,
     classifier_size,
 )
+from medyate_mcu.quant.lowering import int8_region
 
 FLOAT_BYTES = 4
+INT8_BYTES = 1
+W8_SCRATCH = "scratch:w8"  # the arena buffer of the float region's int8-weight kernels
+
+
+class Backbone(StrEnum):
+    """How the frozen part of the network runs (docs/quantization.md)."""
+
+    FLOAT32 = "float32"
+    INT8 = "int8"  # the int8 region in int8, frozen float-region layers with int8 weights
 ENGINE_STATE_BYTES = 64
 # Per candidate channel arrays (element bytes), each its own aligned buffer.
 CHANNEL_ARRAYS = {"norms": ("float", 4), "norm_sums": ("float", 4),
@@ -63,28 +79,63 @@ def _numel(graph: Graph, tensor: str) -> int:
 IN_PLACE_OPS = (OpType.RELU, OpType.RELU6, OpType.ADD, OpType.FLATTEN)
 
 
-def activation_storage(graph: Graph) -> dict[str, str]:
+def activation_storage(graph: Graph,
+                       int8_nodes: frozenset[str] = frozenset()) -> dict[str, str]:
     """Tensor -> the tensor whose buffer holds it. ReLU, ReLU6, Add and Flatten write their
-    output over an input that no other op reads (the first such input for Add); the graph input
-    lives outside the arena and is never overwritten."""
+    output over an input that no other op reads (the first such input for Add) and that is of
+    their own region (int8 or float: ``int8_nodes``); the graph input is never overwritten."""
     storage: dict[str, str] = {}
     for node in graph.nodes:
         storage[node.output] = node.output
         if node.op not in IN_PLACE_OPS:
             continue
+        int8 = node.name in int8_nodes
         for tensor in node.inputs:
-            if tensor != graph.input and len(graph.consumers(tensor)) == 1 \
-                    and tensor != graph.output:
+            producer = graph.producer(tensor)
+            same_region = producer is not None and (producer.name in int8_nodes) == int8
+            if same_region and len(graph.consumers(tensor)) == 1 and tensor != graph.output:
                 storage[node.output] = storage[tensor]
                 break
     return storage
 
 
-def arena_buffers(schedule: TrainingSchedule) -> list[Buffer]:
+def int8_tensors(graph: Graph, int8_nodes: frozenset[str]) -> set[str]:
+    """The tensors held in int8: the outputs of the int8 region, and the graph input when an
+    int8 node reads it (the sample, quantized into the arena)."""
+    held = {node.output for node in graph.nodes if node.name in int8_nodes}
+    if any(graph.input in node.inputs for node in graph.nodes if node.name in int8_nodes):
+        held.add(graph.input)
+    return held
+
+
+def dequantized_tensors(graph: Graph, int8_nodes: frozenset[str]) -> list[str]:
+    """int8 tensors a float node reads: each gets a float copy (``deq:<tensor>``) written right
+    after its producer runs. The graph input is not one: float nodes read the float sample."""
+    return [node.output for node in graph.nodes if node.name in int8_nodes
+            and any(c.name not in int8_nodes for c in graph.consumers(node.output))]
+
+
+def w8_layers(graph: Graph, schedule: TrainingSchedule, int8_nodes: frozenset[str]) -> list[Node]:
+    """The frozen Conv and Linear layers of the float region: with an int8 backbone their
+    weights stay int8 in flash and are dequantized an output channel at a time."""
+    trained = {*schedule.candidates, schedule.classifier}
+    return [node for node in graph.nodes_of(OpType.CONV, OpType.LINEAR)
+            if node.name not in trained and node.name not in int8_nodes]
+
+
+def w8_scratch_floats(node: Node) -> int:
+    """One output channel's weights of ``node``: (in_c/groups)·k_h·k_w, or in_f for Linear."""
+    return int(node.params["weight"][0].size)
+
+
+def arena_buffers(schedule: TrainingSchedule, int8_nodes: frozenset[str] = frozenset(),
+                  w8: bool = False) -> list[Buffer]:
     """Every per-sample buffer of the training step with its lifetime in schedule steps.
 
     Activations that share storage (see :func:`activation_storage`) form one buffer, live from
-    the first write to the last read of any of them."""
+    the first write to the last read of any of them. ``int8_nodes``: the int8 region, whose
+    tensors take a byte an element; ``w8``: the frozen float-region layers keep int8 weights
+    (docs/quantization.md §5)."""
     graph = schedule.graph
     forward = {step.node.name: t for t, step in enumerate(schedule.steps)
                if step.kind is StepKind.FORWARD and step.node is not None}
@@ -93,20 +144,36 @@ def arena_buffers(schedule: TrainingSchedule) -> list[Buffer]:
     propagating = {step.node.name for step in schedule.steps
                    if step.kind is StepKind.BACKWARD and step.propagate_error and step.node}
     loss_time = schedule.time_of(StepKind.LOSS)
-    storage = activation_storage(graph)
+    storage = activation_storage(graph, int8_nodes)
+    held_int8 = int8_tensors(graph, int8_nodes)
+
+    def element_bytes(tensor: str) -> int:
+        return INT8_BYTES if tensor in held_int8 else FLOAT_BYTES
+
+    def read_times(tensor: str, readers: list[Node]) -> list[int]:
+        times = [forward[c.name] for c in readers]
+        if tensor == graph.output:
+            times.append(loss_time)
+        for consumer in readers:
+            if consumer.name == schedule.classifier and consumer.name in backward:
+                times.append(backward[consumer.name])  # the classifier's input, for its gradient
+        return times
+
     spans: dict[str, tuple[int, int, int]] = {}  # storage root -> (bytes, first, last)
     buffers = []
+    if graph.input in held_int8:
+        readers = [c for c in graph.consumers(graph.input) if c.name in int8_nodes]
+        buffers.append(Buffer(f"act:{graph.input}", _numel(graph, graph.input) * INT8_BYTES,
+                              0, max(forward[c.name] for c in readers)))
     for node in graph.nodes:
         tensor = node.output
-        readers = [forward[c.name] for c in graph.consumers(tensor)]
-        if tensor == graph.output:
-            readers.append(loss_time)
-        for consumer in graph.consumers(tensor):
-            if consumer.name == schedule.classifier and consumer.name in backward:
-                readers.append(backward[consumer.name])  # the classifier's input, for its gradient
+        consumers = graph.consumers(tensor)
+        if node.name in int8_nodes:  # float readers read the float copy
+            consumers = [c for c in consumers if c.name in int8_nodes]
+        readers = read_times(tensor, consumers) or [forward[node.name]]
         root = storage[tensor]
         size, first, last = spans.get(root, (0, forward[node.name], 0))
-        spans[root] = (max(size, _numel(graph, tensor) * FLOAT_BYTES), first,
+        spans[root] = (max(size, _numel(graph, tensor) * element_bytes(tensor)), first,
                        max(last, *readers))
         if node.name in propagating and node.op in (OpType.RELU, OpType.RELU6):
             buffers.append(Buffer(f"mask:{node.name}", math.ceil(_numel(graph, tensor) / 8),
@@ -115,6 +182,19 @@ def arena_buffers(schedule: TrainingSchedule) -> list[Buffer]:
             buffers.append(Buffer(f"argmax:{node.name}", _numel(graph, tensor),
                                   forward[node.name], backward[node.name]))
     buffers.extend(Buffer(f"act:{root}", *span) for root, span in spans.items())
+    for tensor in dequantized_tensors(graph, int8_nodes):
+        producer = graph.producer(tensor)
+        assert producer is not None
+        floats = [c for c in graph.consumers(tensor) if c.name not in int8_nodes]
+        buffers.append(Buffer(f"deq:{tensor}", _numel(graph, tensor) * FLOAT_BYTES,
+                              forward[producer.name], max(read_times(tensor, floats))))
+    if w8:
+        layers = w8_layers(graph, schedule, int8_nodes)
+        if layers:
+            times = [t for n in layers for t in (forward[n.name], backward.get(n.name, 0))]
+            buffers.append(Buffer(W8_SCRATCH,
+                                  max(map(w8_scratch_floats, layers)) * FLOAT_BYTES,
+                                  min(times), max(times)))
     for tensor in sorted(schedule.error_tensors):
         producer = graph.producer(tensor)
         assert producer is not None
@@ -135,6 +215,8 @@ class EngineMemory:
     candidate_weights: int  # the mdy_w_<layer> symbols, each aligned
     candidate_channels: int
     classifier_values: int  # weight and bias of the classifier, floats
+    backbone: Backbone = Backbone.FLOAT32
+    int8_nodes: frozenset[str] = frozenset()  # the int8 region (int8 backbone only)
     engine_state: int = ENGINE_STATE_BYTES
 
     @property
@@ -202,10 +284,14 @@ def measured_parts(sizes: Mapping[str, int]) -> dict[str, int]:
     return parts
 
 
-def engine_memory(graph: Graph, candidates: set[str] | frozenset[str]) -> EngineMemory:
-    """Plan the engine's static RAM for ``candidates`` (conv layer names) plus the classifier."""
+def engine_memory(graph: Graph, candidates: set[str] | frozenset[str],
+                  backbone: Backbone = Backbone.FLOAT32) -> EngineMemory:
+    """Plan the engine's static RAM for ``candidates`` (conv layer names) plus the classifier,
+    the frozen part run as ``backbone`` says."""
     schedule = build_schedule(graph, candidates)
-    plan = plan_arena(arena_buffers(schedule))
+    int8_nodes = frozenset(node.name for node in int8_region(graph, schedule.candidates)) \
+        if backbone is Backbone.INT8 else frozenset()
+    plan = plan_arena(arena_buffers(schedule, int8_nodes, w8=backbone is Backbone.INT8))
     weights = sum(align(graph.node(name).params["weight"].size * FLOAT_BYTES)
                   for name in schedule.candidates)
     channels = sum(graph.shapes[graph.node(name).inputs[0]][0] for name in schedule.candidates)
@@ -218,6 +304,8 @@ def engine_memory(graph: Graph, candidates: set[str] | frozenset[str]) -> Engine
         candidate_weights=weights,
         candidate_channels=channels,
         classifier_values=classifier_size(graph),
+        backbone=backbone,
+        int8_nodes=int8_nodes,
     )
 
 
@@ -240,4 +328,5 @@ def linked_bytes(sizes: Iterable[int]) -> int:
 
 def activation_offset(memory: EngineMemory, tensor: str) -> int:
     """Arena byte offset of ``tensor``'s activation (tensors computed in place share one)."""
-    return memory.arena.offset_of(f"act:{activation_storage(memory.schedule.graph)[tensor]}")
+    storage = activation_storage(memory.schedule.graph, memory.int8_nodes)
+    return memory.arena.offset_of(f"act:{storage[tensor]}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -105,3 +106,31 @@ class Quantization:
     tensors: dict[str, TensorQuant]
     weights: dict[str, WeightQuant]
     source: str
+
+    def save(self, path: Path) -> None:
+        """Write to ``path`` (.npz): every scale, zero point, int8 weight and the source."""
+        arrays: dict[str, np.ndarray] = {
+            "source": np.array(self.source),
+            "tensor_names": np.array(list(self.tensors), dtype=str),
+            "tensor_scales": np.array([t.scale for t in self.tensors.values()], np.float32),
+            "tensor_zero_points": np.array([t.zero_point for t in self.tensors.values()],
+                                           np.int32),
+            "weight_names": np.array(list(self.weights), dtype=str),
+        }
+        for index, quant in enumerate(self.weights.values()):
+            arrays[f"weight_values_{index}"] = quant.values
+            arrays[f"weight_scales_{index}"] = quant.scales
+        with path.open("wb") as file:
+            np.savez(file, **arrays)
+
+    @classmethod
+    def load(cls, path: Path) -> Quantization:
+        """Read what :meth:`save` wrote."""
+        with np.load(path, allow_pickle=False) as data:
+            tensors = {str(name): TensorQuant(float(scale), int(zero))
+                       for name, scale, zero in zip(data["tensor_names"], data["tensor_scales"],
+                                                    data["tensor_zero_points"], strict=True)}
+            weights = {str(name): WeightQuant(data[f"weight_values_{i}"],
+                                              data[f"weight_scales_{i}"])
+                       for i, name in enumerate(data["weight_names"])}
+            return cls(tensors, weights, str(data["source"]))

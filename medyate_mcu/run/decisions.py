@@ -21,6 +21,7 @@ from medyate_mcu.graph.ir import Graph, Node, OpType
 from medyate_mcu.graph.reference import ReferenceNet, window_cells
 from medyate_mcu.planning.arena import ArenaPlan
 from medyate_mcu.planning.memory import EngineMemory, activation_offset
+from medyate_mcu.quant.lowering import fusing_conv
 from medyate_mcu.run.engine_lib import EngineLibrary
 
 UNIT_ROUNDOFF = 2.0 ** -24  # u: float32, round to nearest
@@ -53,10 +54,19 @@ class DecisionRecorder:
                         for node in self.nodes.values()}
         self.values = {node.name: activation_offset(memory, node.output) // 4
                        for node in self.nodes.values()}
+        # the int8 region's ops (docs/quantization.md: the generated code calls the hook after
+        # each but a fused ReLU), and where their int8 outputs lie
+        self.int8_nodes = {graph.nodes.index(node): node for node in graph.nodes
+                           if node.name in memory.int8_nodes
+                           and fusing_conv(graph, node, memory.int8_nodes) is None}
+        self.int8_offsets = {node.name: activation_offset(memory, node.output)
+                             for node in self.int8_nodes.values()}
         self.arena = engine.array("mdy_arena", np.uint8, memory.arena.size)
         self.floats = self.arena.view(np.float32)
-        # per sample: decisions by node, outputs by tensor
-        self.samples: list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]] | None = None
+        # per sample: decisions by node, outputs by tensor, int8 outputs by tensor
+        self.samples: list[tuple[dict[str, np.ndarray], dict[str, np.ndarray],
+                                 dict[str, np.ndarray]]] | None = None
+        self.last_int8: list[dict[str, np.ndarray]] = []  # per sample of the last recording
         engine.on_decisions(self._read)
 
     def start(self) -> None:
@@ -64,12 +74,13 @@ class DecisionRecorder:
 
     def next_sample(self) -> None:
         assert self.samples is not None
-        self.samples.append(({}, {}))
+        self.samples.append(({}, {}, {}))
 
     def stop(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """The recorded samples' decisions (by node) and output values (by tensor), stacked in
         the batch's order."""
         samples, self.samples = self.samples or [], None
+        self.last_int8 = [sample[2] for sample in samples]
         if not samples:
             return {}, {}
         decisions = {node.name: torch.from_numpy(np.stack([s[0][node.name] for s in samples]))
@@ -81,6 +92,12 @@ class DecisionRecorder:
     def _read(self, index: int) -> None:
         if not self.samples:
             return
+        if index in self.int8_nodes:
+            node = self.int8_nodes[index]
+            offset, n = self.int8_offsets[node.name], math.prod(self.graph.shapes[node.output])
+            self.samples[-1][2][node.output] = self.arena[offset:offset + n].view(np.int8) \
+                .reshape(self.graph.shapes[node.output]).copy()
+            return
         node = self.nodes[index]
         shape = self.graph.shapes[node.output]
         n, offset = math.prod(shape), self.offsets[node.name]
@@ -90,7 +107,7 @@ class DecisionRecorder:
             bits = np.unpackbits(self.arena[offset:offset + (n + 7) // 8], bitorder="little")
             value = bits[:n].astype(bool).reshape(shape)
         start = self.values[node.name]
-        decisions, outputs = self.samples[-1]
+        decisions, outputs, _ = self.samples[-1]
         decisions[node.name] = value
         outputs[node.output] = self.floats[start:start + n].reshape(shape).copy()
 
@@ -103,8 +120,11 @@ def forward_values(net: ReferenceNet, x: torch.Tensor) -> dict[str, torch.Tensor
     """Every tensor of the reference's own float32 forward pass over the batch ``x``."""
     values = {net.graph.input: x}
     with torch.no_grad():
+        if net.prefix is not None:
+            values.update(net.prefix(x))
         for node in net.graph.nodes:
-            values[node.output] = net._run(node, [values[t] for t in node.inputs])
+            if node.name not in net.prefix_nodes:
+                values[node.output] = net._run(node, [values[t] for t in node.inputs])
     return values
 
 
@@ -136,6 +156,13 @@ def rounding_bounds(net: ReferenceNet, values: dict[str, torch.Tensor],
     exact: dict[str, torch.Tensor] = {}  # signed C − reference differences, where known
     with torch.no_grad():
         for node in graph.nodes:
+            if node.name in net.prefix_nodes:
+                # the int8 region: the C engine and the integer reference agree bit for bit
+                # (verify checks it), and so do the float copies a float node reads
+                if node.output in values:
+                    bounds[node.output] = torch.zeros_like(values[node.output],
+                                                           dtype=torch.float64)
+                continue
             a = [values[t].double() for t in node.inputs]
             e = [bounds[t] for t in node.inputs]
             bounds[node.output] = _bound(net, node, a, e, exact.get(node.inputs[0]))

@@ -93,7 +93,7 @@ def verification_data(project: Project, epochs: int | None, samples: int) -> Ver
     training samples of the build's data set, drawn stratified by class with the build's seed
     (as `train --samples` draws them)."""
     data_source = project.manifest.data_source
-    graph, _, settings = project.reference()
+    graph, _, settings, _ = project.reference()
     if data_source is None:
         raise MedyateError("the build embeds no data set; compile with --data to verify")
     epochs = epochs or settings.epochs
@@ -108,7 +108,7 @@ def verify_build(project: Project, epochs: int | None = None, samples: int = 96,
                  on_epoch=None) -> list[Check]:
     """Build ``project`` for the host and run every check; the report rows."""
     manifest = project.manifest
-    graph, plan, settings = project.reference()
+    graph, plan, settings, quantization = project.reference()
     epochs, data, x, y = verification_data(project, epochs, samples)
     library = make(project.folder, "lib")
     checks = memory_checks(library, plan)
@@ -117,7 +117,10 @@ def verify_build(project: Project, epochs: int | None = None, samples: int = 96,
     schedule = plan.memory.schedule
     candidates = list(schedule.candidates)
     reference = SparseTrainer(graph, candidates, plan.pool_bytes,
-                              SelectionRule(resample=True, weighted=True), settings)
+                              SelectionRule(resample=True, weighted=True), settings,
+                              quantization)
+    if reference.int8 is not None:
+        assert reference.int8.nodes == plan.memory.int8_nodes, "two int8 regions"
     checks.append(_forward_check(engine, reference, data.x_test[:8]))
     recorder = DecisionRecorder(engine, plan.memory)
     if settings.batch_size > 1:
@@ -177,6 +180,8 @@ class _StepComparison:
         self.start: dict[str, np.ndarray] = {}
         self.flips = self.unexplained = self.forced_steps = 0
         self.closest = 0.0
+        self.int8_compared = 0  # int8 tensors of the C engine held to the integer reference
+        self.int8_differ: list[str] = []
 
     def before(self, batch: list[int]) -> None:
         _copy_weights(self.engine, self.reference, self.sizes)
@@ -187,6 +192,25 @@ class _StepComparison:
         self.unexplained += found.unexplained
         self.closest = max(self.closest, found.closest)
         self.forced_steps += found.flips > 0
+        self._compare_int8(batch)
+
+    def _compare_int8(self, batch: list[int]) -> None:
+        """The C engine's int8 outputs of this batch against the numpy integer reference's,
+        every element (docs/quantization.md §9)."""
+        prefix = self.reference.int8
+        if prefix is None:
+            return
+        for index, recorded in zip(batch, self.recorder.last_int8, strict=True):
+            expected = prefix.int8_values(self.x[index])
+            for tensor, ours in recorded.items():
+                self.int8_compared += 1
+                wrong = np.flatnonzero(ours.reshape(-1) != expected[tensor].reshape(-1))
+                if wrong.size:
+                    at = int(wrong[0])
+                    self.int8_differ.append(
+                        f"sample {index} {tensor}[{at}]: C {int(ours.reshape(-1)[at])}, "
+                        f"reference {int(expected[tensor].reshape(-1)[at])} ({wrong.size} "
+                        "elements differ)")
 
     def after(self, batch: list[int]) -> None:
         self.reference.net.forced = {}
@@ -203,7 +227,13 @@ class _StepComparison:
         measured = f"{worst:.2e}"
         if self.forced_steps:
             measured += f" ({self.forced_steps} of {len(self.errors)} steps with C decisions)"
+        int8 = [] if self.reference.int8 is None else [
+            Check(f"epoch {epoch} int8 forward C / integer reference",
+                  f"{self.int8_compared} tensors, {len(self.int8_differ)} differ"
+                  + (f": {self.int8_differ[0]}" if self.int8_differ else ""),
+                  "bit-exact", not self.int8_differ)]
         return [
+            *int8,
             Check(f"epoch {epoch} weights, step by step", measured,
                   f"<= {WEIGHT_TOLERANCE:.0e}", worst <= WEIGHT_TOLERANCE),
             Check(f"epoch {epoch} activation decisions C / ref",

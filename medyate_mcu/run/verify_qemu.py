@@ -221,7 +221,7 @@ def verify_qemu(project: Project, epochs: int | None = None, samples: int = 96,
         raise MedyateError(f"{board.name} is a real board: verify --qemu needs a build for an "
                            "emulated board (compile with --board qemu-mps2-an386, "
                            "qemu-mps2-an500 or qemu-netduinoplus2)")
-    graph, plan, settings = project.reference()
+    graph, plan, settings, _ = project.reference()
     epochs, _, x, y = verification_data(project, epochs, samples)
     image = build_firmware(project, "verify")
     checks = [Check(f"Cortex-M image: {check.name}", check.measured, check.limit, check.ok)

@@ -19,12 +19,15 @@ from medyate_mcu.boards import Board, get_board
 from medyate_mcu.codegen.folder import Project, Reference
 from medyate_mcu.codegen.project import BuildManifest, EmbeddedData, write_project
 from medyate_mcu.errors import MedyateError
-from medyate_mcu.graph import load_onnx
 from medyate_mcu.graph.ir import Graph
 from medyate_mcu.method.costs import channel_cost
 from medyate_mcu.method.lara import LaraSettings, LayerRanking, compute_lara
 from medyate_mcu.method.planner import DEFAULT_ALPHA, KRule, minimum_budget, plan_budget
 from medyate_mcu.method.trainer import TrainSettings, replace_classifier
+from medyate_mcu.planning.memory import Backbone
+from medyate_mcu.quant.calibrate import calibrate, dequantized_graph, quantization_report
+from medyate_mcu.quant.qdq import load_quantized
+from medyate_mcu.quant.scheme import Quantization
 from medyate_mcu.toolchain.arm import ARM_GCC, ARM_PACKAGES, build_firmware, require_tool
 from medyate_mcu.toolchain.auto_budget import BoardRoom, auto_budget, measure_room
 from medyate_mcu.units import format_size
@@ -35,9 +38,13 @@ AUTO = "auto"  # CompileOptions.budget: the board's RAM less the rest of the ima
 DEFAULT_BUDGET = 300 * 1024
 DEMO_DATA = "digits"  # what the bundled demo model trains on when no data is given
 RANKING_SUFFIX = ".lara.json"
+AUTO_BACKBONE = "auto"  # CompileOptions.backbone: int8 when float32 does not fit
+DEFAULT_CALIBRATION_SAMPLES = 64
+QUANT_REPORT = "quantization.txt"  # the calibration report, in the project folder
 
 Say = Callable[[str], None]
 LaraProgress = Callable[[int, int, float], None]  # step, steps, loss
+Progress = Callable[[int, int], None]  # done, total
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,8 @@ class CompileOptions:
     seed: int = 0
     alpha: float = DEFAULT_ALPHA
     k_rule: str = KRule.CLOSEST.value
+    backbone: str = AUTO_BACKBONE  # float32 | int8 | auto (docs/quantization.md)
+    calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES
 
     @property
     def settings(self) -> TrainSettings:
@@ -100,26 +109,36 @@ def target_classes(data_classes: int | None, data: str | None, classes: int | No
 
 
 def compile_project(options: CompileOptions, output: Path, say: Say = print,
-                    lara_progress: LaraProgress | None = None) -> Project:
+                    lara_progress: LaraProgress | None = None,
+                    calibration_progress: Progress | None = None) -> Project:
     """Compile ``options.model`` into a C project in ``output``; the written project.
 
-    ``say`` gets the lines worth telling (a LaRa run, the --budget auto account, a board check
-    skipped); ``lara_progress`` follows LaRa when the model has no ranking yet."""
+    ``say`` gets the lines worth telling (a LaRa run, the backbone chosen and its calibration,
+    the --budget auto account, a board check skipped); ``lara_progress`` follows LaRa when the
+    model has no ranking yet, ``calibration_progress`` the int8 calibration."""
     source = model_path(options.model)
-    graph = load_onnx(source)
+    graph, file_quantization = load_quantized(source)
     data = options.data if options.data is not None or options.model is not None else DEMO_DATA
     task = load_task(data, graph, seed=0) if data else None  # bad data fails before LaRa runs
     classes = target_classes(task.classes if task else None, data, options.classes,
                              graph.output_shape[0])
     ranking_file = options.ranking or default_ranking_path(options.model)
     ranking = _ranking(options, graph, data, ranking_file, say, lara_progress)
-    headed = replace_classifier(graph, classes, options.seed)
     board = get_board(options.board) if options.board else None
+    backbone = choose_backbone(options, graph, ranking, classes, board, file_quantization, say)
+    quantization, report = None, []
+    if backbone is Backbone.INT8:
+        quantization = file_quantization or _calibrate(graph, task, options, say,
+                                                       calibration_progress)
+        report = quantization_lines(graph, quantization, task, options)
+        graph = dequantized_graph(graph, quantization)
+    headed = replace_classifier(graph, classes, options.seed)
     embed = options.embed if options.embed is not None else (64 if board else 256)
     embedded = _embedded(task, embed, options.seed)
 
     def write(budget: int, folder: Path) -> Project:
-        plan = plan_budget(headed, ranking.ranking, budget, options.alpha, KRule(options.k_rule))
+        plan = plan_budget(headed, ranking.ranking, budget, options.alpha, KRule(options.k_rule),
+                           backbone)
         settings = options.settings
         manifest = BuildManifest(
             model_path=str(source.resolve()),
@@ -129,13 +148,15 @@ def compile_project(options: CompileOptions, output: Path, say: Say = print,
             settings=asdict(settings), data_source=task.name if task else None,
             candidates=list(plan.memory.schedule.candidates), pool_bytes=plan.pool_bytes,
             fixed_bytes=plan.memory.fixed_bytes, parts=plan.memory.parts(),
-            board=board.name if board else None,
+            board=board.name if board else None, backbone=backbone.value,
         )
         write_project(folder, headed, plan, settings, classes, graph.metadata, manifest,
-                      embedded, board=board)
+                      embedded, board=board, quantization=quantization)
+        if report:
+            (folder / QUANT_REPORT).write_text("\n".join(report) + "\n")
         opened = Project.open(folder)
         return Project(folder, opened.manifest, opened.manifest_text,
-                       Reference(headed, plan, settings),
+                       Reference(headed, plan, settings, quantization),
                        0 if embedded is None else len(embedded.train_y))
 
     budget = options.budget
@@ -157,6 +178,57 @@ def compile_project(options: CompileOptions, output: Path, say: Say = print,
         say(f"note: {ARM_GCC} is not installed, so whether {board.name}'s RAM holds this "
             "budget with the stack and the application is checked only by `medyate-mcu build`")
     return write(budget, output)
+
+
+def choose_backbone(options: CompileOptions, graph: Graph, ranking: LayerRanking, classes: int,
+                    board: Board | None, file_quantization: Quantization | None,
+                    say: Say) -> Backbone:
+    """``--backbone``: as given, or (auto) int8 when float32 does not fit: its smallest engine
+    exceeds the budget (or the board's RAM), or its weights the board's flash."""
+    if options.backbone != AUTO_BACKBONE:
+        return Backbone(options.backbone)
+    headed = replace_classifier(graph, classes, options.seed)
+    costs = [channel_cost(headed, headed.node(name)) for name in ranking.ranking]
+    smallest, _ = minimum_budget(headed, ranking.ranking, costs, Backbone.FLOAT32)
+    ram = options.budget if isinstance(options.budget, int) else \
+        board.ram_bytes if board else None
+    flash = 4 * headed.parameter_count()
+    reasons = []
+    if ram is not None and smallest > ram:
+        reasons.append(f"its smallest engine needs {format_size(smallest)} of RAM, more than "
+                       f"{format_size(ram)}")
+    if board is not None and flash > board.flash_bytes // 2:
+        reasons.append(f"its weights take {format_size(flash)} of flash, more than half of "
+                       f"{board.name}'s {format_size(board.flash_bytes)}")
+    if not reasons:
+        return Backbone.FLOAT32
+    if file_quantization is None and options.data is None and options.model is not None:
+        raise MedyateError(f"a float32 backbone does not fit ({'; '.join(reasons)}), and an int8 "
+                           "one needs --data to calibrate on (or a QDQ-quantized model)")
+    say(f"backbone: int8, since in float32 {'; '.join(reasons)}")
+    return Backbone.INT8
+
+
+def _calibrate(graph: Graph, task: TaskData | None, options: CompileOptions, say: Say,
+               progress: Progress | None) -> Quantization:
+    """The int8 quantization of ``graph`` calibrated on stratified training samples of
+    ``task`` (docs/quantization.md §6)."""
+    if task is None:
+        raise MedyateError("--backbone int8 calibrates on the task's data: give --data (or a "
+                           "model quantized as QDQ ONNX)")
+    picked = stratified_sample(task.y_train, options.calibration_samples, options.seed)
+    say(f"int8 backbone: calibrating on {len(picked)} samples of {task.name}")
+    return calibrate(graph, task.x_train[picked], progress)
+
+
+def quantization_lines(graph: Graph, quantization: Quantization, task: TaskData | None,
+                       options: CompileOptions) -> list[str]:
+    """The calibration report (per-layer scales, the int8-vs-float error) on the calibration
+    samples; without data, only the scales' source."""
+    if task is None:
+        return [f"int8 backbone: {quantization.source}"]
+    picked = stratified_sample(task.y_train, options.calibration_samples, options.seed)
+    return quantization_report(graph, quantization, task.x_train[picked]).lines()
 
 
 def _ranking(options: CompileOptions, graph: Graph, data: str | None, path: Path, say: Say,
