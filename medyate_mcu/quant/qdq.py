@@ -279,16 +279,16 @@ class _Rewriter:
         for node in self.nodes:
             if id(node) in self.removed:
                 continue
+            conv = self.producer.get(node.input[0]) if node.input else None
+            if node.op_type == "BatchNormalization" and conv is not None and \
+                    id(conv) in self.weight_of:
+                raise self.fail(f"BatchNormalization {node.name!r} follows the quantized "
+                                f"Conv {conv.name!r}; fold it before quantizing "
+                                "(onnxruntime's quant_pre_process)")
             if id(node) in self.touched and node.op_type not in INT8_OPS:
                 raise self.fail(f"node {node.name or node.op_type!r}: {node.op_type} is "
                                 "quantized in the file but has no int8 kernel here (int8 ops: "
                                 f"{', '.join(INT8_OPS)})")
-            if node.op_type == "BatchNormalization":
-                conv = self.producer.get(node.input[0])
-                if conv is not None and id(conv) in self.weight_of:
-                    raise self.fail(f"BatchNormalization {node.name!r} follows the quantized "
-                                    f"Conv {conv.name!r}; fold it before quantizing "
-                                    "(onnxruntime's quant_pre_process)")
 
     def _rebuild(self) -> None:
         graph = self.model.graph
