@@ -164,7 +164,7 @@ def compile_project(options: CompileOptions, output: Path, say: Say = print,
         if board is None:
             raise MedyateError("--budget auto needs --board: it sizes the engine to that "
                                "board's RAM")
-        budget = auto_budget(_board_room(board, headed, ranking, write), say=say)
+        budget = auto_budget(_board_room(board, headed, ranking, write, backbone), say=say)
         project = write(budget, output)
         build_firmware(project)  # confirms that the whole image fits the board
         return project
@@ -173,7 +173,7 @@ def compile_project(options: CompileOptions, output: Path, say: Say = print,
         raise MedyateError(f"budget {format_size(budget)} exceeds {board.name}'s RAM "
                            f"({format_size(board.ram_bytes)})")
     if board and shutil.which(ARM_GCC):
-        _board_room(board, headed, ranking, write).check(budget)
+        _board_room(board, headed, ranking, write, backbone).check(budget)
     elif board:
         say(f"note: {ARM_GCC} is not installed, so whether {board.name}'s RAM holds this "
             "budget with the stack and the application is checked only by `medyate-mcu build`")
@@ -270,12 +270,12 @@ def _embedded(task: TaskData | None, embed: int, seed: int) -> EmbeddedData | No
 
 
 def _board_room(board: Board, graph: Graph, ranking: LayerRanking,
-                write: Callable[[int, Path], Project]) -> BoardRoom:
+                write: Callable[[int, Path], Project], backbone: Backbone) -> BoardRoom:
     """What ``board``'s RAM leaves for the engine, measured on a probe project written at the
     smallest feasible budget in a temporary folder."""
     require_tool(ARM_GCC, ARM_PACKAGES)
     costs = [channel_cost(graph, graph.node(name)) for name in ranking.ranking]
-    smallest, _ = minimum_budget(graph, ranking.ranking, costs)
+    smallest, _ = minimum_budget(graph, ranking.ranking, costs, backbone)
     scratch = Path(tempfile.mkdtemp(prefix="medyate-room-"))
     try:
         return measure_room(board, write(smallest, scratch / "probe"))
