@@ -328,6 +328,32 @@ def test_q8_conv(lib: ctypes.CDLL, name: str, profile: str) -> None:
     assert_equal_nontrivial(got, expected, params.act_min, params.act_max)
 
 
+def random_conv(rng: np.random.Generator) -> Conv:
+    """A random conv shape: odd and tiny maps, kernels 1-5 (non-square), strides 1-3, padding
+    0 to k - 1 on each side (asymmetric), regular, grouped or depthwise (multiplier 1-2)."""
+    groups = int(rng.choice([1, 1, 2, 3, 4]))
+    depthwise = rng.random() < 0.3
+    in_c = groups * int(rng.integers(1, 4)) if not depthwise else int(rng.integers(1, 7))
+    groups = in_c if depthwise else groups
+    out_c = groups * int(rng.integers(1, 3) if depthwise else rng.integers(1, 4))
+    k = (int(rng.integers(1, 6)), int(rng.integers(1, 6)))
+    pads = tuple(int(rng.integers(0, k[i % 2])) for i in range(4))
+    stride = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+    in_h = max(int(rng.integers(1, 12)), k[0] - pads[0] - pads[2])
+    in_w = max(int(rng.integers(1, 12)), k[1] - pads[1] - pads[3])
+    return Conv(in_c, in_h, in_w, out_c, k, stride, pads, groups)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_q8_conv_random_shapes(lib: ctypes.CDLL, seed: int) -> None:
+    rng = np.random.default_rng(1000 + seed)
+    case = random_conv(rng)
+    profile = list(PROFILES)[seed % len(PROFILES)]
+    x, w, params = conv_setup(case, profile, seed)
+    expected = ref.conv2d(x, w, params, window(case), case.groups)
+    assert np.array_equal(c_conv(lib, case, x, w, params), expected), case
+
+
 def test_q8_conv_without_bias_is_a_zero_bias(lib: ctypes.CDLL) -> None:
     case = CONV_CASES["3x3 s2 pad1"]
     x, w, params = conv_setup(case, "z -128/127", seed=3)
@@ -402,14 +428,10 @@ def test_q8_global_avgpool(lib: ctypes.CDLL, in_zero: int, act: str, c: int, hw:
         assert_equal_nontrivial(y, expected, params.act_min, params.act_max)
 
 
-@pytest.mark.parametrize(("in_zero", "act"), POOL_PARAMS)
-@pytest.mark.parametrize("name", POOL_CASES)
-def test_q8_avgpool_and_maxpool(lib: ctypes.CDLL, name: str, in_zero: int, act: str) -> None:
+def check_pools(lib: ctypes.CDLL, case: Pool, in_zero: int, act: str, seed: int) -> None:
     """Average pool over k_h * k_w cells (no padding, or padding counted), max pool with padding
     that never wins."""
-    case = POOL_CASES[name]
-    rng = np.random.default_rng(len(name) + in_zero + 128)
-    x = uniform_i8(rng, in_zero, case.c, case.in_h, case.in_w)
+    x = uniform_i8(np.random.default_rng(seed), in_zero, case.c, case.in_h, case.in_w)
     shape = case.shape(count_include_pad=1)
     for kind, real in (("avgpool", 1.3 / (case.k[0] * case.k[1])), ("maxpool", 0.8)):
         params = rescale_params(real, in_zero, act)
@@ -418,9 +440,28 @@ def test_q8_avgpool_and_maxpool(lib: ctypes.CDLL, name: str, in_zero: int, act: 
         getattr(lib, f"mdy_q8_{kind}_forward")(ctypes.byref(shape),
                                                ctypes.byref(c_params(QRescale, params)),
                                                i8p(x), i8p(y))
-        assert np.array_equal(y, expected), kind
+        assert np.array_equal(y, expected), (kind, case)
         if y.size >= 20:
             assert_equal_nontrivial(y, expected, params.act_min, params.act_max)
+
+
+@pytest.mark.parametrize(("in_zero", "act"), POOL_PARAMS)
+@pytest.mark.parametrize("name", POOL_CASES)
+def test_q8_avgpool_and_maxpool(lib: ctypes.CDLL, name: str, in_zero: int, act: str) -> None:
+    check_pools(lib, POOL_CASES[name], in_zero, act, len(name) + in_zero + 128)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_q8_pools_random_shapes(lib: ctypes.CDLL, seed: int) -> None:
+    """Random windows (padding below the kernel on each side: no window of padding only)."""
+    rng = np.random.default_rng(2000 + seed)
+    k = (int(rng.integers(1, 5)), int(rng.integers(1, 5)))
+    pads = tuple(int(rng.integers(0, k[i % 2])) for i in range(4))
+    case = Pool(int(rng.integers(1, 5)), max(int(rng.integers(1, 12)), k[0]),
+                max(int(rng.integers(1, 12)), k[1]), k,
+                (int(rng.integers(1, 4)), int(rng.integers(1, 4))), pads)  # type: ignore[arg-type]
+    in_zero, act = POOL_PARAMS[seed % len(POOL_PARAMS)]
+    check_pools(lib, case, in_zero, act, seed)
 
 
 def add_params(seed: int, in1_zero: int, in2_zero: int, relu: bool) -> QAddParams:
