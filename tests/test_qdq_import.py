@@ -450,6 +450,14 @@ def _unquantized_pool() -> onnx.ModelProto:
     return model
 
 
+def _two_scales() -> onnx.ModelProto:
+    model = qdq_conv()
+    model.graph.node.extend([
+        helper.make_node("QuantizeLinear", ["x", "c_s", "x_z"], ["x_q2"]),
+        helper.make_node("DequantizeLinear", ["x_q2", "c_s", "x_z"], ["x_dq2"])])
+    return model
+
+
 REFUSED = {
     "asymmetric weights": (lambda: qdq_conv(weight_zero=(0, 3)),
                            "non-zero zero point (asymmetric)"),
@@ -463,6 +471,7 @@ REFUSED = {
     "no int8 kernel": (lambda: qdq_conv(between="Sigmoid"),
                        "Sigmoid is quantized in the file but has no int8 kernel here"),
     "float weights": (_float_weights, "has float weights"),
+    "two scales": (_two_scales, "activation 'x' is quantized twice with different scales"),
     "unquantized tensor": (_unquantized_pool, "tensor 'pool' (output of GlobalAveragePool "
                            "'GlobalAveragePool_1') has no QuantizeLinear -> DequantizeLinear"),
 }

@@ -88,6 +88,7 @@ class _Rewriter:
         self.origin = origin
         graph = self.model.graph
         self.nodes = list(graph.node)  # one Python object per node: ids below stay valid
+        self.names = dict(zip(map(id, self.nodes), ir_node_names(model), strict=True))
         self.inits = {init.name: init for init in graph.initializer}
         self.producer = {out: node for node in self.nodes for out in node.output}
         self.readers: dict[str, list[onnx.NodeProto]] = {}
@@ -105,10 +106,14 @@ class _Rewriter:
     def fail(self, message: str) -> ModelError:
         return ModelError(f"{self.origin}: {message}")
 
+    def name(self, node: onnx.NodeProto) -> str:
+        """The node's name as the importer gives it (module path where torch recorded one)."""
+        return self.names.get(id(node), node.name or node.op_type)
+
     def run(self) -> _Rewritten:
         for node in self.nodes:
             if _is_qoperator(node):
-                raise self.fail(f"node {node.name or node.op_type!r} is {node.op_type} (the "
+                raise self.fail(f"node {self.name(node)!r} is {node.op_type} (the "
                                 "QOperator format); re-quantize with "
                                 "quant_format=QuantFormat.QDQ")
         for node in self.nodes:
@@ -136,7 +141,7 @@ class _Rewriter:
         if name in self.floats:
             return self.floats[name]
         if name not in self.inits:
-            raise self.fail(f"{node.op_type} {node.name!r}: input {name!r} must be an "
+            raise self.fail(f"{node.op_type} {self.name(node)!r}: input {name!r} must be an "
                             "initializer")
         return numpy_helper.to_array(self.inits[name])
 
@@ -172,7 +177,9 @@ class _Rewriter:
             self.removed.update(map(id, [q, *dqs]))
             return
         quant = self._tensor_quant(q, tensor)
-        self.result.tensors[tensor] = quant
+        if self.result.tensors.setdefault(tensor, quant) != quant:
+            raise self.fail(f"activation {tensor!r} is quantized twice with different scales "
+                            "or zero points; one (s, z) per tensor is supported")
         self.removed.update(map(id, [q, *dqs]))
         producer = self.producer.get(tensor)
         if producer is not None:
@@ -247,7 +254,7 @@ class _Rewriter:
     def _weight_quant(self, layer: onnx.NodeProto, dq: onnx.NodeProto, values: np.ndarray,
                       scale: np.ndarray, zero: np.ndarray) -> WeightQuant:
         """The layer's WeightQuant in the IR's layout (output channel first)."""
-        what = f"the weights of {layer.op_type} {layer.name or dq.input[0]!r}"
+        what = f"the weights of {layer.op_type} {self.name(layer)!r}"
         data_type = self._data_type(dq)
         if data_type == onnx.TensorProto.UINT8:
             raise self.fail(f"{what} are uint8; only symmetric int8 weights are supported: "
@@ -282,11 +289,11 @@ class _Rewriter:
             conv = self.producer.get(node.input[0]) if node.input else None
             if node.op_type == "BatchNormalization" and conv is not None and \
                     id(conv) in self.weight_of:
-                raise self.fail(f"BatchNormalization {node.name!r} follows the quantized "
-                                f"Conv {conv.name!r}; fold it before quantizing "
+                raise self.fail(f"BatchNormalization {self.name(node)!r} follows the "
+                                f"quantized Conv {self.name(conv)!r}; fold it before quantizing "
                                 "(onnxruntime's quant_pre_process)")
             if id(node) in self.touched and node.op_type not in INT8_OPS:
-                raise self.fail(f"node {node.name or node.op_type!r}: {node.op_type} is "
+                raise self.fail(f"node {self.name(node)!r}: {node.op_type} is "
                                 "quantized in the file but has no int8 kernel here (int8 ops: "
                                 f"{', '.join(INT8_OPS)})")
 
