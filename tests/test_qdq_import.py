@@ -401,6 +401,22 @@ def test_a_hand_made_qdq_model_reads_as_written() -> None:
     assert quantization.tensors["flat"] == quantization.tensors["pool"]  # through Flatten
 
 
+def test_float_weights_through_a_quantize_dequantize_pair() -> None:
+    """Weights stored in float with their own Q -> DQ pair (as other quantizers write them):
+    q = saturate(rint(w / s)) as ONNX QuantizeLinear computes it."""
+    model = qdq_conv()
+    weight = np.array([[0.049, -0.071], [0.2541, 0.001]], np.float32).reshape(2, 2, 1, 1)
+    model.graph.initializer.append(numpy_helper.from_array(weight, "w_float"))
+    model.graph.node.insert(0, helper.make_node("QuantizeLinear", ["w_float", "w_s", "w_z"],
+                                                ["w_q2"], axis=0))
+    dq = next(n for n in model.graph.node if n.output[0] == "w")
+    dq.input[0] = "w_q2"
+    graph, quantization = load_quantized(model)
+    assert quantization is not None
+    values = quantization.weights[graph.nodes[0].name].values[:, :, 0, 0]
+    assert values.tolist() == [[5, -7], [127, 0]]  # 4.9 -> 5, -7.1 -> -7, 127.05 -> 127, 0.5 -> 0
+
+
 @pytest.mark.parametrize(("scale", "op"), [(6 / 255, OpType.RELU6), (7 / 255, OpType.RELU)])
 def test_a_clamp_at_zero_puts_back_the_removed_activation(scale: float, op: OpType) -> None:
     """A conv output quantized with the zero point at -128 is clamped at 0 by the QDQ model:

@@ -48,7 +48,7 @@ def load_quantized(source: str | Path | onnx.ModelProto) -> tuple[Graph, Quantiz
     graph of its dequantized values and the Quantization in the file, keyed by the graph's
     tensor and node names."""
     if isinstance(source, onnx.ModelProto):
-        model, name, origin = source, source.graph.name or "model", "model"
+        model, name, origin = source, "model", "model"  # the graph's own name wins if set
     else:
         model, name, origin = read_onnx(source), Path(source).stem, str(source)
     if not is_quantized(model):
