@@ -103,13 +103,13 @@ def test_symbol_table_worked_by_hand() -> None:
     symbols = memory.symbols(96)
     # Sizes before alignment: 24 classifier floats; 3 channels x 4, 4, 4, 1, 2, 4 bytes.
     assert symbols == {
-        "mdy_arena": 656, "mdy_pool": 96, "mdy_classifier": 96, "mdy_classifier_grad": 96,
+        "mdy_arena": 512, "mdy_pool": 96, "mdy_classifier": 96, "mdy_classifier_grad": 96,
         "mdy_state": 64, "mdy_norms": 12, "mdy_norm_sums": 12, "mdy_sampler_weights": 12,
         "mdy_in_pool": 3, "mdy_selected": 6, "mdy_pool_offsets": 12}
     # An image with these symbols, conv '2''s 60-byte weight copy and one stray symbol.
     image = {**symbols, "mdy_w_2": 60, "mdy_debug": 5}
     assert measured_parts(image) == {
-        "arena": 656, "candidate_weights": 64, "classifier": 192, "channel_state": 80,
+        "arena": 512, "candidate_weights": 64, "classifier": 192, "channel_state": 80,
         "engine_state": 64, "pool": 96, "other": 8}
 
 
@@ -138,25 +138,28 @@ def test_plan_never_exceeds_the_budget_and_adds_up(graph: Graph) -> None:
 def test_k_rule_worked_by_hand() -> None:
     graph = _tiny_graph()
     ranking = ["2", "0"]
-    # fixed(1) = arena 656 + 64 + 192 + 80 + 64 = 1056; fixed(2) = 664 + 280 + 192 + 120 + 64
-    # = 1320 (parts: test above). Channel costs: conv '2' (5·1·1 + 4·4) · 4 = 84 B, 3 channels,
-    # M_1 = 252; conv '0' (3·3·3 + 4·4) · 4 = 172 B, 2 channels, M_2 = 596.
-    assert [engine_memory(graph, set(ranking[:k])).arena.size for k in (1, 2)] == [656, 664]
-    # 1416: B(1) = 360, 360/252 > 0.2; B(2) = 96 >= 84 and 96/596 = 0.161 <= 0.2 -> K = 2.
-    plan = plan_budget(graph, ranking, 1416, alpha=0.2, rule=KRule.DESIGN)
+    # Arena, K = 1: the forward peak, conv '0' out (192 B) and conv '2' out (320 B) while conv
+    # '2' runs; backward, the ReLU errors are written over their outputs' errors (320 + 24 +
+    # the 16-byte mask): 512. K = 2 adds conv '0''s ReLU mask (48 bits -> 8 B), live from the
+    # forward on: 520. fixed(1) = 512 + 64 + 192 + 80 + 64 = 912; fixed(2) = 520 + 280 + 192 +
+    # 120 + 64 = 1176 (parts: test above). Channel costs: conv '2' (5·1·1 + 4·4) · 4 = 84 B,
+    # 3 channels, M_1 = 252; conv '0' (3·3·3 + 4·4) · 4 = 172 B, 2 channels, M_2 = 596.
+    assert [engine_memory(graph, set(ranking[:k])).arena.size for k in (1, 2)] == [512, 520]
+    # 1272: B(1) = 360, 360/252 > 0.2; B(2) = 96 >= 84 and 96/596 = 0.161 <= 0.2 -> K = 2.
+    plan = plan_budget(graph, ranking, 1272, alpha=0.2, rule=KRule.DESIGN)
     assert (plan.k, plan.pool_bytes) == (2, 96) and plan.reason.startswith("smallest K")
     assert plan.alpha_k == pytest.approx(96 / 596)
-    # 1520: B(2) = 200, 200/596 = 0.34: no K meets alpha -> every layer.
-    plan = plan_budget(graph, ranking, 1520, alpha=0.2, rule=KRule.DESIGN)
+    # 1376: B(2) = 200, 200/596 = 0.34: no K meets alpha -> every layer.
+    plan = plan_budget(graph, ranking, 1376, alpha=0.2, rule=KRule.DESIGN)
     assert (plan.k, plan.pool_bytes) == (2, 200) and plan.reason.startswith("every layer")
-    # 1256: B(1) = 200; B(2) = -64, the scan stops -> the largest K that was reached, 1.
-    plan = plan_budget(graph, ranking, 1256, alpha=0.2, rule=KRule.DESIGN)
+    # 1112: B(1) = 200; B(2) = -64, the scan stops -> the largest K that was reached, 1.
+    plan = plan_budget(graph, ranking, 1112, alpha=0.2, rule=KRule.DESIGN)
     assert (plan.k, plan.pool_bytes) == (1, 200) and plan.reason.startswith("largest K")
-    # The smallest budget: fixed(1) + conv '2''s channel in an aligned slot, 1056 + 88.
+    # The smallest budget: fixed(1) + conv '2''s channel in an aligned slot, 912 + 88.
     with pytest.raises(InfeasibleBudgetError) as info:
-        plan_budget(graph, ranking, 1143)
-    assert info.value.minimum == 1144
-    assert plan_budget(graph, ranking, 1144).pool_bytes == 88
+        plan_budget(graph, ranking, 999)
+    assert info.value.minimum == 1000
+    assert plan_budget(graph, ranking, 1000).pool_bytes == 88
 
 
 def test_minimum_budget_is_exactly_the_feasibility_boundary(graph: Graph) -> None:

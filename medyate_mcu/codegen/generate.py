@@ -31,6 +31,7 @@ from medyate_mcu.planning.memory import (
     Backbone,
     activation_storage,
     dequantized_tensors,
+    error_storage,
     int8_tensors,
     w8_layers,
 )
@@ -139,6 +140,7 @@ class _Emitter:
         self.w8_nodes = {n.name for n in w8_layers(graph, self.schedule, self.int8_nodes)} \
             if self.w8 else set()
         self.storage = activation_storage(graph, self.int8_nodes)
+        self.error_roots = error_storage(self.schedule)
         self.model = GeneratedModel(c_identifier(graph.name or "model"), int8=self.w8)
         self.candidate_index = {name: i for i, name in enumerate(self.schedule.candidates)}
         self.idents: dict[str, str] = {}
@@ -178,7 +180,7 @@ class _Emitter:
         return f"ARENA_F({self.arena_macros[f'act:{self.storage[tensor]}']})"
 
     def err(self, tensor: str) -> str:
-        return f"ARENA_F({self.arena_macros[f'err:{tensor}']})"
+        return f"ARENA_F({self.arena_macros[f'err:{self.error_roots[tensor]}']})"
 
     def bytes_at(self, name: str) -> str:
         return f"ARENA_U8({self.arena_macros[name]})"
@@ -206,9 +208,9 @@ class _Emitter:
             return ", ".join([f"{label(writers[0])} output",
                               *(f"{label(n)} in place" for n in writers[1:])])
         if kind == "err":
-            producer = self.graph.producer(subject)
-            assert producer is not None
-            return f"error of {label(producer)} output"
+            holders = [self.graph.producer(t) for t, root in self.error_roots.items()
+                       if root == subject]
+            return ", ".join(f"error of {label(n)} output" for n in holders if n is not None)
         node = self.graph.node(subject)
         return f"{label(node)} " + ("gradient mask, 1 bit an element" if kind == "mask"
                                     else "argmax, 1 byte an output")
@@ -582,7 +584,7 @@ def generate_model(graph: Graph, plan: BudgetPlan,
     emitter.forward_calls()
     emitter.backward_calls()
     emitter.model.logits = emitter.arena_macros[f"act:{emitter.storage[graph.output]}"]
-    emitter.model.dlogits = emitter.arena_macros[f"err:{graph.output}"]
+    emitter.model.dlogits = emitter.arena_macros[f"err:{emitter.error_roots[graph.output]}"]
     return emitter.model
 
 

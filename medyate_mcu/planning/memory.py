@@ -99,6 +99,29 @@ def activation_storage(graph: Graph,
     return storage
 
 
+IN_PLACE_BACKWARD_OPS = (OpType.RELU, OpType.RELU6, OpType.FLATTEN, OpType.ADD)
+
+
+def error_storage(schedule: TrainingSchedule) -> dict[str, str]:
+    """Error tensor -> the error tensor whose buffer holds it. ReLU, ReLU6, Flatten and Add
+    pass the error back element by element, so the error of an input that no other op reads is
+    written over the output's error (the first such input for Add): the kernels take ``dx == dy``
+    when they overwrite (``accumulate`` 0, which a single reader guarantees)."""
+    graph = schedule.graph
+    propagating = {step.node.name for step in schedule.steps
+                   if step.kind is StepKind.BACKWARD and step.propagate_error and step.node}
+    storage = {tensor: tensor for tensor in schedule.error_tensors}
+    for node in reversed(graph.nodes):
+        if node.op not in IN_PLACE_BACKWARD_OPS or node.name not in propagating:
+            continue
+        for tensor in node.inputs:
+            if tensor in storage and tensor != graph.output \
+                    and len(graph.consumers(tensor)) == 1:
+                storage[tensor] = storage[node.output]
+                break
+    return storage
+
+
 def int8_tensors(graph: Graph, int8_nodes: frozenset[str]) -> set[str]:
     """The tensors held in int8: the outputs of the int8 region, and the graph input when an
     int8 node reads it (the sample, quantized into the arena)."""
@@ -195,14 +218,19 @@ def arena_buffers(schedule: TrainingSchedule, int8_nodes: frozenset[str] = froze
             buffers.append(Buffer(W8_SCRATCH,
                                   max(map(w8_scratch_floats, layers)) * FLOAT_BYTES,
                                   min(times), max(times)))
+    errors: dict[str, tuple[int, int, int]] = {}  # storage root -> (bytes, first, last)
+    error_roots = error_storage(schedule)
     for tensor in sorted(schedule.error_tensors):
         producer = graph.producer(tensor)
         assert producer is not None
         writers = [backward[c.name] for c in graph.consumers(tensor) if c.name in propagating]
         if tensor == graph.output:
             writers.append(loss_time)
-        buffers.append(Buffer(f"err:{tensor}", _numel(graph, tensor) * FLOAT_BYTES,
-                              min(writers), backward[producer.name]))
+        root = error_roots[tensor]
+        size, first, last = errors.get(root, (0, min(writers), backward[producer.name]))
+        errors[root] = (max(size, _numel(graph, tensor) * FLOAT_BYTES), min(first, *writers),
+                        max(last, backward[producer.name]))
+    buffers.extend(Buffer(f"err:{root}", *span) for root, span in errors.items())
     return buffers
 
 
