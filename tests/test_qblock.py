@@ -7,9 +7,10 @@ channel at a time) must equal ``ref.conv2d`` applied three times, and
 layer's parameters are QConvParams built directly: random int8 weights and int32 biases,
 per-channel multipliers fitted to the layer's real accumulators (so every layer's outputs lie
 partly inside its clamp: checked, the case is not trivially saturated), the expand's and the
-depthwise's outputs clamped like fused ReLU6s, extreme zero points. Guard bytes around every
-buffer must survive, and mutants of qblock.c (no bias, reversed in-place order, no copy to
-scratch) must be caught.
+depthwise's outputs clamped like fused ReLU6s, extreme zero points. The block runs with y
+apart and with y at the start of acc (the one overlap its header allows). Guard bytes around
+every buffer must survive, and mutants of qblock.c (no bias, the wrong zero point, y written
+backwards, reversed in-place order, no copy to scratch) must be caught.
 """
 
 from __future__ import annotations
@@ -176,9 +177,10 @@ def check_guards(buffer: np.ndarray, n: int, what: str) -> None:
         f"the kernel wrote outside {what}"
 
 
-def c_block(library: ctypes.CDLL, block: Block, x: np.ndarray, layers: list[Layer | None]
-            ) -> np.ndarray:
-    """mdy_q8_block_forward on guarded y, scratch and acc of the sizes the helpers report."""
+def c_block(library: ctypes.CDLL, block: Block, x: np.ndarray, layers: list[Layer | None],
+            y_in_acc: bool = False) -> np.ndarray:
+    """mdy_q8_block_forward on guarded y, scratch and acc of the sizes the helpers report;
+    y_in_acc: y starts at acc (the one overlap allowed)."""
     keep: list[object] = []
     fields: list[int | None] = []
     for case, current in zip(block.convs(), layers, strict=True):
@@ -195,25 +197,26 @@ def c_block(library: ctypes.CDLL, block: Block, x: np.ndarray, layers: list[Laye
     n_acc = block.out_c * out_hw
     assert library.mdy_q8_block_scratch_bytes(ctypes.byref(struct)) == n_scratch
     assert library.mdy_q8_block_acc_words(ctypes.byref(struct)) == n_acc
-    y, work = guarded(block.out_c * out_hw), guarded(n_scratch)
+    n_y = block.out_c * out_hw
+    y, work = guarded(n_y), guarded(n_scratch)
     acc = guarded(n_acc, np.int32)
+    y_c = acc[GUARD:].view(np.int8) if y_in_acc else y[GUARD:]
     x_before = x.copy()
-    library.mdy_q8_block_forward(ctypes.byref(struct), i8p(x), i8p(y[GUARD:]),
-                                 i8p(work[GUARD:]),
+    library.mdy_q8_block_forward(ctypes.byref(struct), i8p(x), i8p(y_c), i8p(work[GUARD:]),
                                  acc[GUARD:].ctypes.data_as(I32P))
-    for buffer, n, what in ((y, y.size - 2 * GUARD, "y"), (work, n_scratch, "scratch"),
-                            (acc, n_acc, "acc")):
+    for buffer, n, what in ((y, n_y, "y"), (work, n_scratch, "scratch"), (acc, n_acc, "acc")):
         check_guards(buffer, n, what)
     assert np.array_equal(x, x_before), "the block wrote into its input"
-    return y[GUARD:-GUARD].reshape(block.out_c, project.in_h, project.in_w)
+    return y_c[:n_y].copy().reshape(block.out_c, project.in_h, project.in_w)
 
 
 def check_block(library: ctypes.CDLL, block: Block, profile: str, seed: int) -> None:
     x, layers, expected = reference_block(block, profile, seed)
-    got = c_block(library, block, x, layers)
-    bad = np.flatnonzero(got != expected)
-    assert bad.size == 0, (f"{bad.size} of {got.size} differ, first at {bad[0]}: "
-                           f"C {got.flat[bad[0]]} vs numpy {expected.flat[bad[0]]}")
+    for y_in_acc in (False, True):
+        got = c_block(library, block, x, layers, y_in_acc)
+        bad = np.flatnonzero(got != expected)
+        assert bad.size == 0, (f"y in acc {y_in_acc}: {bad.size} of {got.size} differ, first at "
+                               f"{bad[0]}: C {got.flat[bad[0]]} vs numpy {expected.flat[bad[0]]}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -311,6 +314,10 @@ MUTANTS = {  # (original text, mutant text, the check that must fail)
     "acc starts without the bias": ("pq->bias != NULL ? pq->bias[o] : 0", "0", "block"),
     "project reads the wrong zero point": ("z = b->project_q->in_zero",
                                            "z = b->depthwise_q->in_zero", "block"),
+    "y written in decreasing order": (
+        "for (o = 0; o < ps->out_c; ++o) {\n        for (i = 0; i < hw; ++i) {\n            y[",
+        "for (o = ps->out_c - 1; o >= 0; --o) {\n        for (i = hw - 1; i >= 0; --i) {\n"
+        "            y[", "y in acc"),
     "in place in decreasing order": ("for (c = 0; c < s->out_c; ++c)",
                                      "for (c = s->out_c - 1; c >= 0; --c)", "stride 2"),
     "in place without the copy": ("mdy_q8_conv2d_forward(&one, &q, scratch,",
@@ -328,10 +335,12 @@ def mutant_library(tmp_path: Path, original: str, mutant: str) -> ctypes.CDLL:
 
 
 def mismatches(library: ctypes.CDLL) -> dict[str, bool]:
-    """Which checks (a block with expansion, in-place depthwise at stride 1 and 2) differ."""
+    """Which checks (a block with expansion, y apart and y in acc; in-place depthwise at
+    stride 1 and 2) differ."""
     block = BLOCKS["8->48->8 s1 16x16"]
     x, layers, expected = reference_block(block, "mid zero points", 1)
-    found = {"block": not np.array_equal(c_block(library, block, x, layers), expected)}
+    found = {"block": not np.array_equal(c_block(library, block, x, layers), expected),
+             "y in acc": not np.array_equal(c_block(library, block, x, layers, True), expected)}
     for check, name in (("stride 1", "3x3 s1 pad1"), ("stride 2", "3x3 s2 pad1")):
         case = DEPTHWISE[name]
         rng = np.random.default_rng(7)

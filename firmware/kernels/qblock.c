@@ -106,6 +106,8 @@ void mdy_q8_block_forward(const mdy_q8_block_t *b, const int8_t *x, int8_t *y,
         mdy_q8_conv2d_forward(&dw_one, &dq, dw_in, b->depthwise_w + e * k_hw, d);
         project_accumulate(b, e, d, acc);
     }
+    /* in increasing order, so that y may start at acc: byte j of y lands in acc[j / 4], read
+       already (j / 4 <= j) */
     for (o = 0; o < ps->out_c; ++o) {
         for (i = 0; i < hw; ++i) {
             y[o * hw + i] = mdy_q8_output(

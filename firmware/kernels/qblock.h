@@ -45,7 +45,9 @@ typedef struct {
  * finally y = clamp(out_zero + requantize(acc)).
  * scratch: mdy_q8_block_scratch_bytes(b) bytes (the expand's out_h * out_w, 0 without
  * expansion, + the depthwise's out_h * out_w); acc: mdy_q8_block_acc_words(b) int32 (project
- * out_c * out_h * out_w). y must not overlap x, scratch or acc.
+ * out_c * out_h * out_w). y must not overlap x or scratch; it may start at acc
+ * (y == (int8_t *)acc, saving its bytes: y[j] is written after acc[j] is read and lands in
+ * acc[j / 4]) but must not overlap acc otherwise.
  */
 void mdy_q8_block_forward(const mdy_q8_block_t *b, const int8_t *x, int8_t *y,
                           int8_t *scratch, int32_t *acc);
