@@ -32,6 +32,7 @@ from medyate_mcu.planning.memory import (
     activation_storage,
     dequantized_tensors,
     error_storage,
+    int8_layout,
     int8_tensors,
     w8_layers,
 )
@@ -141,6 +142,8 @@ class _Emitter:
             if self.w8 else set()
         self.storage = activation_storage(graph, self.int8_nodes)
         self.error_roots = error_storage(self.schedule)
+        self.layout = int8_layout(graph, self.int8_nodes)
+        self.in_place = {node.name for node in self.layout.in_place}
         self.model = GeneratedModel(c_identifier(graph.name or "model"), int8=self.w8)
         self.candidate_index = {name: i for i, name in enumerate(self.schedule.candidates)}
         self.idents: dict[str, str] = {}
@@ -160,6 +163,8 @@ class _Emitter:
         kind, _, subject = buffer.partition(":")
         if buffer == W8_SCRATCH:
             return "W8_SCRATCH"
+        if kind in ("acc", "scratch"):
+            return f"{kind.upper()}_{self.idents[subject]}"
         if subject == self.graph.input:
             return f"{kind.upper()}_{c_identifier(subject)}"
         node = self.graph.producer(subject) if kind in ("act", "err", "deq") \
@@ -197,6 +202,12 @@ class _Emitter:
 
         if buffer.name == W8_SCRATCH:
             return "one output channel's weights of a frozen int8-weight layer, dequantized"
+        if kind == "acc":
+            return f"{subject}'s fused block: int32 accumulators of its output"
+        if kind == "scratch":
+            return (f"{subject}'s fused block: one expanded and one depthwise channel"
+                    if subject not in self.in_place else
+                    f"{subject} in place: one input channel")
         if kind == "act" and subject == self.graph.input:
             return "the sample, quantized to int8"
         if kind == "deq":
@@ -315,6 +326,17 @@ class _Emitter:
             scalars = {k: int(v) for k, v in vars(params).items() if k not in fields}
             self.model.shapes.append(shape_initializer(header, struct, f"q_{ident}",
                                                        {**fields, **scalars}))
+        for block in self.layout.blocks:
+            parts: dict[str, int | str] = {}
+            for role, conv in (("expand", block.expand), ("depthwise", block.depthwise),
+                               ("project", block.project)):
+                conv_ident = self.idents[conv.name] if conv is not None else None
+                parts |= {role: f"&shape_{conv_ident}" if conv_ident else "NULL",
+                          f"{role}_q": f"&q_{conv_ident}" if conv_ident else "NULL",
+                          f"{role}_w": f"w_{conv_ident}" if conv_ident else "NULL"}
+            self.model.shapes.append(shape_initializer(
+                "kernels/qblock.h", "mdy_q8_block_t",
+                f"block_{self.idents[block.project.name]}", parts))
 
     def declare_shapes(self) -> None:
         for node in self.graph.nodes:
@@ -353,12 +375,25 @@ class _Emitter:
         output; a float copy follows when a float node reads it."""
         assert self.quantization is not None
         ident = self.idents[node.name]
+        block = self.layout.block_of(node)
+        if block is not None:
+            return [f"/* in the fused block that {block.project.name} runs */"]
         fused = fusing_conv(self.graph, node, self.int8_nodes)
-        x, y = self.act(node.inputs[0], node), self.act(node.output, node)
+        running = next((b for b in self.layout.blocks if b.project is node), None)
+        x = self.act((running.first if running else node).inputs[0], node)
+        y = self.act(node.output, node)
         n = math.prod(self.graph.shapes[node.output])
         code: list[str] = []
         if fused is not None:
             code.append(f"/* fused into {fused.name}: it wrote this ReLU's output */")
+        elif running is not None:
+            code.append(f"mdy_q8_block_forward(&block_{ident}, {x}, {y}, "
+                        f"{self.bytes_at(f'scratch:{node.name}').replace('U8', 'I8')}, "
+                        f"(int32_t *){self.bytes_at(f'acc:{node.name}')});")
+        elif node.name in self.in_place:
+            code.append(f"mdy_q8_depthwise_inplace_forward(&shape_{ident}, &q_{ident}, "
+                        f"w_{ident}, {y}, "
+                        f"{self.bytes_at(f'scratch:{node.name}').replace('U8', 'I8')});")
         elif node.op is OpType.CONV:
             code.append(f"mdy_q8_conv2d_forward(&shape_{ident}, &q_{ident}, {x}, w_{ident}, "
                         f"{y});")

@@ -44,6 +44,13 @@ from medyate_mcu.planning.schedule import (
     build_schedule,
     classifier_size,
 )
+from medyate_mcu.quant.blocks import (
+    InvertedResidual,
+    block_buffers,
+    depthwise_scratch,
+    fused_blocks,
+    in_place_depthwise,
+)
 from medyate_mcu.quant.lowering import int8_region
 
 FLOAT_BYTES = 4
@@ -85,9 +92,10 @@ def activation_storage(graph: Graph,
     output over an input that no other op reads (the first such input for Add) and that is of
     their own region (int8 or float: ``int8_nodes``); the graph input is never overwritten."""
     storage: dict[str, str] = {}
+    in_place_convs = {node.name for node in int8_layout(graph, int8_nodes).in_place}
     for node in graph.nodes:
         storage[node.output] = node.output
-        if node.op not in IN_PLACE_OPS:
+        if node.op not in IN_PLACE_OPS and node.name not in in_place_convs:
             continue
         int8 = node.name in int8_nodes
         for tensor in node.inputs:
@@ -120,6 +128,24 @@ def error_storage(schedule: TrainingSchedule) -> dict[str, str]:
                 storage[tensor] = storage[node.output]
                 break
     return storage
+
+
+@dataclass(frozen=True)
+class Int8Layout:
+    """How the int8 region runs at its smallest peak (medyate_mcu/quant/blocks.py)."""
+
+    blocks: tuple[InvertedResidual, ...]  # fused inverted residuals
+    in_place: tuple[Node, ...]  # depthwise convs writing over their input
+
+    def block_of(self, node: Node) -> InvertedResidual | None:
+        """The fused block that absorbs ``node`` (not its projection, which runs it)."""
+        return next((b for b in self.blocks if any(n is node for n in b.absorbed)), None)
+
+
+def int8_layout(graph: Graph, int8_nodes: frozenset[str]) -> Int8Layout:
+    blocks = fused_blocks(graph, int8_nodes) if int8_nodes else []
+    in_place = in_place_depthwise(graph, int8_nodes, blocks) if int8_nodes else []
+    return Int8Layout(tuple(blocks), tuple(in_place))
 
 
 def int8_tensors(graph: Graph, int8_nodes: frozenset[str]) -> set[str]:
@@ -169,6 +195,11 @@ def arena_buffers(schedule: TrainingSchedule, int8_nodes: frozenset[str] = froze
     loss_time = schedule.time_of(StepKind.LOSS)
     storage = activation_storage(graph, int8_nodes)
     held_int8 = int8_tensors(graph, int8_nodes)
+    layout = int8_layout(graph, int8_nodes)
+    absorbed = {n.output for block in layout.blocks for n in block.absorbed}
+    for block in layout.blocks:  # a fused block runs at its projection's step
+        for node in block.absorbed:
+            forward[node.name] = forward[block.project.name]
 
     def element_bytes(tensor: str) -> int:
         return INT8_BYTES if tensor in held_int8 else FLOAT_BYTES
@@ -188,8 +219,18 @@ def arena_buffers(schedule: TrainingSchedule, int8_nodes: frozenset[str] = froze
         readers = [c for c in graph.consumers(graph.input) if c.name in int8_nodes]
         buffers.append(Buffer(f"act:{graph.input}", _numel(graph, graph.input) * INT8_BYTES,
                               0, max(forward[c.name] for c in readers)))
+    for block in layout.blocks:
+        scratch, accumulators = block_buffers(graph, block)
+        time = forward[block.project.name]
+        buffers.append(Buffer(f"acc:{block.project.name}", accumulators, time, time))
+        buffers.append(Buffer(f"scratch:{block.project.name}", scratch, time, time))
+    for node in layout.in_place:
+        time = forward[node.name]
+        buffers.append(Buffer(f"scratch:{node.name}", depthwise_scratch(graph, node), time, time))
     for node in graph.nodes:
         tensor = node.output
+        if tensor in absorbed:
+            continue
         consumers = graph.consumers(tensor)
         if node.name in int8_nodes:  # float readers read the float copy
             consumers = [c for c in consumers if c.name in int8_nodes]

@@ -77,7 +77,7 @@ QParams = QConvParams | QRescaleParams | QAddParams
 NodeSet = Iterable[Node] | Iterable[str]
 
 
-def _names(nodes: NodeSet) -> set[str]:
+def node_names(nodes: NodeSet) -> set[str]:
     """Node names of a collection of nodes or names (``Node`` is not hashable)."""
     return {item if isinstance(item, str) else item.name for item in nodes}
 
@@ -109,7 +109,7 @@ def int8_region(graph: Graph, candidates: Iterable[str]) -> list[Node]:
 def fused_activation(graph: Graph, node: Node, int8_nodes: NodeSet) -> Node | None:
     """The ReLU/ReLU6 a Conv of the int8 region fuses (§4): the only reader of its output, and
     itself in the int8 region. None for other nodes."""
-    names = _names(int8_nodes)
+    names = node_names(int8_nodes)
     if node.op is not OpType.CONV or node.name not in names or node.output == graph.output:
         return None
     readers = graph.consumers(node.output)

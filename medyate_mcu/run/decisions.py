@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from medyate_mcu.graph.ir import Graph, Node, OpType
 from medyate_mcu.graph.reference import ReferenceNet, window_cells
 from medyate_mcu.planning.arena import ArenaPlan
-from medyate_mcu.planning.memory import EngineMemory, activation_offset
+from medyate_mcu.planning.memory import EngineMemory, activation_offset, int8_layout
 from medyate_mcu.quant.lowering import fusing_conv
 from medyate_mcu.run.engine_lib import EngineLibrary
 
@@ -56,8 +56,9 @@ class DecisionRecorder:
                        for node in self.nodes.values()}
         # the int8 region's ops (docs/quantization.md: the generated code calls the hook after
         # each but a fused ReLU), and where their int8 outputs lie
+        layout = int8_layout(graph, memory.int8_nodes)
         self.int8_nodes = {graph.nodes.index(node): node for node in graph.nodes
-                           if node.name in memory.int8_nodes
+                           if node.name in memory.int8_nodes and layout.block_of(node) is None
                            and fusing_conv(graph, node, memory.int8_nodes) is None}
         self.int8_offsets = {node.name: activation_offset(memory, node.output)
                              for node in self.int8_nodes.values()}
