@@ -6,6 +6,7 @@
 
 #include "eltwise.h"
 #include "loss.h"
+#include "quant.h"
 #include "sampler.h"
 #include "sgd.h"
 
@@ -199,21 +200,13 @@ static void apply_update(const mdy_model_t *model)
     s->steps_in_epoch += 1;
 }
 
-mdy_status_t mdy_train_sample(const mdy_model_t *model, const float *x, int32_t label,
-                              float *loss)
+/* One training step on x (NULL: the sample in input_q8), the checks done. */
+static mdy_status_t train_step(const mdy_model_t *model, const float *x, int32_t label,
+                               float *loss)
 {
     mdy_state_t *s = model->state;
     float sample_loss = 0.0f;
     mdy_status_t status;
-    if (s->epoch == 0) {
-        return MDY_ERR_STATE;
-    }
-    if (label < 0 || label >= (int32_t)model->classes) {
-        return MDY_ERR_LABEL;
-    }
-    if (!mdy_all_finite(model->input_size, x)) {
-        return MDY_ERR_NONFINITE;
-    }
     model->forward(model, x);
     status = mdy_softmax_xent(model->classes, model->logits, label, model->dlogits, &sample_loss);
     if (status != MDY_OK) {
@@ -233,6 +226,50 @@ mdy_status_t mdy_train_sample(const mdy_model_t *model, const float *x, int32_t 
         *loss = sample_loss;
     }
     return MDY_OK;
+}
+
+static mdy_status_t check_step(const mdy_model_t *model, int32_t label)
+{
+    if (model->state->epoch == 0) {
+        return MDY_ERR_STATE;
+    }
+    if (label < 0 || label >= (int32_t)model->classes) {
+        return MDY_ERR_LABEL;
+    }
+    return MDY_OK;
+}
+
+mdy_status_t mdy_train_sample(const mdy_model_t *model, const float *x, int32_t label,
+                              float *loss)
+{
+    mdy_status_t status = check_step(model, label);
+    if (status != MDY_OK) {
+        return status;
+    }
+    if (!mdy_all_finite(model->input_size, x)) {
+        return MDY_ERR_NONFINITE;
+    }
+    return train_step(model, x, label, loss);
+}
+
+void mdy_quantize_input(const mdy_model_t *model, uint32_t first, uint32_t n, const float *x)
+{
+    if (model->input_q8 != NULL && first <= model->input_size
+        && n <= model->input_size - first) {
+        mdy_quantize(n, x, model->input_scale, model->input_zero_point, model->input_q8 + first);
+    }
+}
+
+mdy_status_t mdy_train_quantized(const mdy_model_t *model, int32_t label, float *loss)
+{
+    mdy_status_t status = check_step(model, label);
+    if (status != MDY_OK) {
+        return status;
+    }
+    if (model->input_q8 == NULL) {
+        return MDY_ERR_STATE;
+    }
+    return train_step(model, NULL, label, loss);
 }
 
 mdy_status_t mdy_end_epoch(const mdy_model_t *model)
@@ -266,15 +303,29 @@ mdy_status_t mdy_end_epoch(const mdy_model_t *model)
     return select_channels(model);
 }
 
-mdy_status_t mdy_predict(const mdy_model_t *model, const float *x, uint16_t *label)
+/* The forward pass on x (NULL: input_q8) and the prediction. */
+static mdy_status_t predict(const mdy_model_t *model, const float *x, uint16_t *label)
 {
-    if (!mdy_all_finite(model->input_size, x)) {
-        return MDY_ERR_NONFINITE;
-    }
     model->forward(model, x);
     if (!mdy_all_finite(model->classes, model->logits)) {
         return MDY_ERR_NONFINITE;
     }
     *label = mdy_argmax(model->classes, model->logits);
     return MDY_OK;
+}
+
+mdy_status_t mdy_predict(const mdy_model_t *model, const float *x, uint16_t *label)
+{
+    if (!mdy_all_finite(model->input_size, x)) {
+        return MDY_ERR_NONFINITE;
+    }
+    return predict(model, x, label);
+}
+
+mdy_status_t mdy_predict_quantized(const mdy_model_t *model, uint16_t *label)
+{
+    if (model->input_q8 == NULL) {
+        return MDY_ERR_STATE;
+    }
+    return predict(model, NULL, label);
 }

@@ -61,9 +61,15 @@ typedef struct mdy_model mdy_model_t;
 struct mdy_model {
     /* the network: the passes get the model they belong to */
     void (*forward)(const mdy_model_t *model, const float *x); /* writes `logits`; saves the
-                                                                   selected candidate inputs */
+                                                                   selected candidate inputs;
+                                                                   x NULL: input_q8 holds it */
     void (*backward)(const mdy_model_t *model); /* from `dlogits`; accumulates gradients */
     uint32_t input_size;               /* floats per sample */
+    /* an int8 backbone whose first ops read the sample (docs/quantization.md §5): it is held
+       quantized in the arena, input_size int8 values; NULL otherwise */
+    int8_t *input_q8;
+    float input_scale;
+    int32_t input_zero_point;
     uint16_t classes;
     float *logits;                     /* in the arena */
     float *dlogits;                    /* in the arena */
@@ -103,6 +109,14 @@ mdy_status_t mdy_train_sample(const mdy_model_t *model, const float *x, int32_t 
 mdy_status_t mdy_end_epoch(const mdy_model_t *model);
 /* Inference: *label = argmax of the logits. Returns MDY_ERR_NONFINITE on a bad input. */
 mdy_status_t mdy_predict(const mdy_model_t *model, const float *x, uint16_t *label);
+
+/* The same on a sample already quantized in model->input_q8 (an int8 backbone), so that an
+ * application needs no float buffer of a whole sample: write it with mdy_quantize_input, any
+ * number of values at a time, then call these. Both return MDY_ERR_STATE when the model takes
+ * no int8 sample (input_q8 is NULL). */
+void mdy_quantize_input(const mdy_model_t *model, uint32_t first, uint32_t n, const float *x);
+mdy_status_t mdy_train_quantized(const mdy_model_t *model, int32_t label, float *loss);
+mdy_status_t mdy_predict_quantized(const mdy_model_t *model, uint16_t *label);
 
 /* How many weights candidate layer `candidate` has: out_c (in_c / groups) k_h k_w. */
 uint32_t mdy_candidate_weights(const mdy_candidate_t *candidate);

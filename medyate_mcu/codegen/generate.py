@@ -123,6 +123,7 @@ class GeneratedModel:
     logits: str = ""  # the arena offsets (macro names) of the logits and their error
     dlogits: str = ""
     int8: bool = False  # an int8 backbone (docs/quantization.md)
+    input_q8: dict[str, str] = field(default_factory=dict)  # mdy_model_t's int8 sample fields
 
 
 class _Emitter:
@@ -365,10 +366,18 @@ class _Emitter:
         if self.graph.input not in self.int8_held:
             return []
         assert self.quantization is not None
+        return ["if (x != NULL) { /* else the application quantized it (mdy_quantize_input) */",
+                "    mdy_quantize_input(model, 0u, MDY_INPUT_SIZE, x);", "}"]
+
+    def input_quantization(self) -> dict[str, str]:
+        """The model's int8 sample: its buffer in the arena, scale and zero point (C)."""
+        if self.graph.input not in self.int8_held:
+            return {"input_q8": "NULL", "input_scale": "0.0f", "input_zero_point": "0"}
+        assert self.quantization is not None
         quant = self.quantization.tensors[self.graph.input]
-        n = math.prod(self.graph.input_shape)
-        return [f"mdy_quantize({n}u, x, {c_floats(np.float32(quant.scale))}, "
-                f"{quant.zero_point}, {self.act(self.graph.input, self.graph.nodes[0])});"]
+        return {"input_q8": self.act(self.graph.input, self.graph.nodes[0]),
+                "input_scale": c_floats(np.float32(quant.scale)),
+                "input_zero_point": str(quant.zero_point)}
 
     def int8_forward(self, node: Node) -> list[str]:
         """One int8-region op (docs/quantization.md §3-4); the hook lets the verifier read its
@@ -618,6 +627,7 @@ def generate_model(graph: Graph, plan: BudgetPlan,
     emitter.declare_engine()
     emitter.forward_calls()
     emitter.backward_calls()
+    emitter.model.input_q8 = emitter.input_quantization()
     emitter.model.logits = emitter.arena_macros[f"act:{emitter.storage[graph.output]}"]
     emitter.model.dlogits = emitter.arena_macros[f"err:{emitter.error_roots[graph.output]}"]
     return emitter.model
