@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ from medyate_mcu.graph import Graph, load_onnx
 from medyate_mcu.outputs import os_error
 from medyate_mcu.toolchain.compile import AUTO, model_path
 from medyate_mcu.units import parse_size
+from medyate_mcu.zoo import BUNDLED_MODELS, DEFAULT_MODEL_NAME, bundled_model_path
 
 
 class MedyateGroup(click.Group):
@@ -67,13 +70,45 @@ class BoardType(click.ParamType):
         return str(value)
 
 
-MODEL_ARGUMENT = click.argument(
-    "model", required=False, type=click.Path(path_type=Path, dir_okay=False)
-)
+def bundled_names() -> str:
+    """The bundled models' names, the default marked, for help texts and errors."""
+    return ", ".join(f"{name} (default)" if name == DEFAULT_MODEL_NAME else name
+                     for name in BUNDLED_MODELS)
+
+
+class ModelType(click.ParamType):
+    """MODEL: an ONNX file, or when no such file exists the name of a bundled model."""
+
+    name = "MODEL"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Path:
+        path = Path(value)
+        if path.is_file():
+            return path
+        if path.is_dir():
+            self.fail(f"{value!r} is a folder, not a model file", param, ctx)
+        bundled = bundled_model_path(str(value))
+        if bundled is not None:
+            return bundled
+        raise MedyateError(f"no model file or bundled model {str(value)!r}; bundled models: "
+                           f"{bundled_names()}")
+
+
+def _model_argument(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The optional MODEL argument, and a paragraph on it (the bundled names) in the help."""
+    note = (f"MODEL is an ONNX file or the name of a bundled model: {bundled_names()} "
+            "(see docs/panel.md).")
+    command.__doc__ = f"{inspect.cleandoc(command.__doc__ or '')}\n\n{note}"
+    return click.argument("model", required=False, type=ModelType())(command)
+
+
+MODEL_ARGUMENT = _model_argument
 
 
 def load_model(path: Path | None) -> Graph:
-    """Import ``path``, or the bundled demo model when no path is given."""
+    """Import ``path`` (a bundled model's name is already resolved to its file by
+    :class:`ModelType`), or the bundled demo model when no path is given."""
     return load_onnx(model_path(path))
 
 

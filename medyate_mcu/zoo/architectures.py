@@ -3,8 +3,10 @@
 - ``mbv2``: MCUNet / MobileNetV2-style inverted residuals (the default demo model).
 - ``resnet8``: the ResNet-8 of MLPerf Tiny image classification.
 - ``mbv1``: MobileNetV1-style depthwise-separable convolutions.
+- ``mobilenetv2``: the standard MobileNetV2 (the paper-scale model, e.g. width 0.35 at 128 px).
 
-``width`` scales every channel count (rounded to a multiple of 8); ``resolution`` is the input side
+``width`` scales every channel count (rounded to a multiple of 8; ``mobilenetv2`` rounds like the
+reference MobileNetV2, see :func:`_divisible`); ``resolution`` is the input side
 the model is built, exported and sized for (the layers themselves accept any side ≥ 16). Every
 model ends in global average pooling and a ``classifier`` ``nn.Linear``.
 """
@@ -91,6 +93,38 @@ class MobileNetV2Tiny(_Classifier):
         self.classifier = nn.Linear(head, num_classes)
 
 
+def _divisible(value: float, divisor: int = 8) -> int:
+    """``value`` rounded to the nearest multiple of ``divisor`` (halves up), at least ``divisor``,
+    raised by one ``divisor`` if rounding lost more than 10 % of ``value``."""
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * value else rounded
+
+
+class MobileNetV2(_Classifier):
+    """The standard MobileNetV2: a 3×3 stride-2 stem of 32·w channels, seven stages of inverted
+    residuals, a 1×1 conv to 1280·max(1, w) channels, ReLU6 throughout. At width 0.35, 128×128
+    input and 10 classes: 401,898 parameters after BatchNorm folding."""
+
+    # (expansion t, output channels c, repeats n, first stride s)
+    STAGES = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
+              (6, 160, 3, 2), (6, 320, 1, 1))
+
+    def __init__(self, num_classes: int, width: float = 1.0, resolution: int = 224) -> None:
+        super().__init__()
+        self.resolution = resolution
+        cin = _divisible(32 * width)
+        layers: list[nn.Module] = [_conv_bn(3, cin, 3, 2)]
+        for expand, base, repeats, stride in self.STAGES:
+            cout = _divisible(base * width)
+            for i in range(repeats):
+                layers.append(InvertedResidual(cin, cout, stride if i == 0 else 1, expand))
+                cin = cout
+        head = _divisible(1280 * max(1.0, width))
+        layers.append(_conv_bn(cin, head, 1))
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Linear(head, num_classes)
+
+
 class BasicBlock(nn.Module):
     """ResNet basic block: two 3×3 convs, a 1×1 projection shortcut when the shape changes."""
 
@@ -146,11 +180,12 @@ ARCHITECTURES: dict[str, Callable[..., _Classifier]] = {
     "mbv2": MobileNetV2Tiny,
     "resnet8": ResNet8,
     "mbv1": MobileNetV1Tiny,
+    "mobilenetv2": MobileNetV2,
 }
 
 
 def create(name: str, num_classes: int, width: float = 1.0, resolution: int = 32) -> _Classifier:
-    """Build architecture ``name`` (``mbv2``, ``resnet8``, ``mbv1``) with fresh weights."""
+    """Build architecture ``name`` (one of :data:`ARCHITECTURES`) with fresh weights."""
     if name not in ARCHITECTURES:
         raise MedyateError(f"unknown architecture {name!r}; choose one of "
                            f"{', '.join(ARCHITECTURES)}")

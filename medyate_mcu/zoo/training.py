@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
+import torch.nn.functional as F
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
@@ -108,6 +109,11 @@ class PretrainConfig:
     train_per_class: int = 400
     test_per_class: int = 50
     threads: int = 2
+    # Progressive resizing: first ``coarse_epochs`` epochs (warm-up + cosine) on the training
+    # images average-pooled to ``coarse_resolution``, then ``epochs`` at ``resolution`` (cosine
+    # from ``lr``, no warm-up). 0 (the demo): none.
+    coarse_epochs: int = 0
+    coarse_resolution: int = 0
 
 
 @dataclass
@@ -155,6 +161,10 @@ def pretrain(config: PretrainConfig, output: Path, progress: Progress | None = N
     with metadata) plus ``output`` with suffix ``.json`` (settings and results)."""
     if config.epochs < 1:
         raise MedyateError(f"epochs must be at least 1 (got {config.epochs})")
+    if config.coarse_epochs and (config.coarse_resolution < 1
+                                 or config.resolution % config.coarse_resolution):
+        raise MedyateError(f"the coarse resolution must divide {config.resolution} (got "
+                           f"{config.coarse_resolution})")
     _check_writable(output)  # before training, not after minutes of it
     torch.set_num_threads(max(1, config.threads))
     torch.manual_seed(config.seed)
@@ -171,11 +181,20 @@ def pretrain(config: PretrainConfig, output: Path, progress: Progress | None = N
     model = architectures.create(config.architecture, split.train.num_classes, config.width,
                                  config.resolution)
     started = time.perf_counter()
-    loss = fit(model, list(model.parameters()), x_train, y_train, epochs=config.epochs,
-               lr=config.lr, batch_size=config.batch_size, seed=config.seed,
-               momentum=config.momentum, weight_decay=config.weight_decay,
-               label_smoothing=config.label_smoothing, warmup_epochs=config.warmup_epochs,
-               progress=progress, description=f"pre-training {config.architecture}")
+    # (images, epochs, order seed, warm-up epochs, label); a phase after a coarse one has no
+    # warm-up: it continues from trained weights.
+    phases = [(x_train, config.epochs, config.seed,
+               0 if config.coarse_epochs else config.warmup_epochs, "")]
+    if config.coarse_epochs:
+        coarse = F.avg_pool2d(x_train, config.resolution // config.coarse_resolution)
+        phases.insert(0, (coarse, config.coarse_epochs, config.seed + 1, config.warmup_epochs,
+                          f" at {config.coarse_resolution} px"))
+    for x_phase, epochs, seed, warmup, where in phases:
+        loss = fit(model, list(model.parameters()), x_phase, y_train, epochs=epochs,
+                   lr=config.lr, batch_size=config.batch_size, seed=seed,
+                   momentum=config.momentum, weight_decay=config.weight_decay,
+                   label_smoothing=config.label_smoothing, warmup_epochs=warmup,
+                   progress=progress, description=f"pre-training {config.architecture}{where}")
     train_seconds = time.perf_counter() - started
     torch_acc = accuracy(model, x_test, y_test, EVAL_BATCH)
 
