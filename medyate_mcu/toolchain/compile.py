@@ -9,6 +9,7 @@ rest is arithmetic.
 from __future__ import annotations
 
 import hashlib
+import math
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -133,7 +134,8 @@ def compile_project(options: CompileOptions, output: Path, say: Say = print,
         report = quantization_lines(graph, quantization, task, options)
         graph = dequantized_graph(graph, quantization)
     headed = replace_classifier(graph, classes, options.seed)
-    embed = options.embed if options.embed is not None else (64 if board else 256)
+    embed = options.embed if options.embed is not None else \
+        default_embed(board, headed, backbone, say)
     embedded = _embedded(task, embed, options.seed)
 
     def write(budget: int, folder: Path) -> Project:
@@ -178,6 +180,26 @@ def compile_project(options: CompileOptions, output: Path, say: Say = print,
         say(f"note: {ARM_GCC} is not installed, so whether {board.name}'s RAM holds this "
             "budget with the stack and the application is checked only by `medyate-mcu build`")
     return write(budget, output)
+
+
+FLASH_RESERVE = 128 * 1024  # code, constants and shapes besides the weights, with margin
+
+
+def default_embed(board: Board | None, graph: Graph, backbone: Backbone, say: Say) -> int:
+    """Training samples embedded when --embed-data is not given: 256 on the host, 64 for a
+    board, fewer when the board's flash cannot hold them beside the weights (one byte a
+    parameter in int8, four in float32; each sample a byte a value, and a quarter more for the
+    test samples)."""
+    if board is None:
+        return 256
+    weights = graph.parameter_count() * (1 if backbone is Backbone.INT8 else 4)
+    sample = math.prod(graph.input_shape)
+    fits = max(0, (board.flash_bytes - weights - FLASH_RESERVE) * 4 // (5 * sample))
+    if fits < 64:
+        say(f"embedding {fits} training samples (not 64): {board.name}'s "
+            f"{format_size(board.flash_bytes)} of flash holds no more beside "
+            f"{format_size(weights)} of weights; train on more over the serial link")
+    return min(64, fits)
 
 
 def choose_backbone(options: CompileOptions, graph: Graph, ranking: LayerRanking, classes: int,
