@@ -152,9 +152,15 @@ def test_k_rule_worked_by_hand() -> None:
     # 1376: B(2) = 200, 200/596 = 0.34: no K meets alpha -> every layer.
     plan = plan_budget(graph, ranking, 1376, alpha=0.2, rule=KRule.DESIGN)
     assert (plan.k, plan.pool_bytes) == (2, 200) and plan.reason.startswith("every layer")
-    # 1112: B(1) = 200; B(2) = -64, the scan stops -> the largest K that was reached, 1.
+    # 1240: B(1) = 328; B(2) = 64 < 84, no channel fits -> the largest K that was reached, 1.
+    plan = plan_budget(graph, ranking, 1240, alpha=0.2, rule=KRule.DESIGN)
+    assert (plan.k, plan.pool_bytes) == (1, 328) and plan.reason.startswith("largest K")
+    # 1112: conv '0' alone needs fixed({'0'}) = arena 520 + 216 + 192 + channel state for 2
+    # channels 48 + 64 = 1040, and its 172-B channel in a 176-B slot: 1216 > 1112, so it is
+    # skipped; K = 1 with B(1) = 200 is every layer that can be a candidate.
     plan = plan_budget(graph, ranking, 1112, alpha=0.2, rule=KRule.DESIGN)
-    assert (plan.k, plan.pool_bytes) == (1, 200) and plan.reason.startswith("largest K")
+    assert (plan.k, plan.pool_bytes, plan.skipped) == (1, 200, ("0",))
+    assert plan.reason.startswith("every layer") and "skipped" in plan.reason
     # The smallest budget: fixed(1) + conv '2''s channel in an aligned slot, 912 + 88.
     with pytest.raises(InfeasibleBudgetError) as info:
         plan_budget(graph, ranking, 999)

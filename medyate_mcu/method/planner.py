@@ -17,6 +17,7 @@ from enum import StrEnum
 from medyate_mcu.errors import MedyateError
 from medyate_mcu.graph.ir import Graph, OpType
 from medyate_mcu.method.costs import BYTES_PER_ELEMENT, ChannelCost, channel_cost
+from medyate_mcu.planning.arena import align
 from medyate_mcu.planning.memory import (
     Backbone,
     EngineMemory,
@@ -47,6 +48,7 @@ class BudgetPlan:
     memory: EngineMemory  # fixed(K), part by part
     pool_bytes: int  # B(K)
     reason: str  # why this K
+    skipped: tuple[str, ...] = ()  # ranked layers that do not fit the budget even alone
 
     @property
     def k(self) -> int:
@@ -94,19 +96,30 @@ def feasible_plans(graph: Graph, ranking: Sequence[str], budget: int,
     ranking = ranked_conv_layers(graph, ranking)
     if not ranking:
         raise MedyateError("the model has no conv layer to train; MeDyate needs at least one")
-    costs = [channel_cost(graph, graph.node(name)) for name in ranking]
+    usable = [name for name in ranking if alone_budget(graph, name, backbone) <= budget]
+    if not usable:
+        costs = [channel_cost(graph, graph.node(name)) for name in ranking]
+        raise InfeasibleBudgetError(budget, *minimum_budget(graph, ranking, costs, backbone))
+    skipped = tuple(name for name in ranking if name not in usable)
+    costs = [channel_cost(graph, graph.node(name)) for name in usable]
     plans = []
-    for k in range(1, len(ranking) + 1):
-        memory = engine_memory(graph, frozenset(ranking[:k]), backbone)
+    for k in range(1, len(usable) + 1):
+        memory = engine_memory(graph, frozenset(usable[:k]), backbone)
         pool = pool_bytes(budget, memory.fixed_bytes)
         if pool <= 0:
             break
         if pool >= min(cost.channel_bytes for cost in costs[:k]):
-            plans.append(BudgetPlan(budget, alpha, tuple(ranking[:k]), tuple(costs[:k]), memory,
-                                    pool, reason=""))
-    if not plans:
-        raise InfeasibleBudgetError(budget, *minimum_budget(graph, ranking, costs, backbone))
+            plans.append(BudgetPlan(budget, alpha, tuple(usable[:k]), tuple(costs[:k]), memory,
+                                    pool, reason="", skipped=skipped))
+    assert plans, "the first usable layer fits alone"
     return plans
+
+
+def alone_budget(graph: Graph, layer: str, backbone: Backbone = Backbone.FLOAT32) -> int:
+    """The smallest budget with ``layer`` the only candidate and a pool for one of its channels;
+    a ranked layer that needs more than the budget is skipped (docs/decisions.md, issue 11)."""
+    fixed = engine_memory(graph, frozenset({layer}), backbone).fixed_bytes
+    return budget_for_pool(fixed, channel_cost(graph, graph.node(layer)).channel_bytes)
 
 
 def plan_budget(graph: Graph, ranking: Sequence[str], budget: int,
@@ -127,7 +140,7 @@ def plan_budget(graph: Graph, ranking: Sequence[str], budget: int,
         if plan.alpha_k <= alpha:
             return _with_reason(plan, f"smallest K with B/M_K <= alpha = {alpha}")
     last = plans[-1]
-    if last.k == len(ranking):
+    if last.k == len(ranking) - len(last.skipped):
         return _with_reason(last, f"every layer: B/M_K stays above alpha = {alpha}")
     return _with_reason(last, "largest K whose pool still holds a channel (B(K) runs out "
                               "before B/M_K reaches alpha)")
@@ -135,28 +148,24 @@ def plan_budget(graph: Graph, ranking: Sequence[str], budget: int,
 
 def minimum_budget(graph: Graph, ranking: Sequence[str], costs: Sequence[ChannelCost],
                    backbone: Backbone = Backbone.FLOAT32) -> tuple[int, str]:
-    """The smallest budget the planner accepts, and how it is made up.
-
-    K is reachable when every smaller K left a positive pool, and usable when its pool holds its
-    cheapest channel; pools are whole aligned slots (:func:`pool_bytes`), so the minimum over K
-    is ``max(fixed(K) + align(cheapest(K)), fixed(K-1) + align(1))``. For most models K = 1
-    gives it, which is docs/design.md's ``fixed(1)`` + the top layer's cheapest channel (aligned).
-    """
+    """The smallest budget the planner accepts, and how it is made up: the smallest
+    :func:`alone_budget` of the ranked layers (a layer that does not fit alone is skipped, so
+    one layer and one of its channels is always the cheapest plan); for most models the top
+    ranked layer's, docs/design.md's ``fixed(1)`` + its channel (aligned)."""
     best: tuple[int, str] | None = None
-    previous_fixed = 0
-    for k in range(1, len(ranking) + 1):
-        fixed = engine_memory(graph, frozenset(ranking[:k]), backbone).fixed_bytes
-        cheapest = min(cost.channel_bytes for cost in costs[:k])
-        need = max(budget_for_pool(fixed, cheapest),
-                   budget_for_pool(previous_fixed, 1) if k > 1 else 0)
+    for name, cost in zip(ranking, costs, strict=True):
+        need = alone_budget(graph, name, backbone)
         if best is None or need < best[0]:
-            best = (need, f"engine {format_size(fixed)} with the top {k} ranked layer(s) + "
-                          f"their cheapest channel, {cheapest} B")
-        previous_fixed = fixed
+            fixed = need - align(cost.channel_bytes)
+            best = (need, f"engine {format_size(fixed)} with {name} as the one candidate layer "
+                          f"+ one of its channels, {cost.channel_bytes} B")
     assert best is not None
     return best
 
 
 def _with_reason(plan: BudgetPlan, reason: str) -> BudgetPlan:
+    if plan.skipped:
+        reason += (f"; {len(plan.skipped)} ranked layer(s) skipped, too large for the budget "
+                   f"even alone: {', '.join(plan.skipped)}")
     return BudgetPlan(plan.budget, plan.alpha, plan.candidates, plan.costs, plan.memory,
-                      plan.pool_bytes, reason)
+                      plan.pool_bytes, reason, plan.skipped)
