@@ -7,6 +7,7 @@ worked out independently of the planner."""
 
 from __future__ import annotations
 
+import ctypes
 import json
 import math
 import re
@@ -30,8 +31,10 @@ from medyate_mcu.quant.blocks import block_buffers, depthwise_scratch
 from medyate_mcu.quant.calibrate import calibrate, dequantized_graph
 from medyate_mcu.quant.lowering import fusing_conv
 from medyate_mcu.quant.qdq import load_quantized
+from medyate_mcu.run.engine_lib import CODES, EngineLibrary, MdyModel
 from medyate_mcu.run.verify import verify_build
 from medyate_mcu.toolchain.compile import CompileOptions, compile_project
+from medyate_mcu.toolchain.host import make
 from medyate_mcu.zoo import architectures, default_model_path
 from medyate_mcu.zoo.tasks import load_task
 
@@ -209,3 +212,53 @@ def test_the_paper_scale_int8_peak_against_an_independent_bound() -> None:
     assert bound == 3 * 128 * 128 + 16 * 64 * 64
     assert bound <= memory.arena.size <= 1.1 * max(bound, memory.arena.lower_bound)
     assert not memory.arena.overlaps()
+
+
+def _quantized_calls(engine: EngineLibrary) -> None:
+    model_p = ctypes.POINTER(MdyModel)
+    engine.lib.mdy_quantize_input.argtypes = [model_p, ctypes.c_uint32, ctypes.c_uint32,
+                                              ctypes.POINTER(ctypes.c_float)]
+    engine.lib.mdy_quantize_input.restype = None
+    engine.lib.mdy_train_quantized.argtypes = [model_p, ctypes.c_int32,
+                                               ctypes.POINTER(ctypes.c_float)]
+    engine.lib.mdy_predict_quantized.argtypes = [model_p, ctypes.POINTER(ctypes.c_uint16)]
+
+
+def test_an_int8_sample_filled_in_pieces_trains_as_the_float_sample(int8_build: Project) -> None:
+    """mdy_quantize_input (any number of values at a time) + mdy_train_quantized: the same
+    engine state, bit for bit, as mdy_train_sample on the float sample; mdy_predict_quantized
+    the same label as mdy_predict. A float-input engine refuses the int8 calls."""
+    library = make(int8_build.folder, "lib")
+    task = load_task("digits", int8_build.reference().graph, seed=0)
+    x, y = task.x_train[:20], task.y_train[:20]
+    by_float = EngineLibrary(library, x[0].size, 10)
+    by_int8 = EngineLibrary(library, x[0].size, 10)
+    _quantized_calls(by_int8)
+    by_float.init()
+    by_int8.init()
+    for sample, label in zip(x, y, strict=True):
+        assert by_float.train_sample(sample, int(label))[0] == 0
+        flat = np.ascontiguousarray(sample, np.float32).reshape(-1)
+        for first in range(0, flat.size, 1000):  # in pieces of 1000 values
+            piece = np.ascontiguousarray(flat[first:first + 1000])
+            by_int8.lib.mdy_quantize_input(by_int8._model, first, piece.size,
+                                           piece.ctypes.data_as(ctypes.POINTER(ctypes.c_float)))
+        assert by_int8.lib.mdy_train_quantized(by_int8._model, int(label), None) == 0
+    weights = int8_build.reference().plan.memory.classifier_values
+    for name, count in (("mdy_classifier", weights), ("mdy_classifier_grad", weights)):
+        assert np.array_equal(by_int8.array(name, np.uint32, count),
+                              by_float.array(name, np.uint32, count)), name
+    for layer in int8_build.reference().plan.candidates:
+        size = int8_build.reference().graph.node(layer).params["weight"].size
+        assert np.array_equal(by_int8.candidate_weights(layer, size).view(np.uint32),
+                              by_float.candidate_weights(layer, size).view(np.uint32)), layer
+    label = ctypes.c_uint16(0)
+    assert by_int8.lib.mdy_predict_quantized(by_int8._model, ctypes.byref(label)) == 0
+    assert (0, label.value) == by_float.predict(x[-1])
+
+    demo = compile_project(CompileOptions(budget=BUDGET, backbone="float32", epochs=1, embed=0),
+                           int8_build.folder.parent / "float", say=lambda _: None)
+    plain = EngineLibrary(make(demo.folder, "lib"), x[0].size, 10)
+    _quantized_calls(plain)
+    plain.init()
+    assert plain.lib.mdy_train_quantized(plain._model, 0, None) == CODES["MDY_ERR_STATE"]
