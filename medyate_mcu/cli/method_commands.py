@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
+from typing import TypeVar
 
 import click
 import torch
@@ -16,7 +18,12 @@ from medyate_mcu.method.costs import BYTES_PER_ELEMENT
 from medyate_mcu.method.lara import LaraSettings, LayerRanking
 from medyate_mcu.method.planner import DEFAULT_ALPHA, BudgetPlan, KRule, plan_budget
 from medyate_mcu.method.trainer import replace_classifier
-from medyate_mcu.toolchain.compile import default_ranking_path, rank_layers
+from medyate_mcu.planning.memory import Backbone
+from medyate_mcu.toolchain.compile import (
+    DEFAULT_CALIBRATION_SAMPLES,
+    default_ranking_path,
+    rank_layers,
+)
 from medyate_mcu.units import format_size, parse_size
 
 K_RULE_OPTION = click.option(
@@ -29,6 +36,9 @@ K_RULE_OPTION = click.option(
 ALPHA_OPTION = click.option("--alpha", type=click.FloatRange(0, 1, min_open=True),
                             default=DEFAULT_ALPHA, show_default=True,
                             help="alpha_opt: the largest channel pool / search space ratio.")
+
+
+E = TypeVar("E", bound=StrEnum)
 
 
 def progress_bar() -> Progress:
@@ -95,18 +105,22 @@ def lara_command(model: Path | None, proxy: str, epochs: int, batch_size: int, l
 @click.option("--classes", type=click.IntRange(2), default=None,
               help="Classes of the target task: the classifier is re-created with this size "
                    "[default: the model's own].")
+@click.option("--backbone", type=click.Choice([b.value for b in Backbone]),
+              default=Backbone.FLOAT32.value, show_default=True,
+              help="Plan the engine with the frozen part in float32 or int8 (its RAM depends "
+                   "only on shapes: no calibration needed; docs/quantization.md).")
 @ALPHA_OPTION
 @K_RULE_OPTION
 def plan_command(model: Path | None, budget: int, ranking: Path | None, classes: int | None,
-                 alpha: float, k_rule: str) -> None:
+                 backbone: str, alpha: float, k_rule: str) -> None:
     """Show how the budget is spent: candidate layers (top-K by LaRa), the fixed RAM of the
     engine part by part, and the channel pool, with the paper's memory units beside bytes."""
     graph = load_model(model)
     layer_ranking = load_ranking(model, ranking, graph)
     if classes is not None:
         graph = replace_classifier(graph, classes, seed=0)
-    print_plan(plan_budget(graph, layer_ranking.ranking, budget, alpha, KRule(k_rule)),
-               layer_ranking)
+    print_plan(plan_budget(graph, layer_ranking.ranking, budget, alpha, KRule(k_rule),
+                           Backbone(backbone)), layer_ranking)
 
 
 def print_plan(plan: BudgetPlan, ranking: LayerRanking) -> None:
@@ -117,8 +131,9 @@ def print_plan(plan: BudgetPlan, ranking: LayerRanking) -> None:
     for column in ("rank", "layer", "LaRa", "C_in", "C_W", "C_A", "channel", "layer units",
                    "RAM weights"):
         table.add_column(column, justify="left" if column == "layer" else "right")
-    for rank, cost in enumerate(plan.costs, start=1):
+    for cost in plan.costs:
         weights = cost.in_channels * cost.weight_units * BYTES_PER_ELEMENT
+        rank = ranking.ranking.index(cost.layer) + 1  # skipped layers keep their place
         table.add_row(str(rank), cost.layer, f"{ranking.scores[cost.layer]:.3e}",
                       str(cost.in_channels), str(cost.weight_units), str(cost.activation_units),
                       f"{cost.channel_bytes} B", f"{cost.layer_units:,}", f"{weights:,} B")
@@ -148,6 +163,17 @@ def print_plan(plan: BudgetPlan, ranking: LayerRanking) -> None:
               help="Comma-separated RAM budgets.")
 @click.option("--seeds", type=click.IntRange(1), default=3, show_default=True)
 @click.option("--epochs", type=click.IntRange(1), default=15, show_default=True)
+@click.option("--policies", default=None,
+              help="Comma-separated policies [default: every one]: "
+                   "medyate, trady, static, random, classifier, last-k, full.")
+@click.option("--backbone", "backbones", default="float32", show_default=True,
+              help="Comma-separated backbones to compare at equal budget: float32 and/or int8. "
+                   "int8 plans the int8 engine's RAM and trains with the frozen part in int8 "
+                   "(the numpy integer reference, what the C engine computes), calibrated on "
+                   f"{DEFAULT_CALIBRATION_SAMPLES} training samples of each task. Full "
+                   "fine-tuning runs in float32 only.")
+@click.option("--train-per-class", type=click.IntRange(1), default=None,
+              help="Training samples per class [default: the panel's size].")
 @click.option("--quick", is_flag=True,
               help="A smoke run for CI: 2 tasks, 2 budgets, 1 seed, 2 epochs, 10 samples per "
                    "class.")
@@ -155,12 +181,17 @@ def print_plan(plan: BudgetPlan, ranking: LayerRanking) -> None:
 @click.option("-o", "--output", type=click.Path(path_type=Path, file_okay=False),
               default=Path("build/experiment"), show_default=True)
 def experiment_command(model: Path | None, tasks: str | None, budgets: str, seeds: int,
-                       epochs: int, quick: bool, k_rule: str, output: Path) -> None:
+                       epochs: int, policies: str | None, backbones: str,
+                       train_per_class: int | None, quick: bool, k_rule: str,
+                       output: Path) -> None:
     """Accuracy versus RAM budget of MeDyate and the baselines (TraDy, static LaRa channels,
     random channels, classifier only, last-k layers, full fine-tune) with the host reference
-    trainer. Writes results.csv, results.md and accuracy_vs_budget.png to OUTPUT."""
+    trainer, with a float32 and/or an int8 frozen backbone. Writes results.csv, results.md and
+    accuracy_vs_budget.png to OUTPUT."""
     from medyate_mcu.experiments.budget_sweep import SweepConfig, run_sweep
+    from medyate_mcu.method.policies import Policy
     from medyate_mcu.method.trainer import TrainSettings
+    from medyate_mcu.planning.memory import Backbone
     from medyate_mcu.zoo import DOWNSTREAM_TASKS
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -171,21 +202,24 @@ def experiment_command(model: Path | None, tasks: str | None, budgets: str, seed
         raise MedyateError(f"unknown task(s) {unknown}; downstream tasks: "
                            f"{', '.join(DOWNSTREAM_TASKS)}")
     budget_list = tuple(parse_size(b, "budget") for b in budgets.split(","))
-    config = SweepConfig(task_list, budget_list, seeds=tuple(range(seeds)),
+    policy_list = tuple(_choices(policies, Policy, "policy")) if policies else tuple(Policy)
+    backbone_list = tuple(_choices(backbones, Backbone, "backbone"))
+    config = SweepConfig(task_list, budget_list, policy_list, seeds=tuple(range(seeds)),
                          train=TrainSettings(epochs=epochs, batch_size=16, lr=0.1, warmup=1),
-                         k_rule=KRule(k_rule))
+                         k_rule=KRule(k_rule), train_per_class=train_per_class,
+                         backbones=backbone_list)
     if quick:
-        config = SweepConfig(task_list[:2], budget_list[-2:], seeds=(0,),
+        config = SweepConfig(task_list[:2], budget_list[-2:], policy_list, seeds=(0,),
                              train=TrainSettings(epochs=2, batch_size=16, lr=0.05, warmup=1),
                              lara=LaraSettings(epochs=1), k_rule=KRule(k_rule),
-                             train_per_class=10)
+                             train_per_class=10, backbones=backbone_list)
     with progress_bar() as bar:
         task = bar.add_task("experiment", total=None, status="")
 
         def on_run(result, done: int, total: int) -> None:
             accuracy = "infeasible" if result.test_accuracy is None \
                 else f"{100 * result.test_accuracy:.1f}%"
-            status = f"{result.task} {result.policy} {accuracy}"
+            status = f"{result.task} {result.policy} {result.backbone} {accuracy}"
             bar.update(task, completed=done, total=total, status=status)
             if not bar.console.is_terminal:  # logs get one line per run
                 bar.console.print(f"[{done}/{total}] {status} budget {result.budget} "
@@ -194,3 +228,15 @@ def experiment_command(model: Path | None, tasks: str | None, budgets: str, seed
         run_sweep(graph, config, DOWNSTREAM_TASKS, output, on_run)
     console().print((output / "results.md").read_text())
     console().print(f"wrote {output}/results.csv, results.md, accuracy_vs_budget.png")
+
+
+def _choices(values: str, kind: type[E], what: str) -> list[E]:
+    """A comma-separated list of ``kind``'s values, each once, in the order given."""
+    chosen: list[E] = []
+    for value in (v.strip() for v in values.split(",")):
+        if value not in {member.value for member in kind}:
+            raise MedyateError(f"unknown {what} {value!r}; choose among "
+                               f"{', '.join(member.value for member in kind)}")
+        if kind(value) not in chosen:
+            chosen.append(kind(value))
+    return chosen
