@@ -5,10 +5,13 @@ board cannot hold is refused at `compile`, with the figure, measured the same wa
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
+import onnx
 import pytest
+import torch
 from arm_support import TASK, require_tool, small_model
 from click.testing import CliRunner
 from elftools.elf.elffile import ELFFile
@@ -16,9 +19,13 @@ from elftools.elf.elffile import ELFFile
 from medyate_mcu.boards import all_boards, get_board
 from medyate_mcu.cli.main import main
 from medyate_mcu.codegen.folder import Project
+from medyate_mcu.graph import export_onnx, load_onnx
+from medyate_mcu.graph.ir import OpType
+from medyate_mcu.method.lara import backbone_fingerprint
 from medyate_mcu.toolchain import compile as compile_module
 from medyate_mcu.toolchain.arm import build_firmware, size_report
 from medyate_mcu.toolchain.auto_budget import RESERVE_BYTES
+from medyate_mcu.zoo import architectures, default_model_path
 
 
 @pytest.fixture(autouse=True)
@@ -99,14 +106,46 @@ def test_without_the_toolchain_compile_says_build_checks_the_fit(
     assert "arm-none-eabi-gcc is not installed" in " ".join(result.output.split())
 
 
+def large_input_model(folder: Path) -> Path:
+    """The demo architecture at 64 px (seeded weights), its ranking deepest layer first (made
+    here, no LaRa run): in float32 its 48×32×32 expansions alone take 192 KiB."""
+    torch.manual_seed(0)
+    module = architectures.create("mbv2", num_classes=10, resolution=64)
+    path = folder / "mbv2_64.onnx"
+    onnx.save(export_onnx(module, torch.zeros(1, 3, 64, 64),
+                          load_onnx(default_model_path()).metadata), path)
+    graph = load_onnx(path)
+    convs = [node.name for node in graph.nodes_of(OpType.CONV)][::-1]
+    record = json.loads(default_model_path().with_name("demo_mbv2.lara.json").read_text())
+    record.update(fingerprint=backbone_fingerprint(graph), ranking=convs,
+                  scores={name: float(len(convs) - i) for i, name in enumerate(convs)})
+    (folder / "mbv2_64.lara.json").write_text(json.dumps(record))
+    return path
+
+
 def test_auto_budget_on_a_board_too_small(tmp_path: Path) -> None:
-    result = CliRunner().invoke(main, ["compile", "--budget", "auto", "--board", "nucleo-f411re",
+    model = large_input_model(tmp_path)
+    result = CliRunner().invoke(main, ["compile", str(model), "--data", TASK, "--budget", "auto",
+                                       "--board", "nucleo-f411re", "--backbone", "float32",
                                        "-o", str(tmp_path / "small")])
     assert result.exit_code == 1
     line = result.stderr.strip()
     assert "\n" not in line and "does not fit nucleo-f411re" in line
     assert re.search(r"RAM overflowed by [\d,]+ bytes", line)
     assert not (tmp_path / "small").exists()
+
+
+def test_auto_backbone_fits_a_model_to_a_board_float32_cannot(tmp_path: Path) -> None:
+    """The same model and board with the default --backbone auto: the float32 engine does not
+    fit its 128 KiB, so compile says so and takes an int8 backbone, which does."""
+    model = large_input_model(tmp_path)
+    result = CliRunner().invoke(main, ["compile", str(model), "--data", TASK, "--budget", "auto",
+                                       "--board", "nucleo-f411re", "--embed-data", "8",
+                                       "-o", str(tmp_path / "int8")])
+    assert result.exit_code == 0, result.output
+    assert re.search(r"backbone: int8, since in float32 its smallest engine needs [\d.]+ KiB",
+                     result.output)
+    assert Project.open(tmp_path / "int8").manifest.backbone == "int8"
 
 
 def test_auto_budget_needs_a_board(tmp_path: Path) -> None:
