@@ -30,6 +30,7 @@ from medyate_mcu.zoo import architectures, datasets
 
 META_PREFIX = "medyate."
 EVAL_BATCH = 512  # samples per forward when measuring accuracy
+COARSE_FINE_LR = 0.1  # after a coarse phase, the full-resolution phase's peak rate / lr
 
 
 def channel_stats(x: np.ndarray) -> tuple[list[float], list[float]]:
@@ -111,7 +112,7 @@ class PretrainConfig:
     threads: int = 2
     # Progressive resizing: first ``coarse_epochs`` epochs (warm-up + cosine) on the training
     # images average-pooled to ``coarse_resolution``, then ``epochs`` at ``resolution`` (cosine
-    # from ``lr``, no warm-up). 0 (the demo): none.
+    # from ``lr · COARSE_FINE_LR``, no warm-up). 0 (the demo): none.
     coarse_epochs: int = 0
     coarse_resolution: int = 0
 
@@ -181,17 +182,18 @@ def pretrain(config: PretrainConfig, output: Path, progress: Progress | None = N
     model = architectures.create(config.architecture, split.train.num_classes, config.width,
                                  config.resolution)
     started = time.perf_counter()
-    # (images, epochs, order seed, warm-up epochs, label); a phase after a coarse one has no
-    # warm-up: it continues from trained weights.
+    # (images, epochs, order seed, peak rate, warm-up epochs, label); a phase after a coarse
+    # one continues from trained weights: no warm-up, a tenth of the rate.
     phases = [(x_train, config.epochs, config.seed,
+               config.lr * (COARSE_FINE_LR if config.coarse_epochs else 1.0),
                0 if config.coarse_epochs else config.warmup_epochs, "")]
     if config.coarse_epochs:
         coarse = F.avg_pool2d(x_train, config.resolution // config.coarse_resolution)
-        phases.insert(0, (coarse, config.coarse_epochs, config.seed + 1, config.warmup_epochs,
-                          f" at {config.coarse_resolution} px"))
-    for x_phase, epochs, seed, warmup, where in phases:
+        phases.insert(0, (coarse, config.coarse_epochs, config.seed + 1, config.lr,
+                          config.warmup_epochs, f" at {config.coarse_resolution} px"))
+    for x_phase, epochs, seed, lr, warmup, where in phases:
         loss = fit(model, list(model.parameters()), x_phase, y_train, epochs=epochs,
-                   lr=config.lr, batch_size=config.batch_size, seed=seed,
+                   lr=lr, batch_size=config.batch_size, seed=seed,
                    momentum=config.momentum, weight_decay=config.weight_decay,
                    label_smoothing=config.label_smoothing, warmup_epochs=warmup,
                    progress=progress, description=f"pre-training {config.architecture}{where}")
