@@ -1,6 +1,7 @@
 """Accuracy versus RAM budget: every policy, on every downstream task, at several budgets and
-seeds, with the host reference trainer (the device's algorithm). Writes a CSV, a Markdown table
-(mean ± std) and a PNG plot."""
+seeds, with the host reference trainer (the device's algorithm), with a float32 and/or an int8
+backbone (docs/quantization.md; calibrated once per task). Writes a CSV, a Markdown table
+(mean ± std, int8 − float32 in pp) and a PNG plot."""
 
 from __future__ import annotations
 
@@ -24,8 +25,13 @@ from medyate_mcu.method.policies import (
     train_policy,
 )
 from medyate_mcu.method.trainer import TrainSettings, replace_classifier
+from medyate_mcu.planning.memory import Backbone
+from medyate_mcu.quant.calibrate import calibrate, dequantized_graph
+from medyate_mcu.quant.lowering import int8_region
+from medyate_mcu.quant.scheme import Quantization
+from medyate_mcu.toolchain.compile import DEFAULT_CALIBRATION_SAMPLES
 from medyate_mcu.units import format_size
-from medyate_mcu.zoo.tasks import TaskData, load_task, proxy_task_for
+from medyate_mcu.zoo.tasks import TaskData, load_task, proxy_task_for, stratified_sample
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,8 @@ class SweepConfig:
     alpha: float = DEFAULT_ALPHA
     k_rule: KRule = KRule.CLOSEST
     train_per_class: int | None = None  # None: the panel's size
+    backbones: tuple[Backbone, ...] = (Backbone.FLOAT32,)
+    calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES  # int8: stratified training samples
 
 
 @dataclass(frozen=True)
@@ -53,6 +61,35 @@ class RunResult:
     pool_bytes: int
     engine_bytes: int
     seconds: float
+    backbone: str = Backbone.FLOAT32.value  # full fine-tuning is always float32
+    int8_nodes: int = 0  # nodes of the int8 region (run in the integer reference)
+
+
+@dataclass(frozen=True)
+class TaskBackbone:
+    """The graph a backbone trains on (the dequantized one for int8) and its quantization."""
+
+    graph: Graph
+    quantization: Quantization | None = None
+
+    def headed(self, classes: int, seed: int) -> TaskBackbone:
+        return TaskBackbone(replace_classifier(self.graph, classes, seed), self.quantization)
+
+
+def task_backbones(graph: Graph, data: TaskData, config: SweepConfig
+                   ) -> dict[Backbone, TaskBackbone]:
+    """Each backbone of ``config`` for ``data``'s task; int8 is calibrated on
+    ``config.calibration_samples`` stratified training samples (seed 0, as `compile`)."""
+    backbones = {}
+    for backbone in config.backbones:
+        if backbone is Backbone.INT8:
+            picked = stratified_sample(data.y_train, config.calibration_samples, 0)
+            quantization = calibrate(graph, data.x_train[picked])
+            backbones[backbone] = TaskBackbone(dequantized_graph(graph, quantization),
+                                               quantization)
+        else:
+            backbones[backbone] = TaskBackbone(graph)
+    return backbones
 
 
 def ranking_for(graph: Graph, proxy: TaskData, settings: LaraSettings,
@@ -73,26 +110,30 @@ def run_sweep(graph: Graph, config: SweepConfig, panel: Sequence[str], output: P
     output.mkdir(parents=True, exist_ok=True)
     budgeted = [p for p in config.policies if p is not Policy.FULL]
     total = len(config.tasks) * len(config.seeds) * (
-        len(config.budgets) * len(budgeted) + (Policy.FULL in config.policies))
+        len(config.budgets) * len(budgeted) * len(config.backbones)
+        + (Policy.FULL in config.policies))
     results: list[RunResult] = []
     for task in config.tasks:
         proxy_name = proxy_task_for(task, tuple(panel))
         proxy = load_task(proxy_name, graph, train_per_class=config.train_per_class)
         ranking = ranking_for(graph, proxy, config.lara, output)
+        data = load_task(task, graph, seed=0, train_per_class=config.train_per_class)
+        backbones = task_backbones(graph, data, config)
         for seed in config.seeds:
-            data = load_task(task, graph, seed=0, train_per_class=config.train_per_class)
-            headed = replace_classifier(graph, data.classes, seed)
+            headed = {b: backbone.headed(data.classes, seed) for b, backbone in backbones.items()}
             settings = TrainSettings(config.train.epochs, config.train.batch_size,
                                      config.train.lr, config.train.warmup, seed)
             for budget in config.budgets:
                 for policy in budgeted:
-                    results.append(_run_one(task, budget, policy, seed, headed, ranking,
-                                            config, settings, data))
-                    if on_run:
-                        on_run(results[-1], len(results), total)
-            if Policy.FULL in config.policies:
+                    for backbone in config.backbones:
+                        results.append(_run_one(task, budget, policy, seed, headed[backbone],
+                                                backbone, ranking, config, settings, data))
+                        if on_run:
+                            on_run(results[-1], len(results), total)
+            if Policy.FULL in config.policies:  # every layer trains: no frozen int8 part
                 start = time.perf_counter()
-                accuracy = full_finetune(headed, settings, data.x_train, data.y_train,
+                accuracy = full_finetune(replace_classifier(graph, data.classes, seed), settings,
+                                         data.x_train, data.y_train,
                                          data.x_test, data.y_test)
                 results.append(RunResult(task, None, Policy.FULL.value, seed, accuracy, 0, 0, 0,
                                          time.perf_counter() - start))
@@ -104,67 +145,136 @@ def run_sweep(graph: Graph, config: SweepConfig, panel: Sequence[str], output: P
     return results
 
 
-def _run_one(task: str, budget: int, policy: Policy, seed: int, graph: Graph,
-             ranking: LayerRanking, config: SweepConfig, settings: TrainSettings,
-             data: TaskData) -> RunResult:
+def _run_one(task: str, budget: int, policy: Policy, seed: int, model: TaskBackbone,
+             backbone: Backbone, ranking: LayerRanking, config: SweepConfig,
+             settings: TrainSettings, data: TaskData) -> RunResult:
     start = time.perf_counter()
     try:
-        setup = setup_policy(policy, graph, ranking, budget, config.alpha, config.k_rule)
+        setup = setup_policy(policy, model.graph, ranking, budget, config.alpha, config.k_rule,
+                             backbone)
     except (InfeasiblePolicy, InfeasibleBudgetError):
-        return RunResult(task, budget, policy.value, seed, None, 0, 0, 0, 0.0)
-    history = train_policy(setup, graph, settings, data.x_train, data.y_train, data.x_test,
-                           data.y_test)
+        return RunResult(task, budget, policy.value, seed, None, 0, 0, 0, 0.0, backbone.value)
+    history = train_policy(setup, model.graph, settings, data.x_train, data.y_train,
+                           data.x_test, data.y_test, model.quantization)
+    int8_nodes = len(int8_region(model.graph, setup.candidates)) \
+        if backbone is Backbone.INT8 else 0
     return RunResult(task, budget, policy.value, seed, history[-1].test_accuracy,
                      len(setup.candidates), setup.pool_bytes, setup.engine_bytes,
-                     time.perf_counter() - start)
+                     time.perf_counter() - start, backbone.value, int8_nodes)
 
 
 def write_csv(results: Sequence[RunResult], path: Path) -> None:
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["task", "budget_bytes", "policy", "seed", "test_accuracy", "k",
-                         "pool_bytes", "engine_bytes", "seconds"])
+        writer.writerow(["task", "budget_bytes", "policy", "backbone", "seed", "test_accuracy",
+                         "k", "int8_nodes", "pool_bytes", "engine_bytes", "seconds"])
         for r in results:
-            writer.writerow([r.task, "" if r.budget is None else r.budget, r.policy, r.seed,
-                             "" if r.test_accuracy is None else f"{r.test_accuracy:.4f}", r.k,
-                             r.pool_bytes, r.engine_bytes, f"{r.seconds:.1f}"])
+            writer.writerow([r.task, "" if r.budget is None else r.budget, r.policy, r.backbone,
+                             r.seed, "" if r.test_accuracy is None else f"{r.test_accuracy:.4f}",
+                             r.k, r.int8_nodes, r.pool_bytes, r.engine_bytes,
+                             f"{r.seconds:.1f}"])
 
 
-def _summary(results: Sequence[RunResult]) -> dict[tuple[str, int | None, str], list[float | None]]:
-    grouped: dict[tuple[str, int | None, str], list[float | None]] = defaultdict(list)
+Key = tuple[str, int | None, str, str]  # task, budget (None: no budget), policy, backbone
+FLOAT32, INT8 = Backbone.FLOAT32.value, Backbone.INT8.value
+
+
+def _summary(results: Sequence[RunResult]) -> dict[Key, dict[int, float | None]]:
+    """Test accuracy per seed of each (task, budget, policy, backbone)."""
+    grouped: dict[Key, dict[int, float | None]] = defaultdict(dict)
     for r in results:
-        grouped[(r.task, r.budget, r.policy)].append(r.test_accuracy)
+        grouped[(r.task, r.budget, r.policy, r.backbone)][r.seed] = r.test_accuracy
     return grouped
 
 
-def _cell(values: list[float | None]) -> str:
-    if not values or any(v is None for v in values):
+def _feasible(values: dict[int, float | None]) -> bool:
+    return bool(values) and all(v is not None for v in values.values())
+
+
+def _cell(values: dict[int, float | None]) -> str:
+    if not _feasible(values):
         return "infeasible"
-    array = np.array(values, dtype=float) * 100
+    array = np.array(list(values.values()), dtype=float) * 100
     return f"{array.mean():.1f} ± {array.std():.1f}"
 
 
+def _difference(int8: dict[int, float | None], float32: dict[int, float | None]) -> str:
+    """int8 − float32 in pp, mean ± std over the seeds both ran (paired by seed)."""
+    if not (_feasible(int8) and _feasible(float32)) or int8.keys() != float32.keys():
+        return "n/a"
+    seeds = sorted(int8)
+    pairs = 100 * (np.array([int8[s] for s in seeds], dtype=float)
+                   - np.array([float32[s] for s in seeds], dtype=float))
+    return f"{pairs.mean():+.1f} ± {pairs.std():.1f}"
+
+
+def _columns(config: SweepConfig) -> list[tuple[str, str, str | None]]:
+    """The table's accuracy columns: (title, policy, backbone or None for the difference)."""
+    backbones = [b.value for b in config.backbones]
+    both = FLOAT32 in backbones and INT8 in backbones
+    columns: list[tuple[str, str, str | None]] = []
+    for policy in (p.value for p in config.policies if p is not Policy.FULL):
+        columns += [(f"{policy} {b}" if len(backbones) > 1 else f"{policy} ({b})", policy, b)
+                    for b in backbones]
+        if both:
+            columns.append((f"{policy} Δ pp", policy, None))
+    return columns
+
+
 def markdown_table(results: Sequence[RunResult], config: SweepConfig) -> str:
+    """Accuracy per task and budget, each policy per backbone and, with both, int8 − float32;
+    with int8, a second table gives each run's int8 region."""
     grouped = _summary(results)
-    budgeted = [p.value for p in config.policies if p is not Policy.FULL]
+    columns = _columns(config)
     lines = [f"Test accuracy (%), mean ± std over seeds {list(config.seeds)}; "
              f"{config.train.epochs} epochs, batch {config.train.batch_size}, "
-             f"lr {config.train.lr}, alpha {config.alpha}, K rule {config.k_rule.value}.", ""]
-    header = ["task", "budget", *budgeted]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+             f"lr {config.train.lr}, alpha {config.alpha}, K rule {config.k_rule.value}."]
+    if Backbone.INT8 in config.backbones:
+        lines.append(f"int8 backbone calibrated on {config.calibration_samples} training "
+                     "samples per task; Δ = int8 − float32 in pp (mean ± std over seeds, "
+                     "paired); full fine-tuning trains every layer, in float32.")
+    header = ["task", "budget", *(title for title, _, _ in columns)]
+    lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for task in config.tasks:
         for budget in config.budgets:
             row = [task, format_size(budget).split(" (")[0]]
-            row += [_cell(grouped.get((task, budget, p), [])) for p in budgeted]
+            for _, policy, backbone in columns:
+                if backbone is None:
+                    row.append(_difference(grouped.get((task, budget, policy, INT8), {}),
+                                           grouped.get((task, budget, policy, FLOAT32), {})))
+                else:
+                    row.append(_cell(grouped.get((task, budget, policy, backbone), {})))
             lines.append("| " + " | ".join(row) + " |")
         if Policy.FULL in config.policies:
-            full = _cell(grouped.get((task, None, Policy.FULL.value), []))
-            lines.append(f"| {task} | no budget | full fine-tune: {full} |"
-                         + " |" * (len(budgeted) - 1))
+            full = _cell(grouped.get((task, None, Policy.FULL.value, FLOAT32), {}))
+            lines.append(f"| {task} | no budget | full fine-tune (float32): {full} |"
+                         + " |" * (len(columns) - 1))
+    if Backbone.INT8 in config.backbones:
+        lines += ["", *int8_region_table(results, config)]
     return "\n".join(lines) + "\n"
 
 
+def int8_region_table(results: Sequence[RunResult], config: SweepConfig) -> list[str]:
+    """K and the int8 region's node count of each int8 run (the same for every seed)."""
+    region = {(r.task, r.budget, r.policy): (r.k, r.int8_nodes, r.test_accuracy is not None)
+              for r in results if r.backbone == INT8}
+    policies = [p.value for p in config.policies if p is not Policy.FULL]
+    lines = ["int8 region per run: K candidate layers, nodes run in int8", "",
+             "| task | budget | " + " | ".join(policies) + " |",
+             "|" + "---|" * (len(policies) + 2)]
+    for task in config.tasks:
+        for budget in config.budgets:
+            cells = []
+            for policy in policies:
+                k, nodes, feasible = region.get((task, budget, policy), (0, 0, False))
+                cells.append(f"K={k}, {nodes} int8 nodes" if feasible else "infeasible")
+            lines.append(f"| {task} | {format_size(budget).split(' (')[0]} | "
+                         + " | ".join(cells) + " |")
+    return lines
+
+
 def plot(results: Sequence[RunResult], config: SweepConfig, path: Path) -> None:
+    """Accuracy against budget per task: a colour per policy, solid float32, dashed int8."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -173,20 +283,25 @@ def plot(results: Sequence[RunResult], config: SweepConfig, path: Path) -> None:
     figure, axes = plt.subplots(1, len(config.tasks), figsize=(4.5 * len(config.tasks), 3.8),
                                 squeeze=False)
     budgets_kib = [b / 1024 for b in config.budgets]
+    styles = {FLOAT32: "-", INT8: "--"}
     for axis, task in zip(axes[0], config.tasks, strict=True):
-        for policy in config.policies:
+        for index, policy in enumerate(config.policies):
             if policy is Policy.FULL:
-                values = grouped.get((task, None, policy.value), [])
-                if values and None not in values:
-                    axis.axhline(100 * float(np.mean(values)), color="black", linestyle=":",
-                                 label="full fine-tune")
+                values = grouped.get((task, None, policy.value, FLOAT32), {})
+                if _feasible(values):
+                    axis.axhline(100 * float(np.mean(list(values.values()))), color="black",
+                                 linestyle=":", label="full fine-tune")
                 continue
-            means = []
-            for budget in config.budgets:
-                values = grouped.get((task, budget, policy.value), [])
-                means.append(np.nan if not values or None in values
-                             else 100 * float(np.mean(values)))
-            axis.plot(budgets_kib, means, marker="o", label=policy.value)
+            for backbone in (b.value for b in config.backbones):
+                means = []
+                for budget in config.budgets:
+                    values = grouped.get((task, budget, policy.value, backbone), {})
+                    means.append(100 * float(np.mean(list(values.values())))
+                                 if _feasible(values) else np.nan)
+                label = policy.value if len(config.backbones) == 1 \
+                    else f"{policy.value} ({backbone})"
+                axis.plot(budgets_kib, means, marker="o", color=f"C{index}",
+                          linestyle=styles[backbone], label=label)
         axis.set_title(task)
         axis.set_xlabel("RAM budget (KiB)")
         axis.set_ylabel("test accuracy (%)")
