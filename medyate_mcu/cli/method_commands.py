@@ -191,7 +191,6 @@ def experiment_command(model: Path | None, tasks: str | None, budgets: str, seed
     from medyate_mcu.experiments.budget_sweep import SweepConfig, run_sweep
     from medyate_mcu.method.policies import Policy
     from medyate_mcu.method.trainer import TrainSettings
-    from medyate_mcu.planning.memory import Backbone
     from medyate_mcu.zoo import DOWNSTREAM_TASKS
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
