@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ from medyate_mcu.graph import ReferenceNet, export_onnx, import_onnx_model, load
 from medyate_mcu.graph.ir import OpType
 from medyate_mcu.method.lara import LayerRanking
 from medyate_mcu.method.trainer import replace_classifier
-from medyate_mcu.zoo import BUNDLED_MODELS, architectures, bundled_model_path, datasets
+from medyate_mcu.zoo import BUNDLED_MODELS, architectures, bundled_model_path, datasets, training
 from medyate_mcu.zoo.training import read_metadata
 
 NAME = "mbv2-w0.35-128"
@@ -165,3 +166,30 @@ def test_models_are_selected_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyP
         ModelType().convert("folder", None, None)
     with pytest.raises(MedyateError, match="bundled models"):
         ModelType().convert("folder/missing.onnx", None, None)
+
+
+def test_progressive_resizing_trains_coarse_then_full(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """`coarse_epochs` (how the paper-scale model was pre-trained): first the images 2×2
+    average-pooled at the full rate with warm-up, then full size at COARSE_FINE_LR of the rate,
+    no warm-up. The two fits are recorded, not run."""
+    calls: list[dict[str, object]] = []
+
+    def fake_fit(model: object, params: object, x: torch.Tensor, y: torch.Tensor,
+                 **kwargs: object) -> float:
+        calls.append({"x": x, **kwargs})
+        return 1.0
+
+    monkeypatch.setattr(training, "fit", fake_fit)
+    config = training.PretrainConfig(architecture="mbv1", width=0.25, resolution=16, epochs=2,
+                                     train_per_class=1, test_per_class=1, lr=0.05,
+                                     coarse_epochs=3, coarse_resolution=8, threads=1)
+    training.pretrain(config, tmp_path / "m.onnx")
+    coarse, full = calls
+    assert coarse["x"].shape[-2:] == (8, 8) and full["x"].shape[-2:] == (16, 16)
+    torch.testing.assert_close(coarse["x"], torch.nn.functional.avg_pool2d(full["x"], 2))
+    assert (coarse["epochs"], coarse["lr"], coarse["warmup_epochs"]) == (3, 0.05, 1)
+    assert (full["epochs"], full["lr"], full["warmup_epochs"]) == (
+        2, 0.05 * training.COARSE_FINE_LR, 0)
+    with pytest.raises(MedyateError, match="must divide 16"):
+        training.pretrain(replace(config, coarse_resolution=6), tmp_path / "n.onnx")
