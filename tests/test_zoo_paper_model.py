@@ -9,6 +9,7 @@ import math
 from dataclasses import replace
 from pathlib import Path
 
+import click
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -162,10 +163,11 @@ def test_models_are_selected_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyP
     Path(NAME).write_bytes(b"")
     assert ModelType().convert(NAME, None, None) == Path(NAME)
     Path("folder").mkdir()
-    with pytest.raises(Exception, match="folder"):
+    with pytest.raises(click.BadParameter, match="is a directory"):
         ModelType().convert("folder", None, None)
-    with pytest.raises(MedyateError, match="bundled models"):
-        ModelType().convert("folder/missing.onnx", None, None)
+    # A missing path is not taken for a name: the loader reports the file.
+    assert ModelType().convert("folder/mbv2-w0.35-128", None, None) == Path("folder", NAME)
+    assert ModelType().convert("missing.onnx", None, None) == Path("missing.onnx")
 
 
 def test_progressive_resizing_trains_coarse_then_full(tmp_path: Path,

@@ -77,17 +77,18 @@ def bundled_names() -> str:
 
 
 class ModelType(click.ParamType):
-    """MODEL: an ONNX file, or when no such file exists the name of a bundled model."""
+    """MODEL: an ONNX file, or when no such file exists the name of a bundled model. A missing
+    path (a folder in it, or an ``.onnx`` suffix) is left for the loader to report."""
 
     name = "MODEL"
 
     def convert(self, value: Any, param: click.Parameter | None,
                 ctx: click.Context | None) -> Path:
         path = Path(value)
-        if path.is_file():
-            return path
         if path.is_dir():
-            self.fail(f"{value!r} is a folder, not a model file", param, ctx)
+            self.fail(f"{str(value)!r} is a directory, not a model file", param, ctx)
+        if path.is_file() or path.suffix == ".onnx" or len(path.parts) > 1:
+            return path
         bundled = bundled_model_path(str(value))
         if bundled is not None:
             return bundled
