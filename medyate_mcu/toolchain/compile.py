@@ -26,6 +26,7 @@ from medyate_mcu.method.lara import LaraSettings, LayerRanking, compute_lara
 from medyate_mcu.method.planner import DEFAULT_ALPHA, KRule, minimum_budget, plan_budget
 from medyate_mcu.method.trainer import TrainSettings, replace_classifier
 from medyate_mcu.planning.memory import Backbone
+from medyate_mcu.planning.schedule import classifier_size
 from medyate_mcu.quant.calibrate import calibrate, dequantized_graph, quantization_report
 from medyate_mcu.quant.qdq import load_quantized
 from medyate_mcu.quant.scheme import Quantization
@@ -188,11 +189,13 @@ FLASH_RESERVE = 128 * 1024  # code, constants and shapes besides the weights, wi
 def default_embed(board: Board | None, graph: Graph, backbone: Backbone, say: Say) -> int:
     """Training samples embedded when --embed-data is not given: 256 on the host, 64 for a
     board, fewer when the board's flash cannot hold them beside the weights (one byte a
-    parameter in int8, four in float32; each sample a byte a value, and a quarter more for the
-    test samples)."""
+    parameter in int8, four in float32 and for the classifier; each sample a byte a value, and
+    a quarter more for the test samples)."""
     if board is None:
         return 256
-    weights = graph.parameter_count() * (1 if backbone is Backbone.INT8 else 4)
+    head = classifier_size(graph)  # float32 in either backbone
+    weights = (graph.parameter_count() - head) * (1 if backbone is Backbone.INT8 else 4) \
+        + 4 * head
     sample = math.prod(graph.input_shape)
     fits = max(0, (board.flash_bytes - weights - FLASH_RESERVE) * 4 // (5 * sample))
     if fits < 64:
