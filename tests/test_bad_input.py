@@ -31,7 +31,7 @@ from medyate_mcu.codegen.folder import Project
 from medyate_mcu.codegen.project import MANIFEST
 from medyate_mcu.codegen.serial import build_hash
 from medyate_mcu.device import protocol as p
-from medyate_mcu.planning.schedule import classifier_node
+from medyate_mcu.graph.ir import classifier_node
 from medyate_mcu.zoo import default_model_path
 
 COMPILE = ["compile", "--budget", "300kB", "--data", "digits", "--embed-data", "8",

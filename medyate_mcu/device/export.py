@@ -19,9 +19,9 @@ from onnx import helper, numpy_helper
 
 from medyate_mcu.errors import MedyateError
 from medyate_mcu.graph import ReferenceNet, ir_node_names
-from medyate_mcu.graph.ir import Graph, OpType
+from medyate_mcu.graph.ir import Graph, OpType, classifier_node
 from medyate_mcu.outputs import atomic_file
-from medyate_mcu.planning.schedule import classifier_node, classifier_size
+from medyate_mcu.planning.schedule import classifier_size
 
 FORWARD_TOLERANCE = 1e-4
 

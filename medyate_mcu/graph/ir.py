@@ -11,6 +11,8 @@ from enum import StrEnum
 
 import numpy as np
 
+from medyate_mcu.errors import ModelError
+
 Shape = tuple[int, ...]
 
 
@@ -146,3 +148,14 @@ class Graph:
             assert node.output not in defined, f"{node.output!r} is written twice"
             defined.add(node.output)
         assert self.output in defined, f"graph output {self.output!r} is never written"
+
+
+def classifier_node(graph: Graph) -> Node:
+    """The final Linear layer, the one that writes the graph output: the classifier the device
+    trains (float32 in every backbone, re-initialised for the task)."""
+    node = graph.producer(graph.output)
+    if node is None or node.op is not OpType.LINEAR:
+        raise ModelError(f"the model's output {graph.output!r} must come from a Linear layer "
+                         "(the classifier trained on the device); found "
+                         f"{node.op.value if node else 'the input'}")
+    return node

@@ -18,12 +18,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medyate_mcu.graph.ir import Graph, OpType
+from medyate_mcu.graph.ir import Graph, OpType, classifier_node
 from medyate_mcu.graph.reference import ReferenceNet
 from medyate_mcu.method.costs import channel_cost
 from medyate_mcu.method.sampler import Pcg32, select_channels, update_norm_vector
 from medyate_mcu.method.sgd import accuracy, sgd_step, warmup_cosine
-from medyate_mcu.planning.schedule import classifier_node
 from medyate_mcu.quant.prefix import Int8Prefix
 from medyate_mcu.quant.scheme import Quantization
 

@@ -12,8 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from medyate_mcu.errors import ModelError
-from medyate_mcu.graph.ir import Graph, Node, OpType
+from medyate_mcu.graph.ir import Graph, Node, OpType, classifier_node
 
 
 class StepKind(StrEnum):
@@ -44,16 +43,6 @@ class TrainingSchedule:
                                       (step.node is not None and step.node.name == node_name)):
                 return index
         raise KeyError((kind, node_name))
-
-
-def classifier_node(graph: Graph) -> Node:
-    """The final Linear layer: the one that writes the graph output."""
-    node = graph.producer(graph.output)
-    if node is None or node.op is not OpType.LINEAR:
-        raise ModelError(f"the model's output {graph.output!r} must come from a Linear layer "
-                         "(the classifier trained on the device); found "
-                         f"{node.op.value if node else 'the input'}")
-    return node
 
 
 def classifier_size(graph: Graph) -> int:

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from medyate_mcu.graph.ir import Graph, Node, OpType
+from medyate_mcu.graph.ir import Graph, Node, OpType, classifier_node
 from medyate_mcu.graph.reference import ReferenceNet
 from medyate_mcu.quant.int_reference import run_int8
-from medyate_mcu.quant.lowering import classifier, int8_region, output_quant
+from medyate_mcu.quant.lowering import int8_region, output_quant
 from medyate_mcu.quant.scheme import (
     INT8_MAX,
     INT8_MIN,
@@ -53,7 +53,7 @@ def tensor_quant(lo: float, hi: float) -> TensorQuant:
 
 def quantized_layers(graph: Graph) -> list[Node]:
     """The Conv and Linear nodes that get int8 weights: all but the classifier."""
-    head = classifier(graph)
+    head = classifier_node(graph)
     return [node for node in graph.nodes_of(OpType.CONV, OpType.LINEAR) if node is not head]
 
 
@@ -149,7 +149,7 @@ def quantization_report(graph: Graph, quantization: Quantization, samples: np.nd
     """The per-layer scales of ``quantization`` and the error of the int8 backbone (the numpy
     integer reference, dequantized) against ``graph`` in float on ``samples``."""
     samples = np.asarray(samples, np.float32)
-    head = classifier(graph)
+    head = classifier_node(graph)
     region = int8_region(graph, [])
     layers = []
     for node in region:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from medyate_mcu.errors import MedyateError
-from medyate_mcu.graph.ir import Graph, Node, OpType, Window
+from medyate_mcu.graph.ir import Graph, Node, OpType, Window, classifier_node
 from medyate_mcu.quant.scheme import (
     INT8_MAX,
     INT8_MIN,
@@ -82,19 +82,10 @@ def node_names(nodes: NodeSet) -> set[str]:
     return {item if isinstance(item, str) else item.name for item in nodes}
 
 
-def classifier(graph: Graph) -> Node:
-    """The Linear that writes the graph output (always float32, re-initialised for the task)."""
-    node = graph.producer(graph.output)
-    if node is None or node.op is not OpType.LINEAR:
-        raise MedyateError(f"the graph output {graph.output!r} must come from a Linear layer "
-                           "(the classifier)")
-    return node
-
-
 def int8_region(graph: Graph, candidates: Iterable[str]) -> list[Node]:
     """The int8 region (§5), in graph order: every node but the classifier with no candidate
     layer at or upstream of it."""
-    head = classifier(graph).name
+    head = classifier_node(graph).name
     floating: set[str] = set()  # tensors at or downstream of a candidate
     region = []
     candidate_names = set(candidates)

@@ -21,9 +21,8 @@ import onnx
 from onnx import helper, numpy_helper
 
 from medyate_mcu.errors import ModelError
-from medyate_mcu.graph.ir import Graph, OpType
+from medyate_mcu.graph.ir import Graph, OpType, classifier_node
 from medyate_mcu.graph.onnx_import import import_onnx_model, ir_node_names, read_onnx
-from medyate_mcu.quant.lowering import classifier
 from medyate_mcu.quant.scheme import INT8_MIN, WEIGHT_MAX, Quantization, TensorQuant, WeightQuant
 
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
@@ -375,7 +374,7 @@ def _keyed(graph: Graph, tensors: dict[str, TensorQuant], weights: dict[str, Wei
             found[x] = found[y]
         elif y not in found and x in found:
             found[y] = found[x]
-    head = classifier(graph)
+    head = classifier_node(graph)
     for tensor in graph.shapes:
         if tensor not in found and tensor != head.output:
             producer = graph.producer(tensor)
