@@ -30,7 +30,7 @@ from medyate_mcu.zoo import architectures, datasets
 
 META_PREFIX = "medyate."
 EVAL_BATCH = 512  # samples per forward when measuring accuracy
-COARSE_FINE_LR = 0.1  # after a coarse phase, the full-resolution phase's peak rate / lr
+COARSE_FINE_LR = 0.3  # after a coarse phase, the full-resolution phase's peak rate / lr
 
 
 def channel_stats(x: np.ndarray) -> tuple[list[float], list[float]]:
@@ -183,7 +183,7 @@ def pretrain(config: PretrainConfig, output: Path, progress: Progress | None = N
                                  config.resolution)
     started = time.perf_counter()
     # (images, epochs, order seed, peak rate, warm-up epochs, label); a phase after a coarse
-    # one continues from trained weights: no warm-up, a tenth of the rate.
+    # one continues from trained weights: no warm-up, COARSE_FINE_LR of the rate.
     phases = [(x_train, config.epochs, config.seed,
                config.lr * (COARSE_FINE_LR if config.coarse_epochs else 1.0),
                0 if config.coarse_epochs else config.warmup_epochs, "")]
