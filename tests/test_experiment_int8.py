@@ -49,7 +49,8 @@ CONFIG = SweepConfig((TASK,), (BUDGET,), (Policy.MEDYATE, Policy.CLASSIFIER), se
 # Trainer (float32 torch) against the float64 oracle, on the classifier's weights: each of the
 # 2 epochs x 4 steps adds a float32 rounding of the gradient, |error| <~ F·eps32·|f|·|p| per
 # element with F = 128 features, |f| <~ 6 (ReLU6 features), |p| <= 1: 128 · 6e-8 · 6 ≈ 5e-5
-# per step times lr 0.1, about 4e-5 over 8 steps. The measured difference is ~1e-7.
+# per step times lr 0.1, about 4e-5 over 8 steps. Measured: 2e-8; the other backbone's
+# features move the weights by 5e-3 to 6e-3.
 WEIGHT_TOLERANCE = 5e-5
 
 
@@ -197,8 +198,7 @@ def test_classifier_only_on_int8_is_a_classifier_on_the_int8_features(sweeps) ->
     # otherwise this test could not tell the backbones apart
     error = np.sqrt(np.mean((int8_features - dequantized_float) ** 2)
                     / np.mean(dequantized_float ** 2))
-    print(f"int8 features: relative RMS error {error:.3%}")
-    assert 0.001 < error < 0.1
+    assert 0.001 < error < 0.1  # measured 3.2 %
 
     for backbone, headed, features, wrong in (
             (Backbone.INT8, int8_headed, int8_features, dequantized_float),
