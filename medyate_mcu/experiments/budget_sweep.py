@@ -230,9 +230,11 @@ def markdown_table(results: Sequence[RunResult], config: SweepConfig) -> str:
              f"{config.train.epochs} epochs, batch {config.train.batch_size}, "
              f"lr {config.train.lr}, alpha {config.alpha}, K rule {config.k_rule.value}."]
     if Backbone.INT8 in config.backbones:
+        difference = "Δ = int8 − float32 in pp (mean ± std over seeds, paired); " \
+            if Backbone.FLOAT32 in config.backbones else ""
         lines.append(f"int8 backbone calibrated on {config.calibration_samples} training "
-                     "samples per task; Δ = int8 − float32 in pp (mean ± std over seeds, "
-                     "paired); full fine-tuning trains every layer, in float32.")
+                     f"samples per task; {difference}full fine-tuning trains every layer, in "
+                     "float32.")
     header = ["task", "budget", *(title for title, _, _ in columns)]
     lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for task in config.tasks:
