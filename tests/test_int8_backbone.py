@@ -18,6 +18,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from model_builders import INPUT_SHAPE, build_test_model
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
 from medyate_mcu.codegen.folder import Project
@@ -262,3 +263,31 @@ def test_an_int8_sample_filled_in_pieces_trains_as_the_float_sample(int8_build: 
     _quantized_calls(plain)
     plain.init()
     assert plain.lib.mdy_train_quantized(plain._model, 0, None) == CODES["MDY_ERR_STATE"]
+
+
+def test_max_pool_in_int8_and_an_int8_weight_hidden_linear(tmp_path: Path) -> None:
+    """tests/model_builders' PlainCNN (16 px): conv + ReLU + padded max-pool run in int8 before
+    the one candidate; the frozen hidden Linear of its head runs on int8 weights in the float
+    region; its padded average pool (uneven windows) has no int8 kernel, so the report says the
+    whole backbone's error is not measured, and nothing else changes. Verify passes, bit-exact."""
+    model = build_test_model("plain_cnn").eval()
+    path = tmp_path / "plain.onnx"
+    onnx.save(export_onnx(model, torch.zeros(1, *INPUT_SHAPE)), path)
+    graph = load_onnx(path)
+    convs = [n.name for n in graph.nodes_of(OpType.CONV)][::-1]
+    record = json.loads(default_model_path().with_name("demo_mbv2.lara.json").read_text())
+    record.update(fingerprint=backbone_fingerprint(graph), ranking=convs,
+                  scores={name: float(len(convs) - i) for i, name in enumerate(convs)})
+    (tmp_path / "plain.lara.json").write_text(json.dumps(record))
+    project = compile_project(CompileOptions(model=path, data="digits", budget=16 * 1024,
+                                             backbone="int8", epochs=1, embed=16),
+                              tmp_path / "build", say=lambda _: None)
+    memory = project.reference().plan.memory
+    assert memory.int8_nodes == {"features.0", "features.1", "features.2"}
+    model_c = (project.folder / "model.c").read_text()
+    assert "mdy_q8_maxpool_forward(" in model_c and "mdy_linear_forward_w8(" in model_c
+    assert "cannot run in int8 to measure its error (node 'features.6' (AveragePool)" in \
+        (project.folder / "quantization.txt").read_text()
+    checks = verify_build(project, epochs=1, samples=SAMPLES)
+    assert not failed(checks), [c for c in checks if not c.ok]
+    assert f"{SAMPLES * 2} tensors, 0 differ" in [c.measured for c in checks]

@@ -253,7 +253,11 @@ def quantization_lines(graph: Graph, quantization: Quantization, task: TaskData 
     if task is None:
         return [f"int8 backbone: {quantization.source}"]
     picked = stratified_sample(task.y_train, options.calibration_samples, options.seed)
-    return quantization_report(graph, quantization, task.x_train[picked]).lines()
+    try:
+        return quantization_report(graph, quantization, task.x_train[picked]).lines()
+    except MedyateError as exc:  # an op with no int8 kernel: it stays in the float region
+        return [f"int8 backbone: {quantization.source}; the whole backbone cannot run in int8 "
+                f"to measure its error ({exc})"]
 
 
 def _ranking(options: CompileOptions, graph: Graph, data: str | None, path: Path, say: Say,
