@@ -17,7 +17,7 @@ def randomize_batch_norms(module: nn.Module, seed: int = 0) -> nn.Module:
     """Give every BatchNorm non-trivial statistics, so that folding them is really tested."""
     generator = torch.Generator().manual_seed(seed)
     for layer in module.modules():
-        if isinstance(layer, nn.BatchNorm2d):
+        if isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d)):
             channels = layer.num_features
             layer.running_mean.copy_(torch.rand(channels, generator=generator) - 0.5)
             layer.running_var.copy_(torch.rand(channels, generator=generator) + 0.5)

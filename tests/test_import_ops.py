@@ -168,8 +168,8 @@ UNSUPPORTED = {
                       {}, ["com.acme.Foo is not supported"]),
     "dilated_conv": ([node("Conv", ["x", "w"], dilations=[2, 2])], [1, 2, 6, 6],
                      {"w": weights(2, 2, 3, 3)}, ["(Conv)", "dilations [2, 2]"]),
-    "conv1d": ([node("Conv", ["x", "w"])], [1, 2, 6], {"w": weights(2, 2, 3)},
-               ["rank 3", "expected (N, C, H, W)"]),
+    "rank5_input": ([node("Relu", ["x"])], [1, 2, 2, 2, 2], {},
+                    ["rank 5", "expected (N, C, H, W), (N, C, L)"]),
     "ceil_mode_pool": ([node("MaxPool", ["x"], kernel_shape=[2, 2], ceil_mode=1)], [1, 2, 5, 5],
                        {}, ["ceil_mode=1"]),
     "clip_other_bounds": ([node("Clip", ["x", "lo", "hi"])], [1, 2, 3, 3],
@@ -221,5 +221,5 @@ def test_unsupported_gives_one_clear_error(case: str) -> None:
     assert "\n" not in message
     for word in words:
         assert word in message, message
-    if case not in ("window_larger_than_input", "mismatched_residual", "conv1d"):
+    if case not in ("window_larger_than_input", "mismatched_residual", "rank5_input"):
         assert isinstance(info.value, UnsupportedOpError)

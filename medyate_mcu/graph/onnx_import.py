@@ -3,6 +3,13 @@
 Each supported ONNX op maps to one IR op (a few fuse: MatMul + Add becomes a Linear, a constant
 Add after a Conv/Linear becomes its bias, ReduceMean over H and W becomes GlobalAveragePool).
 Anything else stops with a :class:`ModelError` that names the node, its op and what is supported.
+
+1-D models (input ``(N, C, L)``) map onto the 2-D IR with H = 1: the per-sample input shape is
+``(C, 1, L)``, rank-3 Conv weights ``(O, C/G, k)`` become ``(O, C/G, 1, k)``, 1-D windows
+(``kernel_shape [k]``, ``strides [s]``, ``pads [b, e]``) become ``(1, k)``, ``(1, s)`` and
+``(0, b, 0, e)``, and ReduceMean over the L axis becomes the global average over H x W. Such a
+graph records ``graph.metadata["input_rank"] = "3"`` so later stages can take ``(C, L)`` samples
+(reshaped to ``(C, 1, L)``); a 2-D or vector model records ``"4"`` or ``"2"``.
 """
 
 from __future__ import annotations
@@ -125,6 +132,18 @@ def _module_path_name(onnx_node: onnx.NodeProto, used: set[str]) -> str | None:
     return f"{path}.{scopes[-1]}" if path else scopes[-1] or None
 
 
+def _lift_1d(attrs: dict[str, Any]) -> dict[str, Any]:
+    """A 1-D window's attributes on the 2-D IR (H = 1): ``strides [s]`` -> ``[1, s]``,
+    ``pads [b, e]`` -> ``[0, b, 0, e]``."""
+    lifted = dict(attrs)
+    if "strides" in attrs:
+        lifted["strides"] = [1, *attrs["strides"]]
+    if "pads" in attrs:
+        begin, end = attrs["pads"]
+        lifted["pads"] = [0, begin, 0, end]
+    return lifted
+
+
 def _default_opset(model: onnx.ModelProto, origin: str) -> int:
     for entry in model.opset_import:
         if entry.domain in ("", "ai.onnx"):
@@ -150,6 +169,7 @@ class _OnnxImporter:
         self.shapes: dict[str, Shape] = {}
         self.producer: dict[str, Node] = {}
         self.used_names: set[str] = set()
+        self.input_rank = 4
         self.handlers: dict[str, Callable[[onnx.NodeProto, dict[str, Any]], None]] = {
             "Conv": self._conv,
             "BatchNormalization": self._batch_norm,
@@ -195,6 +215,7 @@ class _OnnxImporter:
             raise ModelError(f"{self.origin}: the output {output_name!r} is not computed from "
                              "the input (a constant output?)")
         metadata = {prop.key: prop.value for prop in self.model.metadata_props}
+        metadata["input_rank"] = str(self.input_rank)
         return Graph(
             name=self.name,
             input=input_name,
@@ -217,9 +238,10 @@ class _OnnxImporter:
             raise ModelError(f"{self.origin}: input {value.name!r} is {kind}; only float32 "
                              "inputs are supported")
         dims = list(tensor_type.shape.dim)
-        if len(dims) not in (2, 4):
+        if len(dims) not in (2, 3, 4):
             raise ModelError(f"{self.origin}: input {value.name!r} has rank {len(dims)}; "
-                             "expected (N, C, H, W) or (N, F)")
+                             "expected (N, C, H, W), (N, C, L) or (N, F)")
+        self.input_rank = len(dims)
         shape: list[int] = []
         for axis, dim in enumerate(dims):
             fixed = dim.HasField("dim_value") and dim.dim_value > 0
@@ -235,8 +257,15 @@ class _OnnxImporter:
                     f"axis {axis}; re-export the model with a fixed input size"
                 )
             shape.append(int(dim.dim_value))
+        if self.one_d:
+            shape.insert(1, 1)  # (C, L) -> (C, 1, L)
         self.shapes[value.name] = tuple(shape)
         return value.name
+
+    @property
+    def one_d(self) -> bool:
+        """Whether the model is 1-D: its input is (N, C, L), imported as (C, 1, L)."""
+        return self.input_rank == 3
 
     def _read_output(self) -> str:
         outputs = list(self.onnx_graph.output)
@@ -290,6 +319,14 @@ class _OnnxImporter:
         self.producer[output] = node
         return node
 
+    def _onnx_shape(self, tensor: str) -> Shape:
+        """``tensor``'s shape as the ONNX model sees it, batch axis included: a 1-D model's
+        (C, 1, L) feature map is (1, C, L) there."""
+        shape = self.shapes[tensor]
+        if self.one_d and len(shape) == 3:
+            return (1, shape[0], shape[2])
+        return (1, *shape)
+
     def _only_output(self, onnx_node: onnx.NodeProto) -> str:
         extra = [name for name in onnx_node.output[1:] if name and self.readers[name]]
         if extra:
@@ -299,11 +336,16 @@ class _OnnxImporter:
 
     def _window(self, onnx_node: onnx.NodeProto, attrs: dict[str, Any], kernel: tuple[int, int],
                 input_hw: tuple[int, int]) -> Window:
-        if len(kernel) != 2:
-            raise self._error(onnx_node, f"{len(kernel)}-D windows are unsupported; only 2-D")
-        if any(d != 1 for d in attrs.get("dilations", [1, 1])):
+        rank = 1 if self.one_d else 2
+        if len(kernel) != rank:
+            raise self._error(onnx_node, f"{len(kernel)}-D windows are unsupported in a "
+                              f"{'1-D' if self.one_d else '2-D'} model; only {rank}-D")
+        if any(d != 1 for d in attrs.get("dilations", [])):
             raise self._error(onnx_node, f"dilations {list(attrs['dilations'])} unsupported; "
                               "only dilation 1")
+        if self.one_d:
+            attrs = _lift_1d(attrs)
+            kernel = (1, kernel[0])
         if attrs.get("ceil_mode", 0):
             raise self._error(onnx_node, "ceil_mode=1 is unsupported; export with ceil_mode=0")
         strides = tuple(attrs.get("strides", [1, 1]))
@@ -331,14 +373,18 @@ class _OnnxImporter:
         x = self._activation(onnx_node, 0)
         weight = self._constant_input(onnx_node, 1)
         assert weight is not None
-        if weight.ndim != 4:
-            raise self._error(onnx_node, f"weight of rank {weight.ndim}: only 2-D convolutions "
-                              "(rank-4 weights) are supported")
+        expected = 3 if self.one_d else 4
+        if weight.ndim != expected:
+            raise self._error(onnx_node, f"weight of rank {weight.ndim}: a "
+                              f"{'1-D' if self.one_d else '2-D'} model takes rank-{expected} "
+                              "convolution weights")
         bias = self._constant_input(onnx_node, 2, required=False)
         if bias is None:
             bias = np.zeros(weight.shape[0], np.float32)
         shape = self.shapes[x]
         kernel = tuple(attrs.get("kernel_shape", weight.shape[2:]))
+        if self.one_d:
+            weight = weight[:, :, None, :]  # (O, C/G, k) -> (O, C/G, 1, k)
         window = self._window(onnx_node, attrs, kernel, shape[1:3] if len(shape) == 3 else (0, 0))
         self._emit(OpType.CONV, [x], onnx_node.output[0],
                    ConvAttrs(window=window, groups=int(attrs.get("group", 1))),
@@ -395,6 +441,8 @@ class _OnnxImporter:
             raise self._error(onnx_node, "adding a constant is supported only as the bias of a "
                               "Conv, Gemm or MatMul whose output has no other reader")
         shape = self.shapes[x]
+        if self.one_d and len(shape) == 3 and value.ndim >= 2:
+            value = np.expand_dims(value, -2)  # aligned to (N, C, L) -> to (N, C, 1, L)
         try:
             full = np.broadcast_to(np.asarray(value, np.float32), (1, *shape))[0]
         except ValueError:
@@ -433,7 +481,7 @@ class _OnnxImporter:
         x = self._activation(onnx_node, 0)
         target = self._constant_input(onnx_node, 1)
         assert target is not None
-        source = (1, *self.shapes[x])
+        source = self._onnx_shape(x)
         resolved = [source[i] if d == 0 and not attrs.get("allowzero", 0) else int(d)
                     for i, d in enumerate(target.reshape(-1).tolist())]
         if resolved.count(-1) == 1:
@@ -476,11 +524,14 @@ class _OnnxImporter:
         x = self._activation(onnx_node, 0)
         axes_input = self._constant_input(onnx_node, 1, required=False)
         axes = attrs.get("axes") if axes_input is None else axes_input.reshape(-1).tolist()
-        rank = len(self.shapes[x]) + 1
+        feature_map = len(self.shapes[x]) == 3
+        rank = 3 if self.one_d and feature_map else len(self.shapes[x]) + 1
+        spatial = [2] if rank == 3 else [2, 3]
         normalized = sorted(a % rank for a in (axes or []))
-        if rank != 4 or normalized != [2, 3]:
+        if not feature_map or normalized != spatial:
+            layout = "(N, C, L)" if self.one_d else "(N, C, H, W)"
             raise self._error(onnx_node, f"ReduceMean over axes {axes} is unsupported; only "
-                              "the spatial axes [2, 3] of an (N, C, H, W) map")
+                              f"the spatial axes {spatial} of an {layout} map")
         if attrs.get("keepdims", 1):
             self._emit(OpType.GLOBAL_AVG_POOL, [x], onnx_node.output[0])
         else:
