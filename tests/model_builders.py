@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -11,6 +14,9 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 from medyate_mcu.graph import Graph, ReferenceNet
+from medyate_mcu.graph.ir import OpType
+from medyate_mcu.method.lara import backbone_fingerprint
+from medyate_mcu.zoo import default_model_path
 
 
 def randomize_batch_norms(module: nn.Module, seed: int = 0) -> nn.Module:
@@ -186,3 +192,15 @@ def max_abs_error_vs_onnxruntime(graph: Graph, model: onnx.ModelProto, samples: 
     theirs = onnxruntime_outputs(model, x)
     assert ours.shape == theirs.shape, (ours.shape, theirs.shape)
     return float(np.abs(ours - theirs).max())
+
+
+def write_tail_first_ranking(graph: Graph, path: Path) -> Path:
+    """A LaRa ranking file for ``graph`` with its deepest conv layers first, made without a LaRa
+    run (the bundled ranking's record with this graph's layers): the candidates are then the
+    last layers, and an int8 region is as large as it gets."""
+    convs = [node.name for node in graph.nodes_of(OpType.CONV)][::-1]
+    record = json.loads(default_model_path().with_name("demo_mbv2.lara.json").read_text())
+    record.update(fingerprint=backbone_fingerprint(graph), ranking=convs,
+                  scores={name: float(len(convs) - i) for i, name in enumerate(convs)})
+    path.write_text(json.dumps(record))
+    return path

@@ -5,7 +5,6 @@ board cannot hold is refused at `compile`, with the figure, measured the same wa
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -15,13 +14,12 @@ import torch
 from arm_support import TASK, require_tool, small_model
 from click.testing import CliRunner
 from elftools.elf.elffile import ELFFile
+from model_builders import write_tail_first_ranking
 
 from medyate_mcu.boards import all_boards, get_board
 from medyate_mcu.cli.main import main
 from medyate_mcu.codegen.folder import Project
 from medyate_mcu.graph import export_onnx, load_onnx
-from medyate_mcu.graph.ir import OpType
-from medyate_mcu.method.lara import backbone_fingerprint
 from medyate_mcu.toolchain import compile as compile_module
 from medyate_mcu.toolchain.arm import build_firmware, size_report
 from medyate_mcu.toolchain.auto_budget import RESERVE_BYTES
@@ -114,12 +112,7 @@ def large_input_model(folder: Path) -> Path:
     path = folder / "mbv2_64.onnx"
     onnx.save(export_onnx(module, torch.zeros(1, 3, 64, 64),
                           load_onnx(default_model_path()).metadata), path)
-    graph = load_onnx(path)
-    convs = [node.name for node in graph.nodes_of(OpType.CONV)][::-1]
-    record = json.loads(default_model_path().with_name("demo_mbv2.lara.json").read_text())
-    record.update(fingerprint=backbone_fingerprint(graph), ranking=convs,
-                  scores={name: float(len(convs) - i) for i, name in enumerate(convs)})
-    (folder / "mbv2_64.lara.json").write_text(json.dumps(record))
+    write_tail_first_ranking(load_onnx(path), folder / "mbv2_64.lara.json")
     return path
 
 

@@ -8,7 +8,6 @@ worked out independently of the planner."""
 from __future__ import annotations
 
 import ctypes
-import json
 import math
 import re
 import shutil
@@ -18,7 +17,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from model_builders import INPUT_SHAPE, build_test_model
+from model_builders import INPUT_SHAPE, build_test_model, write_tail_first_ranking
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
 from medyate_mcu.codegen.folder import Project
@@ -26,7 +25,6 @@ from medyate_mcu.errors import MedyateError
 from medyate_mcu.graph import export_onnx, load_onnx
 from medyate_mcu.graph.ir import Graph, OpType
 from medyate_mcu.graph.onnx_import import import_onnx_model
-from medyate_mcu.method.lara import backbone_fingerprint
 from medyate_mcu.planning.memory import Backbone, engine_memory, int8_layout
 from medyate_mcu.quant.blocks import block_buffers, depthwise_scratch
 from medyate_mcu.quant.calibrate import calibrate, dequantized_graph
@@ -43,25 +41,10 @@ SAMPLES = 32
 BUDGET = 120 * 1024
 
 
-def tail_first_ranking(path: Path, graph: Graph | None = None) -> Path:
-    """The demo's ranking reordered so that the deepest conv layers rank first: the candidates
-    are then the last layers and most of the network is the int8 region. For ``graph`` (a
-    model with the demo's layers but other weights), with its fingerprint."""
-    model = default_model_path()
-    record = json.loads(model.with_name("demo_mbv2.lara.json").read_text())
-    convs = [n.name for n in load_onnx(model).nodes_of(OpType.CONV)][::-1]
-    if graph is not None:
-        record["fingerprint"] = backbone_fingerprint(graph)
-    record["ranking"] = convs
-    record["scores"] = {name: float(len(convs) - i) for i, name in enumerate(convs)}
-    path.write_text(json.dumps(record))
-    return path
-
-
 @pytest.fixture(scope="module")
 def int8_build(tmp_path_factory: pytest.TempPathFactory) -> Project:
     folder = tmp_path_factory.mktemp("int8")
-    ranking = tail_first_ranking(folder / "tail.lara.json")
+    ranking = write_tail_first_ranking(load_onnx(default_model_path()), folder / "tail.lara.json")
     return compile_project(CompileOptions(budget=BUDGET, ranking=ranking, backbone="int8",
                                           epochs=2, embed=32), folder / "build", say=lambda _: None)
 
@@ -149,7 +132,7 @@ def test_a_quantize_static_qdq_model_compiles_and_verifies(tmp_path: Path) -> No
     quantize_static(model, qdq, _Samples(model.graph.input[0].name, task.x_train[:16]),
                     quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
-    ranking = tail_first_ranking(tmp_path / "demo_qdq.lara.json", load_quantized(qdq)[0])
+    ranking = write_tail_first_ranking(load_quantized(qdq)[0], tmp_path / "demo_qdq.lara.json")
     project = compile_project(CompileOptions(model=qdq, data="digits", budget=BUDGET,
                                              ranking=ranking, backbone="int8", epochs=1,
                                              embed=32), tmp_path / "build", say=lambda _: None)
@@ -273,12 +256,7 @@ def test_max_pool_in_int8_and_an_int8_weight_hidden_linear(tmp_path: Path) -> No
     model = build_test_model("plain_cnn").eval()
     path = tmp_path / "plain.onnx"
     onnx.save(export_onnx(model, torch.zeros(1, *INPUT_SHAPE)), path)
-    graph = load_onnx(path)
-    convs = [n.name for n in graph.nodes_of(OpType.CONV)][::-1]
-    record = json.loads(default_model_path().with_name("demo_mbv2.lara.json").read_text())
-    record.update(fingerprint=backbone_fingerprint(graph), ranking=convs,
-                  scores={name: float(len(convs) - i) for i, name in enumerate(convs)})
-    (tmp_path / "plain.lara.json").write_text(json.dumps(record))
+    write_tail_first_ranking(load_onnx(path), tmp_path / "plain.lara.json")
     project = compile_project(CompileOptions(model=path, data="digits", budget=16 * 1024,
                                              backbone="int8", epochs=1, embed=16),
                               tmp_path / "build", say=lambda _: None)
