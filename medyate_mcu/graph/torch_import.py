@@ -54,11 +54,25 @@ def export_onnx(module: torch.nn.Module, example_input: torch.Tensor,
     finally:
         module.train(was_training)
     model = program.model_proto
+    strip_debug_metadata(model)
     model.graph.name = model.graph.name or type(module).__name__
     if metadata:
         existing = {prop.key: prop.value for prop in model.metadata_props}
         onnx.helper.set_model_props(model, {**existing, **{k: str(v) for k, v in metadata.items()}})
     return model
+
+
+# Per-node metadata the exporter writes for debugging: a Python stack trace and the FX node's
+# text (about 10 % of a MobileNetV2's file); the importer reads only the name scopes.
+DEBUG_METADATA = ("pkg.torch.onnx.stack_trace", "pkg.torch.onnx.fx_node")
+
+
+def strip_debug_metadata(model: onnx.ModelProto) -> None:
+    """Remove :data:`DEBUG_METADATA` from every node of ``model``, in place."""
+    for node in model.graph.node:
+        kept = [prop for prop in node.metadata_props if prop.key not in DEBUG_METADATA]
+        del node.metadata_props[:]
+        node.metadata_props.extend(kept)
 
 
 def import_torch(module: torch.nn.Module, example_input: torch.Tensor) -> Graph:
