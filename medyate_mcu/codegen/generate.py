@@ -191,6 +191,9 @@ class _Emitter:
     def bytes_at(self, name: str) -> str:
         return f"ARENA_U8({self.arena_macros[name]})"
 
+    def int8_at(self, name: str) -> str:
+        return f"ARENA_I8({self.arena_macros[name]})"
+
     def has_buffer(self, name: str) -> bool:
         return name in self.arena_macros
 
@@ -397,12 +400,12 @@ class _Emitter:
             code.append(f"/* fused into {fused.name}: it wrote this ReLU's output */")
         elif running is not None:
             code.append(f"mdy_q8_block_forward(&block_{ident}, {x}, {y}, "
-                        f"{self.bytes_at(f'scratch:{node.name}').replace('U8', 'I8')}, "
+                        f"{self.int8_at(f'scratch:{node.name}')}, "
                         f"(int32_t *){self.bytes_at(f'acc:{node.name}')});")
         elif node.name in self.in_place:
             code.append(f"mdy_q8_depthwise_inplace_forward(&shape_{ident}, &q_{ident}, "
                         f"w_{ident}, {y}, "
-                        f"{self.bytes_at(f'scratch:{node.name}').replace('U8', 'I8')});")
+                        f"{self.int8_at(f'scratch:{node.name}')});")
         elif node.op is OpType.CONV:
             code.append(f"mdy_q8_conv2d_forward(&shape_{ident}, &q_{ident}, {x}, w_{ident}, "
                         f"{y});")

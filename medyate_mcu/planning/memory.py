@@ -86,13 +86,14 @@ def _numel(graph: Graph, tensor: str) -> int:
 IN_PLACE_OPS = (OpType.RELU, OpType.RELU6, OpType.ADD, OpType.FLATTEN)
 
 
-def activation_storage(graph: Graph,
-                       int8_nodes: frozenset[str] = frozenset()) -> dict[str, str]:
+def activation_storage(graph: Graph, int8_nodes: frozenset[str] = frozenset(),
+                       layout: Int8Layout | None = None) -> dict[str, str]:
     """Tensor -> the tensor whose buffer holds it. ReLU, ReLU6, Add and Flatten write their
     output over an input that no other op reads (the first such input for Add) and that is of
     their own region (int8 or float: ``int8_nodes``); the graph input is never overwritten."""
     storage: dict[str, str] = {}
-    in_place_convs = {node.name for node in int8_layout(graph, int8_nodes).in_place}
+    layout = layout or int8_layout(graph, int8_nodes)
+    in_place_convs = {node.name for node in layout.in_place}
     for node in graph.nodes:
         storage[node.output] = node.output
         if node.op not in IN_PLACE_OPS and node.name not in in_place_convs:
@@ -193,9 +194,9 @@ def arena_buffers(schedule: TrainingSchedule, int8_nodes: frozenset[str] = froze
     propagating = {step.node.name for step in schedule.steps
                    if step.kind is StepKind.BACKWARD and step.propagate_error and step.node}
     loss_time = schedule.time_of(StepKind.LOSS)
-    storage = activation_storage(graph, int8_nodes)
-    held_int8 = int8_tensors(graph, int8_nodes)
     layout = int8_layout(graph, int8_nodes)
+    storage = activation_storage(graph, int8_nodes, layout)
+    held_int8 = int8_tensors(graph, int8_nodes)
     absorbed = {n.output for block in layout.blocks for n in block.absorbed}
     for block in layout.blocks:  # a fused block runs at its projection's step
         for node in block.absorbed:

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
+
 from medyate_mcu.boards import Board, get_board
 from medyate_mcu.codegen.folder import Project, Reference
 from medyate_mcu.codegen.project import BuildManifest, EmbeddedData, write_project
@@ -130,9 +132,10 @@ def compile_project(options: CompileOptions, output: Path, say: Say = print,
     backbone = choose_backbone(options, graph, ranking, classes, board, file_quantization, say)
     quantization, report = None, []
     if backbone is Backbone.INT8:
-        quantization = file_quantization or _calibrate(graph, task, options, say,
+        samples = calibration_samples(task, options)
+        quantization = file_quantization or _calibrate(graph, samples, task, say,
                                                        calibration_progress)
-        report = quantization_lines(graph, quantization, task, options)
+        report = quantization_lines(graph, quantization, samples)
         graph = dequantized_graph(graph, quantization)
     headed = replace_classifier(graph, classes, options.seed)
     embed = options.embed if options.embed is not None else \
@@ -234,27 +237,34 @@ def choose_backbone(options: CompileOptions, graph: Graph, ranking: LayerRanking
     return Backbone.INT8
 
 
-def _calibrate(graph: Graph, task: TaskData | None, options: CompileOptions, say: Say,
-               progress: Progress | None) -> Quantization:
-    """The int8 quantization of ``graph`` calibrated on stratified training samples of
-    ``task`` (docs/quantization.md §6)."""
+def calibration_samples(task: TaskData | None, options: CompileOptions) -> np.ndarray | None:
+    """``--calibration-samples`` training samples of ``task``, stratified with the build's
+    seed: what calibration and its report run on."""
     if task is None:
+        return None
+    return task.x_train[stratified_sample(task.y_train, options.calibration_samples,
+                                          options.seed)]
+
+
+def _calibrate(graph: Graph, samples: np.ndarray | None, task: TaskData | None, say: Say,
+               progress: Progress | None) -> Quantization:
+    """The int8 quantization of ``graph`` calibrated on ``samples`` of ``task``
+    (docs/quantization.md §6)."""
+    if samples is None or task is None:
         raise MedyateError("--backbone int8 calibrates on the task's data: give --data (or a "
                            "model quantized as QDQ ONNX)")
-    picked = stratified_sample(task.y_train, options.calibration_samples, options.seed)
-    say(f"int8 backbone: calibrating on {len(picked)} samples of {task.name}")
-    return calibrate(graph, task.x_train[picked], progress)
+    say(f"int8 backbone: calibrating on {len(samples)} samples of {task.name}")
+    return calibrate(graph, samples, progress)
 
 
-def quantization_lines(graph: Graph, quantization: Quantization, task: TaskData | None,
-                       options: CompileOptions) -> list[str]:
+def quantization_lines(graph: Graph, quantization: Quantization,
+                       samples: np.ndarray | None) -> list[str]:
     """The calibration report (per-layer scales, the int8-vs-float error) on the calibration
-    samples; without data, only the scales' source."""
-    if task is None:
+    ``samples``; without data, only the scales' source."""
+    if samples is None:
         return [f"int8 backbone: {quantization.source}"]
-    picked = stratified_sample(task.y_train, options.calibration_samples, options.seed)
     try:
-        return quantization_report(graph, quantization, task.x_train[picked]).lines()
+        return quantization_report(graph, quantization, samples).lines()
     except MedyateError as exc:  # an op with no int8 kernel: it stays in the float region
         return [f"int8 backbone: {quantization.source}; the whole backbone cannot run in int8 "
                 f"to measure its error ({exc})"]
