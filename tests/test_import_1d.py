@@ -29,6 +29,11 @@ class MeanOverL(nn.Module):
         return x.mean(dim=-1)
 
 
+class MeanOverDim2(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=2)
+
+
 def sensor_model() -> nn.Module:
     """A 6x128 sensor model: strided stem, depthwise and pointwise convs, mean over L."""
     return nn.Sequential(
@@ -46,6 +51,14 @@ TORCH_MODELS: dict[str, tuple[nn.Module, tuple[int, int]]] = {
         nn.Conv1d(4, 8, 1), nn.ReLU6(), nn.AvgPool1d(3, stride=2, padding=1),
         nn.Conv1d(8, 8, 3, padding=1, groups=4), nn.ReLU(), nn.AvgPool1d(2),
         MeanOverL(), nn.Linear(8, 3)), (4, 20)),
+    # torch exports AdaptiveAvgPool1d(1) as Unsqueeze(-2), ReduceMean([-1, -2]), Squeeze(-2)
+    "adaptive_pool_flatten": (nn.Sequential(
+        nn.Conv1d(3, 8, 3, stride=2, padding=1), nn.BatchNorm1d(8), nn.ReLU(),
+        nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(8, 4)), (3, 24)),
+    "adaptive_pool_output": (nn.Sequential(
+        nn.Conv1d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool1d(1)), (3, 10)),
+    "mean_dim2": (nn.Sequential(
+        nn.Conv1d(2, 6, 5, padding=2), nn.ReLU6(), MeanOverDim2(), nn.Linear(6, 3)), (2, 16)),
 }
 
 
@@ -77,6 +90,15 @@ def test_torch_1d_models_match_onnxruntime(exported) -> None:
     assert graph.metadata["input_rank"] == "3"
     assert {OpType.BATCH_NORM, OpType.IDENTITY}.isdisjoint(n.op for n in graph.nodes)
     assert compare(graph, model, channels, length) <= TOLERANCE, name
+
+
+def test_adaptive_avg_pool_1d_is_the_global_average() -> None:
+    """AdaptiveAvgPool1d(1)'s Unsqueeze/ReduceMean/Squeeze leave one global average, no Identity."""
+    module, (channels, length) = TORCH_MODELS["adaptive_pool_flatten"]
+    graph = import_onnx_model(export_onnx(module.eval(), torch.zeros(1, channels, length)), "a")
+    assert [n.op for n in graph.nodes] == [OpType.CONV, OpType.RELU, OpType.GLOBAL_AVG_POOL,
+                                           OpType.FLATTEN, OpType.LINEAR]
+    assert graph.shapes[graph.nodes[2].output] == (8, 1, 1)
 
 
 def test_sensor_model_lifts_its_convs() -> None:
@@ -126,6 +148,25 @@ CASES = {
          node("Add", ["r", "x"])], [1, 2, 5],
         {"s": weights(2), "bb": weights(2), "m": weights(2), "v": np.full(2, 0.7, np.float32)},
         [OpType.CONV, OpType.RELU, OpType.ADD]),  # a lone BatchNorm becomes a depthwise 1x1
+    "unsqueeze_mean_squeeze_flatten": (
+        [node("Unsqueeze", ["x", "u"], "u4"), node("ReduceMean", ["u4", "a"], "m"),
+         node("Squeeze", ["m", "u"], "s"), node("Flatten", ["s"])], [1, 3, 7],
+        {"u": i64(-2), "a": i64(-1, -2)}, [OpType.GLOBAL_AVG_POOL, OpType.FLATTEN]),
+    "unsqueeze_relu_mean_no_keepdims": (
+        [node("Unsqueeze", ["x", "u"], "u4"), node("Relu", ["u4"], "r"),
+         node("ReduceMean", ["r", "a"], keepdims=0)], [1, 2, 9],
+        {"u": i64(2), "a": i64(2, 3)}, [OpType.RELU, OpType.GLOBAL_AVG_POOL, OpType.FLATTEN]),
+    "unsqueeze_reshape_back_conv": (
+        [node("Unsqueeze", ["x", "u"], "u4"), node("Reshape", ["u4", "s"], "r"),
+         node("Conv", ["r", "w"])], [1, 2, 6],
+        {"u": i64(2), "s": i64(1, 2, 6), "w": weights(3, 2, 3)}, [OpType.CONV]),
+    "squeeze_one_channel_flattens": ([node("Squeeze", ["x", "a"])], [1, 1, 6], {"a": i64(1)},
+                                     [OpType.FLATTEN]),
+    "squeeze_global_pool_to_features": (
+        [node("GlobalAveragePool", ["x"], "g"), node("Squeeze", ["g", "a"], "s"),
+         node("Gemm", ["s", "w"], transB=1)], [1, 3, 5],
+        {"a": i64(2), "w": weights(2, 3)}, [OpType.GLOBAL_AVG_POOL, OpType.FLATTEN,
+                                            OpType.LINEAR]),
 }
 
 
@@ -165,6 +206,15 @@ BAD = {
                      ["rank 5", "(N, C, L)"]),
     "mean_over_channels": ([node("ReduceMean", ["x", "a"])], [1, 2, 5], {"a": i64(1)},
                            ["axes [1]", "[2] of an (N, C, L) map"]),
+    "squeeze_no_axes": ([node("GlobalAveragePool", ["x"], "g"), node("Squeeze", ["g"])],
+                        [1, 2, 6], {}, ["(Squeeze)", "explicit axes"]),
+    "unsqueeze_batch": ([node("Unsqueeze", ["x", "a"])], [1, 2, 6], {"a": i64(0)},
+                        ["(Unsqueeze)", "axis 0"]),
+    "unsqueeze_channels": ([node("Unsqueeze", ["x", "a"])], [1, 2, 6], {"a": i64(3)},
+                           ["unsqueeze at axes [3]", "(N, C, L) <-> (N, C, 1, L)"]),
+    "mean_over_l_of_lifted": ([node("Unsqueeze", ["x", "u"], "u4"),
+                               node("ReduceMean", ["u4", "a"])], [1, 2, 6],
+                              {"u": i64(2), "a": i64(3)}, ["axes [3]", "(N, C, 1, L) map"]),
     "reshape_to_3d": ([node("Reshape", ["x", "s"])], [1, 2, 6], {"s": i64(1, 6, 2)},
                       ["(N, 2, 6)", "only flattening"]),
 }

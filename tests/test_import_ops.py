@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from model_builders import make_model, max_abs_error_vs_onnxruntime
 from onnx import helper
+from test_import_1d import CASES as CASES_1D
 
 from medyate_mcu.errors import ModelError, UnsupportedOpError
 from medyate_mcu.graph import OpType, import_onnx_model
@@ -139,6 +140,10 @@ CASES = {
     "reshape_to_same_shape_removed": (
         [node("Reshape", ["x", "shape"], "r"), node("Relu", ["r"])], [1, 2, 3, 3],
         {"shape": i64(1, 2, 3, 3)}, 18, [OpType.RELU]),
+    "global_pool_squeeze": (
+        [node("GlobalAveragePool", ["x"], "g"), node("Squeeze", ["g", "a"], "s"),
+         node("Gemm", ["s", "w"], transB=1)], [1, 2, 3, 3], {"a": i64(2, 3), "w": weights(4, 2)},
+        18, [OpType.GLOBAL_AVG_POOL, OpType.FLATTEN, OpType.LINEAR]),
     "dead_branch_removed": (
         [node("Relu", ["x"], "unused"), node("MaxPool", ["x"], kernel_shape=[2, 2])],
         [1, 2, 4, 4], {}, 18, [OpType.MAX_POOL]),
@@ -155,7 +160,8 @@ def test_op_matches_onnxruntime(case: str) -> None:
 
 
 def test_every_supported_op_is_exercised() -> None:
-    used = {n.op_type for nodes, *_ in CASES.values() for n in nodes}
+    used = {n.op_type for cases in (CASES, CASES_1D) for nodes, *_ in cases.values()
+            for n in nodes}  # Squeeze/Unsqueeze only in the 1-D cases
     from medyate_mcu.graph import SUPPORTED_OPS
     assert set(SUPPORTED_OPS) <= used
 

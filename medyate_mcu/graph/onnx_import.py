@@ -7,7 +7,10 @@ Anything else stops with a :class:`ModelError` that names the node, its op and w
 1-D models (input ``(N, C, L)``) map onto the 2-D IR with H = 1: the per-sample input shape is
 ``(C, 1, L)``, rank-3 Conv weights ``(O, C/G, k)`` become ``(O, C/G, 1, k)``, 1-D windows
 (``kernel_shape [k]``, ``strides [s]``, ``pads [b, e]``) become ``(1, k)``, ``(1, s)`` and
-``(0, b, 0, e)``, and ReduceMean over the L axis becomes the global average over H x W. Such a
+``(0, b, 0, e)``, and ReduceMean over the L axis becomes the global average over H x W. What
+torch exports for ``AdaptiveAvgPool1d(1)`` (Unsqueeze to ``(N, C, 1, L)``, ReduceMean over
+``[-1, -2]``, Squeeze back) maps to the same global average: Squeeze, Unsqueeze and Reshape that
+only move between the ``(N, C, L)`` and ``(N, C, 1, L)`` views of one tensor are identities. Such a
 graph records ``graph.metadata["input_rank"] = "3"`` so later stages can take ``(C, L)`` samples
 (reshaped to ``(C, 1, L)``); a 2-D or vector model records ``"4"`` or ``"2"``.
 """
@@ -42,8 +45,8 @@ MIN_OPSET, MAX_OPSET = 13, 21
 
 SUPPORTED_OPS: tuple[str, ...] = (
     "Conv", "BatchNormalization", "Relu", "Clip", "Add", "GlobalAveragePool", "AveragePool",
-    "MaxPool", "Flatten", "Reshape", "Gemm", "MatMul", "ReduceMean", "Identity", "Dropout",
-    "Constant",
+    "MaxPool", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Gemm", "MatMul", "ReduceMean",
+    "Identity", "Dropout", "Constant",
 )
 
 
@@ -170,6 +173,7 @@ class _OnnxImporter:
         self.producer: dict[str, Node] = {}
         self.used_names: set[str] = set()
         self.input_rank = 4
+        self.lifted: set[str] = set()  # 1-D model tensors the ONNX graph sees as (N, C, 1, L)
         self.handlers: dict[str, Callable[[onnx.NodeProto, dict[str, Any]], None]] = {
             "Conv": self._conv,
             "BatchNormalization": self._batch_norm,
@@ -181,6 +185,8 @@ class _OnnxImporter:
             "MaxPool": self._pool,
             "Flatten": self._flatten,
             "Reshape": self._reshape,
+            "Squeeze": self._squeeze,
+            "Unsqueeze": self._unsqueeze,
             "Gemm": self._gemm,
             "MatMul": self._matmul,
             "ReduceMean": self._reduce_mean,
@@ -315,15 +321,17 @@ class _OnnxImporter:
                     attrs=attrs, params={k: np.asarray(v, np.float32)
                                          for k, v in (params or {}).items()})
         self.shapes[output] = output_shape(node, [self.shapes[t] for t in inputs])
+        if inputs[0] in self.lifted and len(self.shapes[output]) == 3:
+            self.lifted.add(output)  # an op on the (N, C, 1, L) view keeps that view
         self.nodes.append(node)
         self.producer[output] = node
         return node
 
     def _onnx_shape(self, tensor: str) -> Shape:
         """``tensor``'s shape as the ONNX model sees it, batch axis included: a 1-D model's
-        (C, 1, L) feature map is (1, C, L) there."""
+        (C, 1, L) feature map is (1, C, L) there, unless an Unsqueeze made it (1, C, 1, L)."""
         shape = self.shapes[tensor]
-        if self.one_d and len(shape) == 3:
+        if self.one_d and len(shape) == 3 and tensor not in self.lifted:
             return (1, shape[0], shape[2])
         return (1, *shape)
 
@@ -441,7 +449,7 @@ class _OnnxImporter:
             raise self._error(onnx_node, "adding a constant is supported only as the bias of a "
                               "Conv, Gemm or MatMul whose output has no other reader")
         shape = self.shapes[x]
-        if self.one_d and len(shape) == 3 and value.ndim >= 2:
+        if self.one_d and len(shape) == 3 and value.ndim >= 2 and x not in self.lifted:
             value = np.expand_dims(value, -2)  # aligned to (N, C, L) -> to (N, C, 1, L)
         try:
             full = np.broadcast_to(np.asarray(value, np.float32), (1, *shape))[0]
@@ -487,14 +495,59 @@ class _OnnxImporter:
         if resolved.count(-1) == 1:
             known = math.prod(d for d in resolved if d != -1)
             resolved[resolved.index(-1)] = math.prod(source) // max(known, 1)
-        if tuple(resolved) == source:
-            self._emit(OpType.IDENTITY, [x], onnx_node.output[0])
-        elif resolved == [1, math.prod(source)]:
-            self._emit(OpType.FLATTEN, [x], onnx_node.output[0])
+        self._view(onnx_node, x, tuple(resolved), f"reshape of (N, "
+                   f"{', '.join(map(str, source[1:]))}) to {list(target.reshape(-1))}")
+
+    def _view(self, onnx_node: onnx.NodeProto, x: str, target: Shape, what: str) -> None:
+        """``x`` seen with the ONNX shape ``target`` (batch axis included): the same view, the
+        other view of a 1-D model's map ((N, C, L) <-> (N, C, 1, L)), or flattened."""
+        source, shape = self._onnx_shape(x), self.shapes[x]
+        output = onnx_node.output[0]
+        if target == source:
+            self._emit(OpType.IDENTITY, [x], output)
+        elif self.one_d and len(shape) == 3 and target == (1, *shape):
+            self._emit(OpType.IDENTITY, [x], output)
+            self.lifted.add(output)
+        elif self.one_d and len(shape) == 3 and target == (1, shape[0], shape[2]) \
+                and shape[1] == 1:
+            self._emit(OpType.IDENTITY, [x], output)
+            self.lifted.discard(output)
+        elif target == (1, math.prod(source)):
+            self._emit(OpType.FLATTEN, [x], output)
         else:
-            raise self._error(onnx_node, f"reshape of (N, {', '.join(map(str, source[1:]))}) to "
-                              f"{list(target.reshape(-1))} is unsupported; only flattening to "
-                              "(N, features)")
+            raise self._error(onnx_node, f"{what} is unsupported; only flattening to "
+                              "(N, features)" + (" or (N, C, L) <-> (N, C, 1, L)"
+                                                 if self.one_d else ""))
+
+    def _axes(self, onnx_node: onnx.NodeProto, attrs: dict[str, Any]) -> list[int]:
+        """The ``axes`` of a Squeeze/Unsqueeze (input 1, or the pre-opset-13 attribute)."""
+        axes_input = self._constant_input(onnx_node, 1, required=False)
+        axes = attrs.get("axes") if axes_input is None else axes_input.reshape(-1).tolist()
+        if not axes:
+            raise self._error(onnx_node, "needs explicit axes (without them the batch axis "
+                              "would be squeezed too)")
+        return [int(a) for a in axes]
+
+    def _squeeze(self, onnx_node: onnx.NodeProto, attrs: dict[str, Any]) -> None:
+        x = self._activation(onnx_node, 0)
+        source = self._onnx_shape(x)
+        axes = sorted(a % len(source) for a in self._axes(onnx_node, attrs))
+        if 0 in axes or any(source[a] != 1 for a in axes):
+            raise self._error(onnx_node, f"squeeze of axes {axes} of (N, "
+                              f"{', '.join(map(str, source[1:]))}); only axes of size 1 after N")
+        target = tuple(d for i, d in enumerate(source) if i not in axes)
+        self._view(onnx_node, x, target, f"squeeze of axes {axes}")
+
+    def _unsqueeze(self, onnx_node: onnx.NodeProto, attrs: dict[str, Any]) -> None:
+        x = self._activation(onnx_node, 0)
+        target = list(self._onnx_shape(x))
+        raw = self._axes(onnx_node, attrs)
+        axes = sorted(a % (len(target) + len(raw)) for a in raw)
+        if 0 in axes:
+            raise self._error(onnx_node, "unsqueeze at axis 0; only axes after the batch axis")
+        for axis in axes:
+            target.insert(axis, 1)
+        self._view(onnx_node, x, tuple(target), f"unsqueeze at axes {axes}")
 
     def _gemm(self, onnx_node: onnx.NodeProto, attrs: dict[str, Any]) -> None:
         if attrs.get("transA", 0):
@@ -525,11 +578,12 @@ class _OnnxImporter:
         axes_input = self._constant_input(onnx_node, 1, required=False)
         axes = attrs.get("axes") if axes_input is None else axes_input.reshape(-1).tolist()
         feature_map = len(self.shapes[x]) == 3
-        rank = 3 if self.one_d and feature_map else len(self.shapes[x]) + 1
+        rank = len(self._onnx_shape(x))
         spatial = [2] if rank == 3 else [2, 3]
         normalized = sorted(a % rank for a in (axes or []))
         if not feature_map or normalized != spatial:
-            layout = "(N, C, L)" if self.one_d else "(N, C, H, W)"
+            layout = "(N, C, L)" if rank == 3 else "(N, C, 1, L)" if self.one_d else \
+                "(N, C, H, W)"
             raise self._error(onnx_node, f"ReduceMean over axes {axes} is unsupported; only "
                               f"the spatial axes {spatial} of an {layout} map")
         if attrs.get("keepdims", 1):
