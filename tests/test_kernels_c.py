@@ -181,6 +181,17 @@ CONV_CASES = {
     "1x3": Conv(3, 5, 6, 4, (1, 3), pads=(0, 1, 0, 1)),
     "3x1 s(2,1)": Conv(3, 7, 5, 2, (3, 1), (2, 1), (1, 0, 1, 0)),
     "2x3 s(1,2) asymmetric": Conv(2, 6, 7, 3, (2, 3), (1, 2), (1, 0, 0, 1)),
+    # the keyword-spotting DS-CNN stem: 10x4, stride 2, TF "same" on 49x10 (pads 4/5 rows,
+    # 1/1 columns) -> 25x5; and the same kernel with strides (2, 1) and (1, 2)
+    "KWS 10x4 s2 same on 49x10": Conv(1, 49, 10, 6, (10, 4), (2, 2), (4, 1, 5, 1)),
+    "10x4 s(2,1) asymmetric": Conv(2, 13, 6, 3, (10, 4), (2, 1), (4, 2, 5, 1)),
+    "4x10 s(1,2) asymmetric": Conv(2, 6, 13, 3, (4, 10), (1, 2), (1, 4, 2, 5)),
+    "KWS depthwise 3x3 on 25x5": Conv(4, 25, 5, 4, (3, 3), pads=(1, 1, 1, 1), groups=4),
+    # 1-D models on the 2-D kernels: H = 1, kernel 1xk, stride 1xs, pads (0, p, 0, p)
+    "1-D 1x5 s(1,2) pad2": Conv(6, 1, 32, 4, (1, 5), (1, 2), (0, 2, 0, 2)),
+    "1-D 1x4 s(1,2) pads 1/2": Conv(3, 1, 11, 2, (1, 4), (1, 2), (0, 1, 0, 2)),
+    "1-D depthwise 1x3 pad1": Conv(5, 1, 9, 5, (1, 3), pads=(0, 1, 0, 1), groups=5),
+    "1-D pointwise s(1,2)": Conv(4, 1, 9, 3, (1, 1), (1, 2)),
 }
 
 
@@ -252,6 +263,19 @@ def test_conv_backward_weight_channel(lib: ctypes.CDLL, name: str) -> None:
         lib.mdy_conv2d_backward_weight_channel(ctypes.byref(shape), fp(dy), fp(x_channel), c,
                                                fp(grad))
         assert_close(grad, base + 2 * expected)
+
+
+def test_conv_check_sees_a_swapped_kws_padding(lib: ctypes.CDLL) -> None:
+    """The oracle tells the KWS stem's 4/5 row padding from 5/4 (a kernel that swapped top and
+    bottom padding, or took H for W, would fail test_conv_forward)."""
+    case = CONV_CASES["KWS 10x4 s2 same on 49x10"]
+    x, w, b, dy = conv_data(case, 1)
+    y = np.full(dy.shape, np.nan, dtype=np.float32)
+    lib.mdy_conv2d_forward(ctypes.byref(case.shape()), fp(x), fp(w), fp(b), fp(y))
+    assert_close(y, conv_reference(case, x, w, b, dy)[0])
+    swapped = Conv(1, 49, 10, 6, (10, 4), (2, 2), (5, 1, 4, 1))
+    with pytest.raises(AssertionError, match="max error"):
+        assert_close(y, conv_reference(swapped, x, w, b, dy)[0])
 
 
 def test_conv_weight_channels_tile_the_full_gradient(lib: ctypes.CDLL) -> None:
@@ -409,6 +433,9 @@ POOL_CASES = {
     "3x3 s2 pad top/left only": Pool(2, 6, 7, (3, 3), (2, 2), (1, 1, 0, 0)),
     "2x3 s(2,1) asymmetric": Pool(3, 5, 6, (2, 3), (2, 1), (1, 0, 0, 2)),
     "3x3 s2 trailing input unused": Pool(1, 8, 8, (3, 3), (2, 2)),
+    "3x2 s(1,2) asymmetric": Pool(2, 7, 6, (3, 2), (1, 2), (0, 1, 2, 0)),
+    "1-D 1x2 s(1,2)": Pool(3, 1, 9, (1, 2), (1, 2)),
+    "1-D 1x3 s(1,2) pad1": Pool(2, 1, 10, (1, 3), (1, 2), (0, 1, 0, 1)),
 }
 
 
