@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # Debian packages the toolchain needs (installed when missing, as root).
-SYSTEM_PACKAGES := gcc make clang gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm openocd
+SYSTEM_PACKAGES := gcc make clang gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm openocd espeak-ng
 
 .PHONY: install system-packages demo test lint clean
 

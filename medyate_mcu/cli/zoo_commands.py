@@ -88,7 +88,8 @@ def pretrain_command(output: Path, architecture: str, width: float, resolution: 
     (medyate_mcu/zoo/models/demo_mbv2.onnx); docs/panel.md gives the options of the
     paper-scale model (mbv2_w035_128.onnx).
     """
-    from medyate_mcu.zoo.training import PretrainConfig, make_progress, pretrain
+    from medyate_mcu.zoo.progress import make_progress
+    from medyate_mcu.zoo.training import PretrainConfig, pretrain
 
     config = PretrainConfig(architecture=architecture, width=width, resolution=resolution,
                             epochs=epochs, train_per_class=train_per_class, seed=seed,
@@ -134,7 +135,7 @@ def evaluate_command(model_path: Path | None, tasks: tuple[str, ...], epochs: in
 
     from medyate_mcu.zoo import DOWNSTREAM_TASKS, default_model_path
     from medyate_mcu.zoo.evaluation import EvalConfig, evaluate, markdown_table
-    from medyate_mcu.zoo.training import make_progress
+    from medyate_mcu.zoo.progress import make_progress
 
     if epochs < 1:
         raise click.ClickException(f"--epochs must be at least 1 (got {epochs})")
@@ -163,3 +164,57 @@ def evaluate_command(model_path: Path | None, tasks: tuple[str, ...], epochs: in
         except OSError as exc:
             raise click.ClickException(f"cannot write {output}: {exc.strerror or exc}") from None
         Console().print(f"wrote {output}")
+
+
+def _write_npz_atomically(output: Path, **arrays: object) -> None:
+    """``np.savez`` to a temporary file beside ``output``, then renamed over it."""
+    import os
+
+    import numpy as np
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.with_name(f".{output.name}.{os.getpid()}.tmp")
+    try:
+        with partial.open("wb") as handle:
+            np.savez(handle, **arrays)
+        partial.replace(output)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+@zoo.command("kws", short_help="Write the keyword-spotting set as an .npz for --data.")
+@click.option("--out", "output", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("kws.npz"), show_default=True,
+              help="Where to write x (float32 N×1×49×10 MFCCs), y and class_names.")
+@click.option("--voice", type=click.Choice(["source", "new"]), default="source",
+              show_default=True, help="The pre-training voices (kws) or the held-out voice "
+                                      "(kws-newvoice).")
+@click.option("--split", "part", type=click.Choice(["all", "train", "test"]), default="all",
+              show_default=True, help="Which samples: the training split, the test split, or "
+                                      "both (train first).")
+@click.option("--small", is_flag=True, help="A tiny set (4 samples per class and split), fast.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def kws_command(output: Path, voice: str, part: str, small: bool, seed: int) -> None:
+    """Synthesize the keyword-spotting set with espeak-ng (12 classes: silence, unknown and ten
+    keywords; MFCC features 1×49×10 of any sign) and write it as an .npz a command takes with
+    --data. Built sets are cached under $MEDYATE_CACHE (default ~/.cache/medyate-mcu).
+    """
+    import numpy as np
+
+    from medyate_mcu.zoo.speech import build_speech
+
+    name = "kws" if voice == "source" else "kws-newvoice"
+    try:
+        split = build_speech(name, seed=seed, small=small)
+    except MedyateError as exc:
+        raise _fail(exc) from None
+    parts = {"train": [split.train], "test": [split.test], "all": [split.train, split.test]}
+    x = np.concatenate([p.x for p in parts[part]])
+    y = np.concatenate([p.y for p in parts[part]])
+    try:
+        _write_npz_atomically(output, x=x, y=y, class_names=np.array(split.train.class_names))
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {output}: {exc.strerror or exc}") from None
+    Console().print(f"wrote {output}: {len(y)} samples of {name} ({part}), x {x.dtype} "
+                    f"{'×'.join(map(str, x.shape))}, {len(split.train.class_names)} classes")

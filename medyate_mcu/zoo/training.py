@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 import torch
 import torch.nn.functional as F
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import Progress
 from torch import nn
 
 from medyate_mcu.errors import MedyateError
@@ -46,12 +46,6 @@ def normalise(x: np.ndarray, mean: Iterable[float], std: Iterable[float]) -> tor
     m = torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1)
     s = torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1)
     return (torch.from_numpy(np.ascontiguousarray(x)).float() / 255.0 - m) / s
-
-
-def make_progress() -> Progress:
-    """The rich progress bar the zoo commands share."""
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[status]}"), TimeRemainingColumn(), transient=False)
 
 
 def fit(model: nn.Module, params: list[nn.Parameter], x: torch.Tensor, y: torch.Tensor, *,
