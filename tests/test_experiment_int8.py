@@ -59,7 +59,7 @@ def _small_test_split(source: str, graph: Graph, seed: int = 0,
     data = load_task(source, graph, seed, train_per_class)
     keep = np.sort(stratified_sample(data.y_test, TEST_SAMPLES, 0))
     return dataclasses.replace(data, x_test=data.x_test[keep], y_test=data.y_test[keep],
-                               raw_test=data.raw_test[keep])
+                               stored_test=data.stored_test[keep])
 
 
 @pytest.fixture(scope="module")

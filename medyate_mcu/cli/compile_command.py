@@ -20,6 +20,7 @@ from medyate_mcu.toolchain.compile import (
     compile_project,
 )
 from medyate_mcu.units import format_size
+from medyate_mcu.zoo.tasks import SAMPLE_FORMATS
 
 
 @click.command("compile")
@@ -66,6 +67,12 @@ from medyate_mcu.units import format_size
               default=DEFAULT_CALIBRATION_SAMPLES,
               help="Training samples of --data the int8 activation ranges are measured on "
                    "(stratified by class).")
+@click.option("--sample-format", type=click.Choice(SAMPLE_FORMATS), default="stored",
+              show_default=True,
+              help="How embedded samples (and the serial link's SAMPLE frames) are stored: as "
+                   "--data stores them (uint8 pixels, int8/uint8 with a scale, float32), float32 "
+                   "(the network's input), or int8 (compact float features: a quarter of the "
+                   "flash, per-channel ranges of the training split). Recorded in the build.")
 @ALPHA_OPTION
 @K_RULE_OPTION
 @click.option("-o", "--output", type=click.Path(path_type=Path, file_okay=False),
@@ -74,7 +81,8 @@ def compile_command(model: Path | None, budget: int | str, board: str | None,
                     ranking: Path | None, data: str | None, proxy: str | None,
                     classes: int | None, embed: int | None, epochs: int,
                     batch_size: int, lr: float, warmup: int, seed: int, backbone: str,
-                    calibration_samples: int, alpha: float, k_rule: str, output: Path) -> None:
+                    calibration_samples: int, sample_format: str, alpha: float, k_rule: str,
+                    output: Path) -> None:
     """Compile MODEL (default: the bundled demo model) into a C project that fine-tunes it on a
     microcontroller within --budget bytes of RAM, by MeDyate dynamic channel updates.
 
@@ -86,7 +94,8 @@ def compile_command(model: Path | None, budget: int | str, board: str | None,
                              proxy=proxy, classes=classes, embed=embed, epochs=epochs,
                              batch_size=batch_size, lr=lr, warmup=warmup, seed=seed, alpha=alpha,
                              k_rule=k_rule, backbone=backbone,
-                             calibration_samples=calibration_samples)
+                             calibration_samples=calibration_samples,
+                             sample_format=sample_format)
     out = console()
     bar = progress_bar()  # shown only while LaRa runs (a model without a ranking)
     lara: list[TaskID] = []
@@ -128,5 +137,8 @@ def compile_command(model: Path | None, budget: int | str, board: str | None,
     if samples == 0:  # nothing embedded: only the serial firmware trains
         following = f"medyate-mcu train {output} --port PORT --data DATA (serial firmware)"
     source = manifest.data_source
+    encoding = manifest.encoding
+    if encoding is not None:
+        out.print(f"input: {encoding.describe()}", markup=False)
     out.print(f"wrote {output}/ ({samples} embedded training samples"
               f"{' from ' + source if source else ''}); next: {following}")

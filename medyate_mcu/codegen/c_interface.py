@@ -130,3 +130,20 @@ def ctypes_struct(relative: str, typedef: str) -> type[ctypes.Structure]:
 def status_codes() -> dict[str, int]:
     """The runtime's one status type, ``mdy_status_t`` (``firmware/kernels/mdy_status.h``)."""
     return enum_constants("kernels/mdy_status.h")
+
+
+SAMPLE_CTYPES = {"float32": "float", "uint8": "uint8_t", "int8": "int8_t"}  # stored samples
+
+
+def sample_format_enum(name: str) -> str:
+    """The ``mdy_sample_format_t`` enumerator of a stored-sample format ("int8" ->
+    ``MDY_SAMPLE_INT8``; ``firmware/runtime/sample.h``)."""
+    enumerator = f"MDY_SAMPLE_{name.upper()}"
+    if enumerator not in enum_constants("runtime/sample.h"):
+        raise KeyError(f"runtime/sample.h has no {enumerator}")
+    return enumerator
+
+
+def sample_format_code(name: str) -> int:
+    """The wire value of a stored-sample format (READY's sample_format)."""
+    return enum_constants("runtime/sample.h")[sample_format_enum(name)]

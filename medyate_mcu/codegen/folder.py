@@ -24,6 +24,8 @@ from medyate_mcu.planning.memory import Backbone
 from medyate_mcu.quant.calibrate import dequantized_graph
 from medyate_mcu.quant.qdq import load_quantized
 from medyate_mcu.quant.scheme import Quantization
+from medyate_mcu.zoo.samples import SampleEncoding
+from medyate_mcu.zoo.tasks import TaskData, load_task
 
 ARM_DIR = "arm"  # the Makefile's folder for Cortex-M objects and ELFs (Makefile.j2)
 
@@ -78,6 +80,22 @@ class Project:
     def firmware_path(self, app: str = "train") -> Path:
         """Where ``make arm FIRMWARE_APP=<app>`` puts the ELF."""
         return firmware_path(self.folder, app)
+
+    def task(self, source: str | None = None) -> TaskData:
+        """The build's data set (or ``source``, e.g. `train --data`) with its samples stored as
+        the build stores them: what the device decodes is what the reference trains on."""
+        manifest = self.manifest
+        source = source or manifest.data_source
+        if source is None:
+            raise MedyateError("the build names no data set; give --data")
+        task = load_task(source, self.reference().graph, seed=0, num_classes=manifest.classes)
+        if source == manifest.data_source:
+            task = task.in_format(manifest.sample_format)
+            if manifest.encoding is not None and task.encoding != manifest.encoding:
+                raise MedyateError(f"data {source!r} changed since the build (its samples now "
+                                   f"decode as {task.encoding.describe()}); compile again")
+        encoding = manifest.encoding or SampleEncoding.identity(task.encoding.channels)
+        return task.stored_as(encoding)
 
     def reference(self) -> Reference:
         """The graph, plan and settings `compile` used, recomputed (once) and checked against

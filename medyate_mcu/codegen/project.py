@@ -12,6 +12,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 import numpy as np
 
 from medyate_mcu.boards import Board, get_board
+from medyate_mcu.codegen.c_interface import SAMPLE_CTYPES, sample_format_enum
 from medyate_mcu.codegen.generate import (
     engine_ram,
     firmware_sources,
@@ -26,6 +27,7 @@ from medyate_mcu.method.trainer import TrainSettings
 from medyate_mcu.outputs import check_output_folder, write_folder
 from medyate_mcu.quant.scheme import Quantization
 from medyate_mcu.resources import data_dir
+from medyate_mcu.zoo.samples import SampleEncoding
 
 MANIFEST = "medyate_build.json"
 QUANTIZATION_FILE = "quantization.npz"  # an int8 backbone's scales and int8 weights
@@ -38,12 +40,11 @@ SNAPSHOT_TYPES = {"mdy_state_t": 0, "float": 1, "uint32_t": 2, "uint16_t": 3, "u
 @dataclass(frozen=True)
 class EmbeddedData:
     source: str
-    train_x: np.ndarray  # uint8 N×C×H×W
+    train_x: np.ndarray  # stored samples N×C×H×W, of encoding.format
     train_y: np.ndarray
     test_x: np.ndarray
     test_y: np.ndarray
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
+    encoding: SampleEncoding
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,13 @@ class BuildManifest:
     parts: dict[str, int]
     board: str | None = None  # `compile --board`: the Cortex-M target of `make arm`
     backbone: str = "float32"  # `compile --backbone`: float32 | int8 (QUANTIZATION_FILE)
+    samples: dict | None = None  # the stored samples' encoding (SampleEncoding.record)
+    sample_format: str = "stored"  # `compile --sample-format`
+
+    @property
+    def encoding(self) -> SampleEncoding | None:
+        """How the build's stored samples (embedded, serial frames) become its input."""
+        return None if self.samples is None else SampleEncoding.from_record(self.samples)
 
     def __post_init__(self) -> None:
         """A manifest edited by hand or damaged: every field of its declared type (TypeError
@@ -104,6 +112,8 @@ def _check_types(record: object, hints: dict[str, Any], prefix: str) -> None:
 
 
 def _rows(x: np.ndarray) -> list[str]:
+    if x.dtype == np.float32:
+        return [", ".join(_c_float(float(v)) for v in sample.reshape(-1)) for sample in x]
     return [", ".join(str(int(v)) for v in sample.reshape(-1)) for sample in x]
 
 
@@ -118,20 +128,24 @@ def render_data(data: EmbeddedData | None, input_shape: tuple[int, ...]) -> dict
     channels = input_shape[0]
     size = int(np.prod(input_shape))
     if data is None:
-        empty = np.zeros((0, size), np.uint8)
+        empty = np.zeros((0, size), np.float32)
         data = EmbeddedData("no data embedded", empty, np.zeros(0, np.uint8), empty,
-                            np.zeros(0, np.uint8), (0.0,) * channels, (1.0,) * channels)
+                            np.zeros(0, np.uint8), SampleEncoding.identity(channels))
+    encoding = data.encoding
     context = {
         "source": data.source, "channels": channels, "input_size": size,
         "train_count": len(data.train_y), "test_count": len(data.test_y),
-        "mean": ", ".join(_c_float(v) for v in data.mean),
-        "std": ", ".join(_c_float(v) for v in data.std),
+        "format_text": encoding.describe(), "format_enum": sample_format_enum(encoding.format),
+        "ctype": SAMPLE_CTYPES[encoding.format], "scale": _c_float(encoding.scale),
+        "sample_bytes": size * encoding.format.bytes,
+        "mean": ", ".join(_c_float(v) for v in encoding.mean),
+        "std": ", ".join(_c_float(v) for v in encoding.std),
         "train_y": ", ".join(str(int(v)) for v in data.train_y) or "0",
         "test_y": ", ".join(str(int(v)) for v in data.test_y) or "0",
         "train_x": _rows(data.train_x) or ["0"], "test_x": _rows(data.test_x) or ["0"],
     }
     return {name.removesuffix(".j2"): env.get_template(name).render(**context)
-            for name in ("data.h.j2", "data.c.j2")}
+            for name in ("data.h.j2", "data.c.j2", "input.h.j2", "input.c.j2")}
 
 
 def hal_sources() -> list[Path]:

@@ -16,7 +16,6 @@ from medyate_mcu.device.link import DeviceLink
 from medyate_mcu.errors import MedyateError
 from medyate_mcu.graph.ir import Graph
 from medyate_mcu.method.trainer import TrainSettings, epoch_order
-from medyate_mcu.zoo.tasks import load_task
 
 
 @dataclass
@@ -44,13 +43,8 @@ class TrainSession:
         if epochs > settings.epochs:
             raise MedyateError(f"--epochs {epochs}: the build's learning-rate schedule has "
                                f"{settings.epochs} epochs; compile with --epochs {epochs}")
-        name = data_name or manifest.data_source
-        if name is None:
-            raise MedyateError("the build names no data set; give --data")
-        task = load_task(name, graph, seed=0)
-        if task.classes != manifest.classes:
-            raise MedyateError(f"data {name!r} has {task.classes} classes, the build "
-                               f"{manifest.classes}")
+        task = project.task(data_name)
+        name = task.name
         x, y = task.train_subset(samples, settings.seed) if samples else (task.x_train,
                                                                          task.y_train)
         board = project.board

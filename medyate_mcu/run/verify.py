@@ -42,7 +42,7 @@ from medyate_mcu.run.decisions import (
 )
 from medyate_mcu.run.engine_lib import EngineLibrary
 from medyate_mcu.toolchain.host import make, symbol_sizes
-from medyate_mcu.zoo.tasks import TaskData, load_task
+from medyate_mcu.zoo.tasks import TaskData
 
 # Tolerances, derived and measured in docs/verification.md. Relative errors of float32 results
 # computed in different summation orders; the measured clean maxima are 10-20x below each.
@@ -93,14 +93,14 @@ def verification_data(project: Project, epochs: int | None, samples: int) -> Ver
     training samples of the build's data set, drawn stratified by class with the build's seed
     (as `train --samples` draws them)."""
     data_source = project.manifest.data_source
-    graph, _, settings, _ = project.reference()
+    settings = project.reference().settings
     if data_source is None:
         raise MedyateError("the build embeds no data set; compile with --data to verify")
     epochs = epochs or settings.epochs
     if epochs > settings.epochs:
         raise MedyateError(f"the build trains {settings.epochs} epoch(s); --epochs {epochs} is "
                            "more")
-    task = load_task(data_source, graph, seed=0)
+    task = project.task()
     return VerificationData(epochs, task, *task.train_subset(samples, settings.seed))
 
 

@@ -72,6 +72,7 @@ class CompileOptions:
     k_rule: str = KRule.CLOSEST.value
     backbone: str = AUTO_BACKBONE  # float32 | int8 | auto (docs/quantization.md)
     calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES
+    sample_format: str = "stored"  # stored | float32 | int8 (zoo/samples.py)
 
     @property
     def settings(self) -> TrainSettings:
@@ -123,7 +124,8 @@ def compile_project(options: CompileOptions, output: Path, say: Say = print,
     source = model_path(options.model)
     graph, file_quantization = load_quantized(source)
     data = options.data if options.data is not None or options.model is not None else DEMO_DATA
-    task = load_task(data, graph, seed=0) if data else None  # bad data fails before LaRa runs
+    task = load_task(data, graph, seed=0).in_format(options.sample_format) if data \
+        else None  # bad data fails before LaRa runs
     classes = target_classes(task.classes if task else None, data, options.classes,
                              graph.output_shape[0])
     ranking_file = options.ranking or default_ranking_path(options.model)
@@ -139,7 +141,8 @@ def compile_project(options: CompileOptions, output: Path, say: Say = print,
         graph = dequantized_graph(graph, quantization)
     headed = replace_classifier(graph, classes, options.seed)
     embed = options.embed if options.embed is not None else \
-        default_embed(board, headed, backbone, say)
+        default_embed(board, headed, backbone, say,
+                      task.encoding.format.bytes if task else 1)
     embedded = _embedded(task, embed, options.seed)
 
     def write(budget: int, folder: Path) -> Project:
@@ -155,6 +158,8 @@ def compile_project(options: CompileOptions, output: Path, say: Say = print,
             candidates=list(plan.memory.schedule.candidates), pool_bytes=plan.pool_bytes,
             fixed_bytes=plan.memory.fixed_bytes, parts=plan.memory.parts(),
             board=board.name if board else None, backbone=backbone.value,
+            samples=task.encoding.record() if task else None,
+            sample_format=options.sample_format,
         )
         write_project(folder, headed, plan, settings, classes, graph.metadata, manifest,
                       embedded, board=board, quantization=quantization)
@@ -189,17 +194,18 @@ def compile_project(options: CompileOptions, output: Path, say: Say = print,
 FLASH_RESERVE = 128 * 1024  # code, constants and shapes besides the weights, with margin
 
 
-def default_embed(board: Board | None, graph: Graph, backbone: Backbone, say: Say) -> int:
+def default_embed(board: Board | None, graph: Graph, backbone: Backbone, say: Say,
+                  sample_bytes: int = 1) -> int:
     """Training samples embedded when --embed-data is not given: 256 on the host, 64 for a
     board, fewer when the board's flash cannot hold them beside the weights (one byte a
-    parameter in int8, four in float32 and for the classifier; each sample a byte a value, and
-    a quarter more for the test samples)."""
+    parameter in int8, four in float32 and for the classifier; each sample ``sample_bytes`` a
+    value, and a quarter more for the test samples)."""
     if board is None:
         return 256
     head = classifier_size(graph)  # float32 in either backbone
     weights = (graph.parameter_count() - head) * (1 if backbone is Backbone.INT8 else 4) \
         + 4 * head
-    sample = math.prod(graph.input_shape)
+    sample = math.prod(graph.input_shape) * sample_bytes
     fits = max(0, (board.flash_bytes - weights - FLASH_RESERVE) * 4 // (5 * sample))
     if fits < 64:
         say(f"embedding {fits} training samples (not 64): {board.name}'s "
@@ -304,8 +310,8 @@ def _embedded(task: TaskData | None, embed: int, seed: int) -> EmbeddedData | No
         return None
     train = stratified_sample(task.y_train, embed, seed)
     test = stratified_sample(task.y_test, min(200, max(1, embed // 4)), seed)
-    return EmbeddedData(task.name, task.raw_train[train], task.y_train[train],
-                        task.raw_test[test], task.y_test[test], task.mean, task.std)
+    return EmbeddedData(task.name, task.stored_train[train], task.y_train[train],
+                        task.stored_test[test], task.y_test[test], task.encoding)
 
 
 def _board_room(board: Board, graph: Graph, ranking: LayerRanking,

@@ -48,7 +48,7 @@ def make(build_dir: Path, target: str, compiler: str | None = None) -> Path:
 
 def build_host_serial(build_dir: Path) -> Path:
     """Compile the serial firmware for this machine (UART = TCP socket or stdin/stdout)."""
-    sources = [build_dir / "model.c", build_dir / SERIAL_MAIN,
+    sources = [build_dir / "model.c", build_dir / "input.c", build_dir / SERIAL_MAIN,
                build_dir / "medyate" / "hal" / "uart_host.c",
                *sorted((build_dir / "medyate" / "kernels").glob("*.c")),
                *sorted((build_dir / "medyate" / "runtime").glob("*.c"))]

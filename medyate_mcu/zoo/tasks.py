@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +11,9 @@ import numpy as np
 from medyate_mcu.errors import MedyateError
 from medyate_mcu.graph.ir import Graph
 from medyate_mcu.zoo.datasets import DOWNSTREAM_TASKS, SPECS, build
-from medyate_mcu.zoo.training import channel_stats, normalise
-from medyate_mcu.zoo.userdata import load_user_data
+from medyate_mcu.zoo.samples import SampleEncoding, SampleFormat, int8_encoding
+from medyate_mcu.zoo.training import channel_stats
+from medyate_mcu.zoo.userdata import PIXEL_SCALE, UserData, fit_pixels, load_user_data
 
 USER_TEST_FRACTION = 0.2
 
@@ -20,15 +21,14 @@ USER_TEST_FRACTION = 0.2
 @dataclass(frozen=True)
 class TaskData:
     name: str
-    x_train: np.ndarray  # float32 N×C×H×W, normalised as the model expects
+    x_train: np.ndarray  # float32, the network's input: ``encoding.decode(stored_train)``
     y_train: np.ndarray  # int64
     x_test: np.ndarray
     y_test: np.ndarray
     class_names: tuple[str, ...]
-    raw_train: np.ndarray  # uint8 pixels of x_train, before normalisation
-    raw_test: np.ndarray
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
+    stored_train: np.ndarray  # the samples as stored (embedded, sent over the serial link)
+    stored_test: np.ndarray
+    encoding: SampleEncoding
 
     @property
     def classes(self) -> int:
@@ -39,42 +39,104 @@ class TaskData:
         chosen = stratified_sample(self.y_train, count, seed)
         return self.x_train[chosen], self.y_train[chosen]
 
+    def stored_as(self, encoding: SampleEncoding) -> TaskData:
+        """The same task with its samples stored in ``encoding`` (and the network's input
+        decoded from them: what a device with that encoding trains on)."""
+        if encoding == self.encoding:
+            return self
+        train, test = encoding.encode(self.x_train), encoding.encode(self.x_test)
+        return replace(self, x_train=encoding.decode(train), x_test=encoding.decode(test),
+                       stored_train=train, stored_test=test, encoding=encoding)
 
-def normalisation(graph: Graph, x_uint8: np.ndarray) -> tuple[list[float], list[float]]:
-    """The model's input mean/std from its metadata, else the data's own statistics."""
+    def in_format(self, sample_format: str) -> TaskData:
+        """``compile --sample-format``: "stored" (as the data stores them), "float32" (the
+        network's input as it is) or "int8" (compact, per-channel range of the training
+        split)."""
+        if sample_format == "stored":
+            return self
+        if sample_format == SampleFormat.FLOAT32.value:
+            return self.stored_as(SampleEncoding.identity(self.encoding.channels))
+        if sample_format == SampleFormat.INT8.value:
+            return self.stored_as(int8_encoding(self.x_train))
+        raise MedyateError(f"unknown sample format {sample_format!r} (stored, float32 or int8)")
+
+
+SAMPLE_FORMATS = ("stored", SampleFormat.FLOAT32.value, SampleFormat.INT8.value)
+
+
+def sample_shape(graph: Graph) -> tuple[int, ...]:
+    """A sample as the model's ONNX input has it: C×H×W, C×L for a 1-D model (stored as
+    C×1×L in the IR), F for a vector."""
+    shape = tuple(graph.input_shape)
+    if graph.metadata.get("input_rank") == "3":
+        return (shape[0], shape[2])
+    return shape
+
+
+def model_normalisation(graph: Graph) -> tuple[list[float], list[float]] | None:
+    """The input mean/std the model's metadata states, if any."""
     try:
         return (json.loads(graph.metadata["medyate.input_mean"]),
                 json.loads(graph.metadata["medyate.input_std"]))
     except (KeyError, ValueError):
-        return channel_stats(x_uint8)
+        return None
 
 
-def load_task(source: str, graph: Graph, seed: int = 0,
-              train_per_class: int | None = None) -> TaskData:
+def _encoding(graph: Graph, data: UserData, source: str) -> SampleEncoding:
+    """How ``data``'s stored samples become the network's input: its scale and zero point,
+    then one normalisation (the model's, else the data's; uint8 pixels: their own statistics)."""
+    channels = data.x.shape[1]
+    stated = model_normalisation(graph)
+    if stated is not None and data.mean is not None:
+        raise MedyateError(f"data {source!r} states a mean/std and so does the model's "
+                           "metadata; state the input normalisation once")
+    if stated is None and data.mean is not None:
+        stated = (list(data.mean), list(data.std or ()))
+    if stated is None and data.pixels and data.x.ndim == 4:
+        stated = channel_stats(data.x)
+    mean, std = stated if stated is not None else ([0.0] * channels, [1.0] * channels)
+    if len(mean) != channels or len(std) != channels:
+        raise MedyateError(f"the input normalisation has {len(mean)} means and {len(std)} "
+                           f"stds; the model takes {channels} channels")
+    zero_mean = data.zero_point * data.scale
+    return SampleEncoding(SampleFormat(data.x.dtype.name), data.scale,
+                          tuple(float(m) + zero_mean for m in mean), tuple(map(float, std)))
+
+
+def _to_ir(x: np.ndarray, graph: Graph) -> np.ndarray:
+    """Samples in the model's ONNX shape -> the IR's (C×L -> C×1×L)."""
+    return x.reshape((len(x), *graph.input_shape))
+
+
+def load_task(source: str, graph: Graph, seed: int = 0, train_per_class: int | None = None,
+              num_classes: int | None = None) -> TaskData:
     """``source``: a panel data set name (see `medyate-mcu zoo datasets`), a folder of class
-    sub-folders, or an ``.npz``; user data is split 80/20 (seeded, stratified)."""
-    size = graph.input_shape[-1]
+    sub-folders, or an ``.npz``; user data is split 80/20 (seeded, stratified). With
+    ``num_classes``, data with more classes is refused."""
+    shape = sample_shape(graph)
     if source in SPECS:
-        split = build(source, seed=seed, train_per_class=train_per_class, size=size)
+        split = build(source, seed=seed, train_per_class=train_per_class,
+                      size=max(graph.input_shape[-2:]) if len(shape) == 3 else 32)
         train, test = split.train, split.test
-        x_train, y_train, x_test, y_test = train.x, train.y, test.x, test.y
-        names = train.class_names
+        pixels = fit_pixels(np.concatenate([train.x, test.x]), shape, source)
+        data = UserData(pixels, np.concatenate([train.y, test.y]), train.class_names,
+                        PIXEL_SCALE)
+        test_mask = np.arange(len(data.y)) >= len(train.y)
     elif Path(source).exists():
-        data = load_user_data(source, size=size)
+        data = load_user_data(source, shape, num_classes)
         test_mask = _stratified_test_mask(data.y, seed)
-        x_train, y_train = data.x[~test_mask], data.y[~test_mask]
-        x_test, y_test = data.x[test_mask], data.y[test_mask]
-        names = data.class_names
     else:
         raise MedyateError(f"data {source!r} is neither a panel data set ({', '.join(SPECS)}) "
                            "nor an existing folder or .npz file")
-    if x_train.shape[1:] != tuple(graph.input_shape):
-        raise MedyateError(f"data {source!r} has samples of shape {x_train.shape[1:]}, the model "
-                           f"takes {graph.input_shape}")
-    mean, std = normalisation(graph, x_train)
-    return TaskData(source, normalise(x_train, mean, std).numpy(), y_train.astype(np.int64),
-                    normalise(x_test, mean, std).numpy(), y_test.astype(np.int64), tuple(names),
-                    x_train, x_test, tuple(mean), tuple(std))
+    if num_classes is not None and data.num_classes > num_classes:
+        raise MedyateError(f"data {source!r} has {data.num_classes} classes, the model's head "
+                           f"{num_classes}")
+    encoding = _encoding(graph, data, source)
+    stored = _to_ir(data.x, graph)
+    stored_train, stored_test = stored[~test_mask], stored[test_mask]
+    return TaskData(source, encoding.decode(stored_train), data.y[~test_mask],
+                    encoding.decode(stored_test), data.y[test_mask], data.class_names,
+                    stored_train, stored_test, encoding)
 
 
 def stratified_sample(labels: np.ndarray, count: int, seed: int) -> np.ndarray:

@@ -2,8 +2,9 @@
 demo model on the source task and its export to ONNX with metadata.
 
 Normalisation is applied by the data pipeline, not baked into the model: a uint8 pixel ``p`` of
-channel ``c`` enters the network as ``(p / 255 - mean[c]) / std[c]``, with ``mean`` and ``std``
-stored in the model's metadata (``medyate.input_mean``, ``medyate.input_std``).
+channel ``c`` enters the network as ``(p * (1/255) - mean[c]) / std[c]`` (zoo/samples.py), with
+``mean`` and ``std`` stored in the model's metadata (``medyate.input_mean``,
+``medyate.input_std``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from medyate_mcu.errors import MedyateError
 from medyate_mcu.graph import ReferenceNet, export_onnx, import_onnx_model
 from medyate_mcu.method.sgd import accuracy, warmup_cosine
 from medyate_mcu.zoo import architectures, datasets
+from medyate_mcu.zoo.samples import pixel_encoding
 
 META_PREFIX = "medyate."
 EVAL_BATCH = 512  # samples per forward when measuring accuracy
@@ -42,10 +44,9 @@ def channel_stats(x: np.ndarray) -> tuple[list[float], list[float]]:
 
 
 def normalise(x: np.ndarray, mean: Iterable[float], std: Iterable[float]) -> torch.Tensor:
-    """uint8 images -> the float32 tensor the network takes (see the module doc)."""
-    m = torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1)
-    s = torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1)
-    return (torch.from_numpy(np.ascontiguousarray(x)).float() / 255.0 - m) / s
+    """uint8 images -> the float32 tensor the network takes (zoo/samples.py, as on the
+    device)."""
+    return torch.from_numpy(pixel_encoding(tuple(mean), tuple(std)).decode(x))
 
 
 def fit(model: nn.Module, params: list[nn.Parameter], x: torch.Tensor, y: torch.Tensor, *,
