@@ -27,6 +27,7 @@ from PIL import Image
 
 from medyate_mcu import outputs
 from medyate_mcu.cli.main import main
+from medyate_mcu.codegen.c_interface import sample_format_code
 from medyate_mcu.codegen.folder import Project
 from medyate_mcu.codegen.project import MANIFEST
 from medyate_mcu.codegen.serial import build_hash
@@ -347,10 +348,12 @@ class Device:
         for index, name in enumerate(plan.memory.schedule.candidates):
             self.regions[p.Region.CANDIDATE + index] = \
                 graph.node(name).params["weight"].reshape(-1).astype(np.float32)
+        size, stored = int(np.prod(graph.input_shape)), project.task().encoding.format
         self.ready = p.Ready(p.VERSION, 0, bytes.fromhex(manifest.model_sha256)[:8],
                              build_hash((build / MANIFEST).read_text()), manifest.budget, 0,
-                             plan.pool_bytes, int(np.prod(graph.input_shape)), manifest.classes,
-                             len(plan.memory.schedule.candidates), 0, 1, 1, 1040, "fake")
+                             plan.pool_bytes, size, manifest.classes,
+                             len(plan.memory.schedule.candidates), 0, 1, 1, 1040,
+                             sample_format_code(stored), size * stored.bytes, "fake")
         self.loss = 0.5
 
     def reply(self, frame: p.Frame) -> bytes | None:

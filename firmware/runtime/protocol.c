@@ -116,7 +116,7 @@ void mdy_proto_send_ready(mdy_proto_t *p, uint8_t sequence)
     if (n > 64u) {
         n = 64u;
     }
-    begin(p, MDY_MSG_READY, sequence, 56u + n);
+    begin(p, MDY_MSG_READY, sequence, 64u + n);
     put_u16(p, MDY_PROTO_VERSION);
     put_u16(p, 0);
     for (i = 0; i < 8u; ++i) {
@@ -135,6 +135,10 @@ void mdy_proto_send_ready(mdy_proto_t *p, uint8_t sequence)
     put_u32(p, p->model->epochs);
     put_u32(p, p->model->state->epoch);
     put_u32(p, p->capacity);
+    put_u8(p, (uint8_t)p->encoding->format);
+    put_u8(p, 0);
+    put_u16(p, 0);
+    put_u32(p, mdy_sample_bytes(p->encoding));
     for (i = 0; i < n; ++i) {
         put_u8(p, (uint8_t)info->board[i]);
     }
@@ -148,31 +152,65 @@ static uint32_t now(const mdy_proto_t *p)
     return p->io.cycles ? p->io.cycles() : 0u;
 }
 
-/* Decode `count` little-endian floats in place (a no-op on little-endian machines). */
-static float *floats_in_place(uint8_t *bytes, uint32_t count)
+/* `text` then the decimal `value` then `tail` into `out` (NUL-terminated, at most size - 1
+ * characters): an error message naming a byte count, without printf. */
+static void count_message(char *out, uint32_t size, const char *text, uint32_t value,
+                          const char *tail)
 {
-    uint32_t i;
-    for (i = 0; i < count; ++i) {
-        uint32_t bits = get_u32(bytes + 4u * i);
-        memcpy(bytes + 4u * i, &bits, sizeof bits);
+    char digits[10];
+    uint32_t used = 0, n = 0;
+    while (*text && used + 1u < size) {
+        out[used++] = *text++;
     }
-    return (float *)(void *)bytes;
+    do {
+        digits[n++] = (char)('0' + value % 10u);
+        value /= 10u;
+    } while (value);
+    while (n && used + 1u < size) {
+        out[used++] = digits[--n];
+    }
+    while (*tail && used + 1u < size) {
+        out[used++] = *tail++;
+    }
+    out[used] = '\0';
+}
+
+/* The payload from byte `offset` on is one stored sample: decode it into the network's input in
+ * place (the buffer holds 4 * input_size bytes after `offset`); NULL after an ERROR reply. */
+static const float *stored_sample(mdy_proto_t *p, uint32_t offset, const char *what)
+{
+    const mdy_sample_encoding_t *encoding = p->encoding;
+    uint32_t expected = offset + mdy_sample_bytes(encoding);
+    char message[64];
+    if (encoding->size != p->model->input_size
+        || p->buffer_bytes < offset + 4u * encoding->size) {
+        send_error(p, MDY_PERR_BAD_PAYLOAD, MDY_OK,
+                   "the firmware's sample encoding or receive buffer does not fit the model");
+        return NULL;
+    }
+    if (p->length != expected) {
+        count_message(message, sizeof message, what, expected, " bytes");
+        send_error(p, MDY_PERR_BAD_PAYLOAD, MDY_OK, message);
+        return NULL;
+    }
+    mdy_sample_decode_in_place(encoding, p->buffer + offset);
+    return (const float *)(const void *)(p->buffer + offset);
 }
 
 static void handle_sample(mdy_proto_t *p)
 {
     const mdy_state_t *s = p->model->state;
-    uint32_t size = p->model->input_size, correct_before = s->correct_in_epoch, start;
+    uint32_t correct_before = s->correct_in_epoch, start;
     float loss = 0.0f;
     int32_t label;
     mdy_status_t status;
-    if (p->length != 4u + 4u * size) {
-        send_error(p, MDY_PERR_BAD_PAYLOAD, MDY_OK, "SAMPLE needs label + input_size floats");
+    const float *input = stored_sample(p, 4u, "SAMPLE needs label + stored sample = ");
+    if (input == NULL) {
         return;
     }
     label = (int32_t)get_u32(p->buffer);
     start = now(p);
-    status = mdy_train_sample(p->model, floats_in_place(p->buffer + 4, size), label, &loss);
+    status = mdy_train_sample(p->model, input, label, &loss);
     p->sample_cycles = now(p) - start;
     if (status != MDY_OK) {
         send_error(p, MDY_PERR_ENGINE, status, mdy_status_message(status));
@@ -216,15 +254,15 @@ static void handle_end_epoch(mdy_proto_t *p)
 
 static void handle_predict(mdy_proto_t *p)
 {
-    uint32_t size = p->model->input_size, start;
+    uint32_t start;
     uint16_t label = 0;
     mdy_status_t status;
-    if (p->length != 4u * size) {
-        send_error(p, MDY_PERR_BAD_PAYLOAD, MDY_OK, "PREDICT needs input_size floats");
+    const float *input = stored_sample(p, 0u, "PREDICT needs the stored sample = ");
+    if (input == NULL) {
         return;
     }
     start = now(p);
-    status = mdy_predict(p->model, floats_in_place(p->buffer, size), &label);
+    status = mdy_predict(p->model, input, &label);
     p->predict_cycles = now(p) - start;
     if (status != MDY_OK) {
         send_error(p, MDY_PERR_ENGINE, status, mdy_status_message(status));
@@ -349,11 +387,14 @@ static void handle_frame(mdy_proto_t *p)
 
 /* ---- receiving ----------------------------------------------------------------------------- */
 
-void mdy_proto_init(mdy_proto_t *p, const mdy_model_t *model, const mdy_proto_io_t *io,
+void mdy_proto_init(mdy_proto_t *p, const mdy_model_t *model,
+                    const mdy_sample_encoding_t *encoding, const mdy_proto_io_t *io,
                     const mdy_proto_info_t *info, uint8_t *buffer, uint32_t capacity)
 {
     memset(p, 0, sizeof *p);
     p->model = model;
+    p->encoding = encoding;
+    p->buffer_bytes = capacity;
     p->io = *io;
     p->info = info;
     p->buffer = buffer;

@@ -1,5 +1,5 @@
 /*
- * The MeDyate serial protocol, version 1: how a host trains the engine on a device over a byte
+ * The MeDyate serial protocol, version 2: how a host trains the engine on a device over a byte
  * stream (a UART, a TCP socket to QEMU or to the host build). The host side is
  * medyate_mcu/device/protocol.py; the two must agree on every number below.
  *
@@ -32,17 +32,21 @@
  *                                   budget u32, arena u32, pool u32, input_size u32,
  *                                   classes u16, n_candidates u16, n_channels u32, epochs u32,
  *                                   epoch u32 (current, from 1), max_payload u32,
+ *                                   sample_format u8 (mdy_sample_format_t, sample.h), pad[3],
+ *                                   sample_bytes u32 (one stored sample),
  *                                   board name (the rest, ASCII, not terminated)
  *   0x02  RESET          h -> d     (none): restart training from the pre-trained weights
  *                                   (mdy_init); replied with READY
- *   0x03  SAMPLE         h -> d     label i32, input f32[input_size] (normalised, CHW)
+ *   0x03  SAMPLE         h -> d     label i32, the stored sample (sample_bytes bytes: CHW
+ *                                   values in the build's sample_format, decoded on the device
+ *                                   with the build's encoding, sample.h)
  *   0x83  SAMPLE_RESULT  d -> h     loss f32, correct u8, pad[3], epoch u32,
  *                                   samples_in_epoch u32, cycles u32
  *   0x04  END_EPOCH      h -> d     (none)
  *   0x84  EPOCH_RESULT   d -> h     epoch u32 (the one that ended), samples u32, correct u32,
  *                                   mean loss f32, selected u32 (channels it trained),
  *                                   next_selected u32, next_lr f32
- *   0x05  PREDICT        h -> d     input f32[input_size]
+ *   0x05  PREDICT        h -> d     the stored sample (sample_bytes bytes, as in SAMPLE)
  *   0x85  PREDICTION     d -> h     label u16, pad u16, cycles u32
  *   0x06  STATS          h -> d     (none)
  *   0x86  STATS_RESULT   d -> h     epoch, samples_in_epoch, correct_in_epoch u32,
@@ -61,6 +65,14 @@
  * Regions: 0 the classifier (weights then bias, f32), 1 the norm vector (f32), 2 this epoch's
  * selected channels (u16, canonical order), 0x100 + i candidate layer i's weights (f32, in the
  * order of mdy_model.candidates). cycles are 0 where the build has no cycle counter.
+ *
+ * READY's byte offsets: 0 version, 2 flags, 4 model_hash, 12 build_hash, 20 budget, 24 arena,
+ * 28 pool, 32 input_size, 36 classes, 38 n_candidates, 40 n_channels, 44 epochs, 48 epoch,
+ * 52 max_payload, 56 sample_format, 57 pad (0), 60 sample_bytes, 64 board (at most 64 bytes).
+ * A SAMPLE's payload is 4 + sample_bytes bytes (sample_bytes = input_size for uint8 and int8
+ * samples, 4 * input_size for float32), a PREDICT's sample_bytes; any other length gets ERROR
+ * BAD_PAYLOAD with the expected byte count in its message. Version 1 sent f32[input_size]
+ * (the network's input) in both and had no sample_format and sample_bytes.
  */
 #ifndef MDY_PROTOCOL_H
 #define MDY_PROTOCOL_H
@@ -68,8 +80,9 @@
 #include <stdint.h>
 
 #include "engine.h"
+#include "sample.h"
 
-#define MDY_PROTO_VERSION 1u
+#define MDY_PROTO_VERSION 2u
 #define MDY_PROTO_SYNC0 0xA5u
 #define MDY_PROTO_SYNC1 0x5Au
 #define MDY_PROTO_HEADER 6u   /* sync, length, type, sequence */
@@ -127,13 +140,16 @@ typedef struct {
 } mdy_proto_info_t;
 
 /* The receiver. The application declares it (static) with a receive buffer of `capacity` bytes,
- * 4-byte aligned, at least 4 + 4 * input_size (a SAMPLE) and 64: no heap. */
+ * 4-byte aligned, at least 4 + 4 * input_size (a SAMPLE, decoded to floats in place) and 64: no
+ * heap. */
 typedef struct {
-    const mdy_model_t *model; /* the engine it drives */
+    const mdy_model_t *model;                /* the engine it drives */
+    const mdy_sample_encoding_t *encoding;   /* its stored samples (size = input_size) */
     mdy_proto_io_t io;
     const mdy_proto_info_t *info;
     uint8_t *buffer;
-    uint32_t capacity;
+    uint32_t buffer_bytes; /* the buffer's size */
+    uint32_t capacity;     /* the largest payload received: buffer_bytes, at most 0xFFFF */
     /* receive state */
     uint32_t state, have, length, crc;
     uint8_t type, sequence, header[4];
@@ -147,7 +163,8 @@ typedef struct {
 /* CRC-32 (zlib's): crc = mdy_crc32(0, data, n) for a whole buffer, or chained over pieces. */
 uint32_t mdy_crc32(uint32_t crc, const uint8_t *data, uint32_t length);
 
-void mdy_proto_init(mdy_proto_t *p, const mdy_model_t *model, const mdy_proto_io_t *io,
+void mdy_proto_init(mdy_proto_t *p, const mdy_model_t *model,
+                    const mdy_sample_encoding_t *encoding, const mdy_proto_io_t *io,
                     const mdy_proto_info_t *info, uint8_t *buffer, uint32_t capacity);
 /* Send READY with sequence number `sequence` (0 at start-up). */
 void mdy_proto_send_ready(mdy_proto_t *p, uint8_t sequence);

@@ -37,3 +37,15 @@ void mdy_sample_decode(const mdy_sample_encoding_t *encoding, const void *stored
         out[i] = mdy_sample_value(encoding, stored, i);
     }
 }
+
+void mdy_sample_decode_in_place(const mdy_sample_encoding_t *encoding, void *buffer)
+{
+    uint8_t *bytes = (uint8_t *)buffer;
+    uint32_t i = encoding->size;
+    while (i > 0u) {
+        float value;
+        i -= 1u;
+        value = mdy_sample_value(encoding, bytes, i); /* reads bytes i*b .. i*b + b-1 only */
+        memcpy(bytes + 4u * i, &value, sizeof value); /* bytes 4i .. 4i+3: elements >= i */
+    }
+}

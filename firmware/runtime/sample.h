@@ -42,4 +42,10 @@ float mdy_sample_value(const mdy_sample_encoding_t *encoding, const void *stored
 /* The whole sample into `out` (`size` floats). */
 void mdy_sample_decode(const mdy_sample_encoding_t *encoding, const void *stored, float *out);
 
+/* The stored sample at the start of `buffer` decoded into `size` floats in the same buffer
+ * (4 * size bytes, 4-byte aligned): the serial link's receive buffer. Element i is read at byte
+ * i * b (b: 1 or 4 bytes a value) and written at byte 4 * i, from the last element down, so no
+ * element is overwritten before it is read. The same values as mdy_sample_decode, bit for bit. */
+void mdy_sample_decode_in_place(const mdy_sample_encoding_t *encoding, void *buffer);
+
 #endif /* MDY_SAMPLE_H */

@@ -35,7 +35,9 @@ def train_command(build_dir: Path, port: str, data_name: str | None, epochs: int
     """Train the device running BUILD_DIR's serial firmware: restart it from the pre-trained
     weights, stream the training samples (each epoch in the order the host reference uses),
     show loss and accuracy live, then read the trained weights back and write them into an
-    ONNX copy of the source model with the new classifier."""
+    ONNX copy of the source model with the new classifier. Samples travel as the build stores
+    them (`compile --sample-format`: uint8 pixels, int8 or float32 values, e.g. 490 B a frame
+    for an int8 49x10 spectrogram) and the device decodes them as the host reference does."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from medyate_mcu.device.session import TrainSession
@@ -46,7 +48,8 @@ def train_command(build_dir: Path, port: str, data_name: str | None, epochs: int
     with session:
         ready = session.ready
         out.print(f"device on {port}: board {ready.board}, protocol v{ready.version}, "
-                  f"input {ready.input_size} floats, {ready.classes} classes, "
+                  f"input {ready.input_size} values as {ready.describe_samples()}, "
+                  f"{ready.classes} classes, "
                   f"{ready.candidates} candidate layers; training {session.epochs} epoch(s) on "
                   f"{len(session.y)} samples of {session.data_name}")
         with Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(),

@@ -210,15 +210,24 @@ class DeviceLink:
             raise MedyateError("no READY from the device yet: call hello() first")
         return self.ready
 
-    def train_sample(self, x: np.ndarray, label: int) -> p.SampleResult:
-        payload = p.sample_payload(x, label, self._ready().input_size)
+    def _sample_format(self) -> p.SampleFormat:
+        ready = self._ready()
+        if ready.sample_format is None:
+            raise MedyateError(f"the device on {self.port} stores samples in format "
+                               f"{ready.sample_code}, unknown to this medyate-mcu")
+        return ready.sample_format
+
+    def train_sample(self, stored: np.ndarray, label: int) -> p.SampleResult:
+        """Train on one sample as the device stores it (READY's format, e.g. uint8 pixels)."""
+        payload = p.sample_payload(stored, label, self._sample_format(),
+                                   self._ready().input_size)
         return self._call(p.MsgType.SAMPLE, p.SampleResult.decode, payload)
 
     def end_epoch(self) -> p.EpochResult:
         return self._call(p.MsgType.END_EPOCH, p.EpochResult.decode)
 
-    def predict(self, x: np.ndarray) -> p.Prediction:
-        payload = p.predict_payload(x, self._ready().input_size)
+    def predict(self, stored: np.ndarray) -> p.Prediction:
+        payload = p.predict_payload(stored, self._sample_format(), self._ready().input_size)
         return self._call(p.MsgType.PREDICT, p.Prediction.decode, payload)
 
     def stats(self) -> p.Stats:

@@ -1,8 +1,10 @@
 """The MeDyate serial protocol, host side: frames, CRC-32 and the messages.
 
 The device side and the reference description of every field is ``firmware/runtime/protocol.h``
-(version 1). A frame is ``A5 5A | length u16 | type u8 | sequence u8 | payload | CRC-32``, all
-little-endian; the CRC is zlib's CRC-32 over length, type, sequence and payload.
+(version 2). A frame is ``A5 5A | length u16 | type u8 | sequence u8 | payload | CRC-32``, all
+little-endian; the CRC is zlib's CRC-32 over length, type, sequence and payload. SAMPLE and
+PREDICT carry a sample as the build stores it (READY's sample format and byte count;
+``zoo/samples.py``): the device decodes it with the build's encoding.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from enum import IntEnum
 
 import numpy as np
 
-from medyate_mcu.codegen.c_interface import define_constants, enum_constants
+from medyate_mcu.codegen.c_interface import define_constants, enum_constants, sample_format_code
 from medyate_mcu.errors import MedyateError
+from medyate_mcu.zoo.samples import SampleFormat
 
 # The numbers are protocol.h's (its enums and #defines), read from the header: never typed here.
 _ENUMS = enum_constants("runtime/protocol.h")
@@ -41,6 +44,8 @@ REPLY_TO = {MsgType.HELLO: MsgType.READY, MsgType.RESET: MsgType.READY,
             MsgType.READ_WEIGHTS: MsgType.DATA}
 ErrorCode = _enum("ErrorCode", "MDY_PERR_")  # the ERROR frame's code (a wire format)
 Region = _enum("Region", "MDY_REGION_")  # CANDIDATE + candidate layer index
+# READY's sample_format byte: sample.h's mdy_sample_format_t
+SAMPLE_FORMATS = {sample_format_code(fmt): fmt for fmt in SampleFormat}
 
 
 class ProtocolError(MedyateError):
@@ -120,19 +125,24 @@ class FrameDecoder:
 
 # ---- requests -----------------------------------------------------------------------------
 
-def _floats(x: np.ndarray, size: int) -> bytes:
-    values = np.ascontiguousarray(np.asarray(x, dtype="<f4").reshape(-1))
-    if values.size != size:
-        raise ValueError(f"an input of {values.size} values; the device takes {size}")
-    return values.tobytes()
+def stored_bytes(stored: np.ndarray, sample_format: SampleFormat, size: int) -> bytes:
+    """One stored sample (``size`` values of ``sample_format``, never converted) as the wire
+    carries it: little-endian, in CHW order."""
+    if stored.dtype != sample_format.dtype:
+        raise ValueError(f"a sample of {stored.dtype} values; the device stores "
+                         f"{sample_format.value}")
+    if stored.size != size:
+        raise ValueError(f"a sample of {stored.size} values; the device takes {size}")
+    return np.ascontiguousarray(stored, stored.dtype.newbyteorder("<")).reshape(-1).tobytes()
 
 
-def sample_payload(x: np.ndarray, label: int, input_size: int) -> bytes:
-    return struct.pack("<i", int(label)) + _floats(x, input_size)
+def sample_payload(stored: np.ndarray, label: int, sample_format: SampleFormat,
+                   size: int) -> bytes:
+    return struct.pack("<i", int(label)) + stored_bytes(stored, sample_format, size)
 
 
-def predict_payload(x: np.ndarray, input_size: int) -> bytes:
-    return _floats(x, input_size)
+def predict_payload(stored: np.ndarray, sample_format: SampleFormat, size: int) -> bytes:
+    return stored_bytes(stored, sample_format, size)
 
 
 def read_payload(region: int, offset: int, count: int) -> bytes:
@@ -165,12 +175,17 @@ class Ready:
     epochs: int
     epoch: int
     max_payload: int
+    sample_code: int  # mdy_sample_format_t (:attr:`sample_format`)
+    sample_bytes: int  # one stored sample
     board: str
 
-    FORMAT = "<HH8s8sIIIIHHIIII"
+    FORMAT = "<HH8s8sIIIIHHIIIIB3xI"
 
     @classmethod
     def decode(cls, payload: bytes) -> Ready:
+        version = _unpack("<H", payload[:2], "READY")[0]
+        if 1 <= version < VERSION:  # an older firmware's READY has fewer fields: keep the
+            return cls(version, 0, b"", b"", *[0] * 12, board="")  # version (hello refuses it)
         fields = _unpack(cls.FORMAT, payload, "READY", exact=False)
         board = payload[struct.calcsize(cls.FORMAT):].decode("ascii", "replace")
         return cls(*fields, board=board)
@@ -179,7 +194,18 @@ class Ready:
         return struct.pack(self.FORMAT, self.version, self.flags, self.model_hash,
                            self.build_hash, self.budget, self.arena, self.pool, self.input_size,
                            self.classes, self.candidates, self.channels, self.epochs, self.epoch,
-                           self.max_payload) + self.board.encode("ascii")
+                           self.max_payload, self.sample_code,
+                           self.sample_bytes) + self.board.encode("ascii")
+
+    @property
+    def sample_format(self) -> SampleFormat | None:
+        """The device's stored-sample format (None: a code this host does not know)."""
+        return SAMPLE_FORMATS.get(self.sample_code)
+
+    def describe_samples(self) -> str:
+        """e.g. "int8 samples, 490 B a frame"."""
+        name = self.sample_format.value if self.sample_format else f"format {self.sample_code}"
+        return f"{name} samples, {self.sample_bytes:,} B a frame"
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,8 @@
-"""Training a device over its serial link: what ``medyate-mcu train`` does, as a library."""
+"""Training a device over its serial link: what ``medyate-mcu train`` does, as a library.
+
+The device receives the training samples as the build stores them (its manifest's encoding:
+float32, uint8 or int8; READY says which) and decodes them; the host keeps the decoded input
+``x``, what the reference trains on and what the trained ONNX model is checked with."""
 
 from __future__ import annotations
 
@@ -16,6 +20,8 @@ from medyate_mcu.device.link import DeviceLink
 from medyate_mcu.errors import MedyateError
 from medyate_mcu.graph.ir import Graph
 from medyate_mcu.method.trainer import TrainSettings, epoch_order
+from medyate_mcu.zoo.samples import SampleEncoding
+from medyate_mcu.zoo.tasks import stratified_sample
 
 
 @dataclass
@@ -27,9 +33,11 @@ class TrainSession:
     candidates: list[str]
     model_path: Path
     data_name: str
-    x: np.ndarray
+    stored: np.ndarray  # the samples as sent (the build's encoding)
+    x: np.ndarray  # ``encoding.decode(stored)``: the network's input
     y: np.ndarray
     epochs: int
+    encoding: SampleEncoding
 
     @classmethod
     def open(cls, project: Project, port: str, data_name: str | None = None,
@@ -44,14 +52,15 @@ class TrainSession:
             raise MedyateError(f"--epochs {epochs}: the build's learning-rate schedule has "
                                f"{settings.epochs} epochs; compile with --epochs {epochs}")
         task = project.task(data_name)
-        name = task.name
-        x, y = task.train_subset(samples, settings.seed) if samples else (task.x_train,
-                                                                         task.y_train)
+        chosen = (stratified_sample(task.y_train, samples, settings.seed) if samples
+                  else np.arange(len(task.y_train)))  # as TaskData.train_subset draws them
+        stored, x, y = task.stored_train[chosen], task.x_train[chosen], task.y_train[chosen]
         board = project.board
         baud = baud or (board.baud if board else DEFAULT_BAUD)
         link = DeviceLink(port, baud=baud, timeout=timeout)
         try:
             ready = link.hello()
+            check_samples(ready, task.encoding, x[0].size, port, project.folder)
             expected = build_hash(project.manifest_text)
             if ready.build_hash != expected:
                 raise MedyateError(f"the device on {port} runs another build (build hash "
@@ -70,7 +79,7 @@ class TrainSession:
             link.close()
             raise
         return cls(link, ready, graph, settings, list(plan.memory.schedule.candidates),
-                   Path(manifest.model_path), name, x, y, epochs)
+                   Path(manifest.model_path), task.name, stored, x, y, epochs, task.encoding)
 
     def __enter__(self) -> TrainSession:
         return self
@@ -85,7 +94,7 @@ class TrainSession:
         for epoch in range(1, self.epochs + 1):
             loss_sum, correct = 0.0, 0
             for done, index in enumerate(epoch_order(len(self.y), self.settings.seed, epoch), 1):
-                result = self.link.train_sample(self.x[index], int(self.y[index]))
+                result = self.link.train_sample(self.stored[index], int(self.y[index]))
                 _check_finite(f"epoch {epoch}, sample {done}: the loss", result.loss)
                 loss_sum += result.loss
                 correct += result.correct
@@ -111,6 +120,21 @@ class TrainSession:
         trained = self.trained()
         write_trained_onnx(self.model_path, self.graph, trained, path, self.x[0])
         return trained
+
+
+def describe_samples(encoding: SampleEncoding, size: int) -> str:
+    """e.g. "int8 samples, 490 B a frame" (as :meth:`protocol.Ready.describe_samples`)."""
+    return f"{encoding.format.value} samples, {encoding.format.bytes * size:,} B a frame"
+
+
+def check_samples(ready: p.Ready, encoding: SampleEncoding, size: int, port: str,
+                  folder: Path) -> None:
+    """The device stores samples as the build does (READY's format and byte count), else one
+    line saying what differs."""
+    if (ready.sample_format, ready.sample_bytes) != (encoding.format,
+                                                     encoding.format.bytes * size):
+        raise MedyateError(f"the device on {port} takes {ready.describe_samples()}, {folder} "
+                           f"sends {describe_samples(encoding, size)}: build and flash this one")
 
 
 def _check_finite(what: str, values: float | np.ndarray) -> None:
