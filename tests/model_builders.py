@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-from medyate_mcu.graph import Graph, ReferenceNet
+from medyate_mcu.graph import Graph, ReferenceNet, export_onnx
 from medyate_mcu.graph.ir import OpType
 from medyate_mcu.method.lara import backbone_fingerprint
 from medyate_mcu.zoo import default_model_path
@@ -198,9 +198,67 @@ def write_tail_first_ranking(graph: Graph, path: Path) -> Path:
     """A LaRa ranking file for ``graph`` with its deepest conv layers first, made without a LaRa
     run (the bundled ranking's record with this graph's layers): the candidates are then the
     last layers, and an int8 region is as large as it gets."""
-    convs = [node.name for node in graph.nodes_of(OpType.CONV)][::-1]
+    return write_ranking(graph, path, [node.name for node in graph.nodes_of(OpType.CONV)][::-1])
+
+
+def write_ranking(graph: Graph, path: Path, convs: list[str]) -> Path:
+    """A LaRa ranking file for ``graph`` ranking ``convs`` in that order, made without a LaRa run
+    (the bundled ranking's record with this graph's fingerprint and scores)."""
     record = json.loads(default_model_path().with_name("demo_mbv2.lara.json").read_text())
     record.update(fingerprint=backbone_fingerprint(graph), ranking=convs,
                   scores={name: float(len(convs) - i) for i, name in enumerate(convs)})
     path.write_text(json.dumps(record))
     return path
+
+
+# ---- 1-D and non-square models (issue 12) ---------------------------------------------------
+
+SENSOR_SHAPE = (6, 128)  # (C, L): six IMU axes, 128 time steps
+KWS_SHAPE = (1, 49, 10)  # (C, H, W): 49 frames x 10 MFCC coefficients
+
+
+def conv1d_bn_relu(cin: int, cout: int, kernel: int, stride: int = 1,
+                   groups: int = 1) -> list[nn.Module]:
+    return [nn.Conv1d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
+            nn.BatchNorm1d(cout), nn.ReLU()]
+
+
+def sensor_conv1d_model(classes: int = 5, seed: int = 0) -> nn.Module:
+    """A 6x128 time-series classifier: a strided Conv1d stem, depthwise and pointwise Conv1d,
+    each with BatchNorm1d and ReLU, a max pool, AdaptiveAvgPool1d(1) and a Linear head."""
+    torch.manual_seed(seed)
+    module = nn.Sequential(
+        *conv1d_bn_relu(6, 16, 5, stride=2), *conv1d_bn_relu(16, 16, 3, groups=16),
+        *conv1d_bn_relu(16, 24, 1), nn.MaxPool1d(2), nn.AdaptiveAvgPool1d(1), nn.Flatten(),
+        nn.Linear(24, classes))
+    return randomize_batch_norms(module, seed)
+
+
+def kws_dscnn_model(classes: int = 6, seed: int = 0) -> nn.Module:
+    """A tiny DS-CNN for 1x49x10 keyword features: the classic 10x4 stride-2 stem (exported
+    with symmetric pads 5/1; :func:`export_kws_dscnn` makes them TF's "same", 4/5 and 1/1),
+    a depthwise 3x3 of stride (2, 1), a pointwise conv, a 1x2 average pool of stride (1, 2),
+    the global average and a Linear head."""
+    torch.manual_seed(seed)
+    module = nn.Sequential(
+        nn.Conv2d(1, 8, (10, 4), 2, (5, 1), bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 8, 3, (2, 1), 1, groups=8, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 12, 1, bias=False), nn.BatchNorm2d(12), nn.ReLU(),
+        nn.AvgPool2d((1, 2), (1, 2)), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Linear(12, classes))
+    return randomize_batch_norms(module, seed)
+
+
+def export_kws_dscnn(module: nn.Module) -> onnx.ModelProto:
+    """``module`` (a :func:`kws_dscnn_model`) as ONNX with its stem's padding TF's "same"
+    (``auto_pad=SAME_UPPER``: rows 4 above and 5 below, columns 1 and 1), as a TensorFlow
+    DS-CNN converts; the output shape (25x5) is that of the symmetric 5/1 export."""
+    model = export_onnx(module, torch.zeros(1, *KWS_SHAPE))
+    stem = next(n for n in model.graph.node if n.op_type == "Conv")
+    kept = [a for a in stem.attribute if a.name != "pads"]
+    del stem.attribute[:]
+    stem.attribute.extend(kept)
+    for attribute in stem.attribute:
+        if attribute.name == "auto_pad":
+            attribute.s = b"SAME_UPPER"
+    return model

@@ -13,7 +13,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from model_builders import make_model, onnxruntime_outputs, randomize_batch_norms
+from model_builders import (
+    SENSOR_SHAPE,
+    make_model,
+    onnxruntime_outputs,
+    randomize_batch_norms,
+    sensor_conv1d_model,
+)
 from onnx import helper
 from torch import nn
 
@@ -57,6 +63,7 @@ TORCH_MODELS: dict[str, tuple[nn.Module, tuple[int, int]]] = {
         nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(8, 4)), (3, 24)),
     "adaptive_pool_output": (nn.Sequential(
         nn.Conv1d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool1d(1)), (3, 10)),
+    "sensor_builder": (sensor_conv1d_model(), SENSOR_SHAPE),  # test_any_shape_engine's
     "mean_dim2": (nn.Sequential(
         nn.Conv1d(2, 6, 5, padding=2), nn.ReLU6(), MeanOverDim2(), nn.Linear(6, 3)), (2, 16)),
 }
