@@ -71,8 +71,9 @@ def run_lara(graph: Graph, proxy: str, settings: LaraSettings, path: Path) -> La
 @click.command("lara")
 @MODEL_ARGUMENT
 @click.option("--data", "proxy", required=True,
-              help="Proxy task: a panel data set name (see `medyate-mcu zoo datasets`), a "
-                   "folder of class sub-folders, or an .npz with x and y. Not the target task.")
+              help="Proxy task: a panel or keyword data set name (see `medyate-mcu zoo "
+                   "datasets`), a folder of class sub-folders, or an .npz with x and y in the "
+                   "model's input shape. Not the target task, where another exists.")
 @click.option("--epochs", type=click.IntRange(1), default=LaraSettings.epochs, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1), default=LaraSettings.batch_size,
               show_default=True)

@@ -114,7 +114,7 @@ def run_sweep(graph: Graph, config: SweepConfig, panel: Sequence[str], output: P
         + (Policy.FULL in config.policies))
     results: list[RunResult] = []
     for task in config.tasks:
-        proxy_name = proxy_task_for(task, tuple(panel))
+        proxy_name = proxy_task_for(task, graph, tuple(panel))
         proxy = load_task(proxy_name, graph, train_per_class=config.train_per_class)
         ranking = ranking_for(graph, proxy, config.lara, output)
         data = load_task(task, graph, seed=0, train_per_class=config.train_per_class)

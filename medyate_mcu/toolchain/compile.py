@@ -284,7 +284,7 @@ def _ranking(options: CompileOptions, graph: Graph, data: str | None, path: Path
         if not path.is_file():
             raise MedyateError(f"no LaRa ranking at {path}; pass --ranking")
         return LayerRanking.load(path, graph)
-    proxy = options.proxy or proxy_task_for(data)
+    proxy = options.proxy or proxy_task_for(data, graph)
     say(f"no LaRa ranking for {model_path(options.model).name}: ranking its layers on the proxy "
         f"task {proxy} (saved to {path})")
     return rank_layers(graph, proxy, LaraSettings(), path, progress)

@@ -12,8 +12,15 @@ from medyate_mcu.errors import MedyateError
 from medyate_mcu.graph.ir import Graph
 from medyate_mcu.zoo.datasets import DOWNSTREAM_TASKS, SPECS, build
 from medyate_mcu.zoo.samples import SampleEncoding, SampleFormat, int8_encoding
+from medyate_mcu.zoo.speech import SPEECH_SETS, build_speech
 from medyate_mcu.zoo.training import channel_stats
-from medyate_mcu.zoo.userdata import PIXEL_SCALE, UserData, fit_pixels, load_user_data
+from medyate_mcu.zoo.userdata import (
+    PIXEL_SCALE,
+    UserData,
+    fit_pixels,
+    load_user_data,
+    shape_text,
+)
 
 USER_TEST_FRACTION = 0.2
 
@@ -114,20 +121,15 @@ def load_task(source: str, graph: Graph, seed: int = 0, train_per_class: int | N
     sub-folders, or an ``.npz``; user data is split 80/20 (seeded, stratified). With
     ``num_classes``, data with more classes is refused."""
     shape = sample_shape(graph)
-    if source in SPECS:
-        split = build(source, seed=seed, train_per_class=train_per_class,
-                      size=max(graph.input_shape[-2:]) if len(shape) == 3 else 32)
-        train, test = split.train, split.test
-        pixels = fit_pixels(np.concatenate([train.x, test.x]), shape, source)
-        data = UserData(pixels, np.concatenate([train.y, test.y]), train.class_names,
-                        PIXEL_SCALE)
-        test_mask = np.arange(len(data.y)) >= len(train.y)
+    if source in SPECS or source in SPEECH_SETS:
+        data, test_mask = _named_set(source, shape, seed, train_per_class)
     elif Path(source).exists():
         data = load_user_data(source, shape, num_classes)
         test_mask = _stratified_test_mask(data.y, seed)
     else:
-        raise MedyateError(f"data {source!r} is neither a panel data set ({', '.join(SPECS)}) "
-                           "nor an existing folder or .npz file")
+        raise MedyateError(f"data {source!r} is neither a named data set "
+                           f"({', '.join([*SPECS, *SPEECH_SETS])}) nor an existing folder or "
+                           ".npz file")
     if num_classes is not None and data.num_classes > num_classes:
         raise MedyateError(f"data {source!r} has {data.num_classes} classes, the model's head "
                            f"{num_classes}")
@@ -137,6 +139,29 @@ def load_task(source: str, graph: Graph, seed: int = 0, train_per_class: int | N
     return TaskData(source, encoding.decode(stored_train), data.y[~test_mask],
                     encoding.decode(stored_test), data.y[test_mask], data.class_names,
                     stored_train, stored_test, encoding)
+
+
+def _named_set(source: str, shape: tuple[int, ...], seed: int, train_per_class: int | None
+               ) -> tuple[UserData, np.ndarray]:
+    """A panel image set (fitted to the model's channels and H×W) or a keyword set; the samples
+    of both splits and the mask of the test ones."""
+    if source in SPEECH_SETS:
+        split = build_speech(source, seed=seed, train_per_class=train_per_class)
+    else:
+        split = build(source, seed=seed, train_per_class=train_per_class,
+                      size=max(shape[-2:]) if len(shape) == 3 else 32)
+    x = np.concatenate([split.train.x, split.test.x])
+    if source in SPEECH_SETS:
+        if x.shape[1:] != shape:
+            raise MedyateError(f"data {source!r} has samples of shape {shape_text(x.shape[1:])}; "
+                               f"the model takes {shape_text(shape)}")
+        data = UserData(x, np.concatenate([split.train.y, split.test.y]),
+                        split.train.class_names)
+    else:
+        data = UserData(fit_pixels(x, shape, source), np.concatenate([split.train.y,
+                                                                      split.test.y]),
+                        split.train.class_names, PIXEL_SCALE)
+    return data, np.arange(len(data.y)) >= len(split.train.y)
 
 
 def stratified_sample(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
@@ -178,9 +203,18 @@ def _stratified_test_mask(y: np.ndarray, seed: int) -> np.ndarray:
     return mask
 
 
-def proxy_task_for(target: str | None, panel: tuple[str, ...] = DOWNSTREAM_TASKS) -> str:
+def proxy_task_for(target: str | None, graph: Graph | None = None,
+                   panel: tuple[str, ...] = DOWNSTREAM_TASKS) -> str:
     """The LaRa proxy for ``target``: the next downstream task of the panel after it (never the
-    target itself); the first one for a target outside the panel."""
+    target itself); for a keyword set, the other keyword set; for other data, the panel's first
+    task if the model takes images, else (no panel task has the model's shape) the target's own
+    training split (docs/decisions.md)."""
     if target in panel:
         return panel[(panel.index(target) + 1) % len(panel)]
+    if target in SPEECH_SETS:
+        others = [name for name in SPEECH_SETS if name != target]
+        return others[0]
+    shape = sample_shape(graph) if graph is not None else (3, 32, 32)
+    if target is not None and (len(shape) != 3 or shape[0] not in (1, 3)):
+        return target
     return panel[0]
