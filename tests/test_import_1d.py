@@ -40,6 +40,16 @@ class MeanOverDim2(nn.Module):
         return x.mean(dim=2)
 
 
+class ViewFlat(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.view(x.size(0), -1)
+
+
+class SqueezeLast(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.squeeze(-1)
+
+
 def sensor_model() -> nn.Module:
     """A 6x128 sensor model: strided stem, depthwise and pointwise convs, mean over L."""
     return nn.Sequential(
@@ -63,9 +73,14 @@ TORCH_MODELS: dict[str, tuple[nn.Module, tuple[int, int]]] = {
         nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(8, 4)), (3, 24)),
     "adaptive_pool_output": (nn.Sequential(
         nn.Conv1d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool1d(1)), (3, 10)),
+    "adaptive_pool_view": (nn.Sequential(
+        nn.Conv1d(3, 4, 3), nn.AdaptiveAvgPool1d(1), ViewFlat(), nn.Linear(4, 2)), (3, 16)),
+    "adaptive_pool_squeeze": (nn.Sequential(
+        nn.Conv1d(3, 4, 3), nn.AdaptiveAvgPool1d(1), SqueezeLast(), nn.Linear(4, 2)), (3, 16)),
     "sensor_builder": (sensor_conv1d_model(), SENSOR_SHAPE),  # test_any_shape_engine's
     "mean_dim2": (nn.Sequential(
-        nn.Conv1d(2, 6, 5, padding=2), nn.ReLU6(), MeanOverDim2(), nn.Linear(6, 3)), (2, 16)),
+        nn.Conv1d(2, 6, 5, padding=2), nn.ReLU6(), MeanOverDim2(), nn.Flatten(), nn.Linear(6, 3)),
+        (2, 16)),
 }
 
 
