@@ -4,11 +4,14 @@ built sets' determinism, balance, shapes and cache."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
 import torch
 from click.testing import CliRunner
@@ -16,7 +19,9 @@ from scipy.fft import dct
 
 from medyate_mcu.cli.main import main
 from medyate_mcu.errors import MedyateError
-from medyate_mcu.zoo import mfcc, speech
+from medyate_mcu.graph import OpType, ReferenceNet, export_onnx, import_onnx_model, load_onnx
+from medyate_mcu.graph.summary import macs
+from medyate_mcu.zoo import architectures, mfcc, speech, training
 
 # Float64 FFTs of 640 points agree to ~1e-15 of the spectrum's peak; 1e-9 leaves room for the
 # summation order and is far below what one sample of misalignment changes (~1e-1).
@@ -216,3 +221,58 @@ def test_zoo_kws_writes_an_npz_for_data(tmp_path: Path) -> None:
         assert np.array_equal(data["y"], speech.build_speech("kws-newvoice", small=True).test.y)
         assert tuple(data["class_names"]) == speech.KWS_CLASSES
     assert [p.name for p in out.parent.iterdir()] == ["kws-new.npz"]  # no temporary left
+
+
+# ---------------------------------------------------------------- the DS-CNN
+
+def _ort_logits(proto: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    """onnxruntime's outputs, one sample at a time (the exported batch is 1)."""
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return np.concatenate([session.run(None, {name: x[i:i + 1]})[0] for i in range(len(x))])
+
+
+def test_ds_cnn_imports_and_matches_onnxruntime() -> None:
+    torch.manual_seed(0)
+    model = architectures.create("ds-cnn", num_classes=12, resolution=49).eval()
+    proto = export_onnx(model, model.example_input())
+    graph = import_onnx_model(proto, name="ds-cnn", origin="test")
+    assert graph.input_shape == (1, 49, 10) and graph.output_shape[-1] == 12
+    stem = graph.nodes_of(OpType.CONV)[0]
+    assert stem.conv.window.kernel == (10, 4) and stem.conv.window.stride == (2, 2)
+    assert graph.shapes[stem.output] == (64, 25, 5)
+    # Hello Edge DS-CNN (small) at 64 channels: 22,604 parameters after BN folding, 2.66 M MACs.
+    assert graph.parameter_count() == 22_604
+    assert sum(macs(graph, node) for node in graph.nodes) == 2_656_768
+    x = np.random.default_rng(7).normal(0.0, 20.0, (4, 1, 49, 10)).astype(np.float32)
+    expected = _ort_logits(proto, x)
+    with torch.no_grad():
+        got = ReferenceNet(graph)(torch.from_numpy(x)).numpy()
+    # float32 sums of at most 640 products (pointwise 64, stem 40, depthwise 9 per output):
+    # relative rounding ~1e-6 of the largest logit; 1e-4 of it leaves margin.
+    tolerance = 1e-4 * np.abs(expected).max()
+    assert np.abs(got - expected).max() < tolerance
+    bad = onnx.ModelProto()
+    bad.CopyFrom(proto)
+    weight = next(t for t in bad.graph.initializer if t.name == "classifier.weight")
+    array = onnx.numpy_helper.to_array(weight) * np.float32(1.01)  # the head 1 % off: caught
+    weight.CopyFrom(onnx.numpy_helper.from_array(array, weight.name))
+    assert np.abs(_ort_logits(bad, x) - got).max() > tolerance
+
+
+def test_pretraining_on_features_records_no_input_normalisation(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    require_espeak()
+    monkeypatch.setattr(training, "source_split",
+                        lambda config: speech.build_speech(config.task, config.seed, small=True))
+    config = training.PretrainConfig(architecture="ds-cnn", resolution=49, task="kws",
+                                     epochs=1, batch_size=16, threads=1, train_per_class=4)
+    result = training.pretrain(config, tmp_path / "kws.onnx")
+    meta = training.read_metadata(onnx.load(str(tmp_path / "kws.onnx")))
+    assert "input_mean" not in meta and "input_std" not in meta
+    assert meta["input_layout"] == speech.FEATURE_LAYOUT
+    assert meta["source_task"] == "kws" and json.loads(meta["class_names"]) == list(
+        speech.KWS_CLASSES)
+    assert json.loads(meta["source_test_split"])["test_per_class"] == speech.SMALL_PER_CLASS
+    assert result.parameters == 22_604
+    assert load_onnx(tmp_path / "kws.onnx").input_shape == (1, 49, 10)

@@ -62,13 +62,17 @@ def datasets_command(do_build: bool, seed: int) -> None:
               help="Where to write the ONNX model (a .json with settings and results goes "
                    "next to it).")
 @click.option("--arch", "architecture",
-              type=click.Choice(["mbv2", "resnet8", "mbv1", "mobilenetv2"]),
+              type=click.Choice(["mbv2", "resnet8", "mbv1", "mobilenetv2", "ds-cnn"]),
               default="mbv2", show_default=True, help="Reference architecture.")
+@click.option("--task", type=click.Choice(["chars", "kws"]), default="chars", show_default=True,
+              help="Source task: printed characters (images), or keyword spotting (MFCCs, "
+                   "with --arch ds-cnn --resolution 49).")
 @click.option("--width", type=float, default=1.0, show_default=True, help="Width multiplier.")
-@click.option("--resolution", type=int, default=32, show_default=True, help="Input side (px).")
+@click.option("--resolution", type=int, default=32, show_default=True,
+              help="Input side (px); ds-cnn: MFCC frames (49 for 1 s).")
 @click.option("--epochs", type=int, default=25, show_default=True)
 @click.option("--train-per-class", type=int, default=400, show_default=True,
-              help="Source-task training images per class.")
+              help="Source-task training samples per class.")
 @click.option("--batch-size", type=click.IntRange(1), default=128, show_default=True)
 @click.option("--lr", type=click.FloatRange(0, min_open=True), default=0.1, show_default=True,
               help="Peak learning rate (warm-up, then cosine to 0).")
@@ -79,14 +83,16 @@ def datasets_command(do_build: bool, seed: int) -> None:
               help="Input side (px) of the coarse epochs; must divide --resolution.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=int, default=2, show_default=True, help="CPU threads for torch.")
-def pretrain_command(output: Path, architecture: str, width: float, resolution: int, epochs: int,
-                     train_per_class: int, batch_size: int, lr: float, coarse_epochs: int,
-                     coarse_resolution: int, seed: int, threads: int) -> None:
-    """Pre-train a reference architecture on the source task (printed characters) on the CPU.
+def pretrain_command(output: Path, architecture: str, task: str, width: float, resolution: int,
+                     epochs: int, train_per_class: int, batch_size: int, lr: float,
+                     coarse_epochs: int, coarse_resolution: int, seed: int, threads: int) -> None:
+    """Pre-train a reference architecture on a source task (printed characters, or keyword
+    spotting) on the CPU.
 
     The defaults reproduce the demo model shipped in the package
     (medyate_mcu/zoo/models/demo_mbv2.onnx); docs/panel.md gives the options of the
-    paper-scale model (mbv2_w035_128.onnx).
+    paper-scale model (mbv2_w035_128.onnx) and of the keyword-spotting DS-CNN
+    (ds_cnn_kws.onnx).
     """
     from medyate_mcu.zoo.progress import make_progress
     from medyate_mcu.zoo.training import PretrainConfig, pretrain
@@ -94,7 +100,8 @@ def pretrain_command(output: Path, architecture: str, width: float, resolution: 
     config = PretrainConfig(architecture=architecture, width=width, resolution=resolution,
                             epochs=epochs, train_per_class=train_per_class, seed=seed,
                             threads=threads, batch_size=batch_size, lr=lr,
-                            coarse_epochs=coarse_epochs, coarse_resolution=coarse_resolution)
+                            coarse_epochs=coarse_epochs, coarse_resolution=coarse_resolution,
+                            task=task)
     console = Console()
     try:
         with make_progress() as progress:

@@ -4,6 +4,7 @@
 - ``resnet8``: the ResNet-8 of MLPerf Tiny image classification.
 - ``mbv1``: MobileNetV1-style depthwise-separable convolutions.
 - ``mobilenetv2``: the standard MobileNetV2 (the paper-scale model, e.g. width 0.35 at 128 px).
+- ``ds-cnn``: the keyword-spotting DS-CNN of "Hello Edge" (small), on 1×49×10 MFCCs.
 
 ``width`` scales every channel count (rounded to a multiple of 8; ``mobilenetv2`` rounds like the
 reference MobileNetV2, see :func:`_divisible`); ``resolution`` is the input side
@@ -176,11 +177,38 @@ class MobileNetV1Tiny(_Classifier):
         self.classifier = nn.Linear(cin, num_classes)
 
 
+class DSCNN(_Classifier):
+    """DS-CNN (Zhang et al., "Hello Edge", small) on one channel of ``resolution`` MFCC frames ×
+    10 coefficients: a 10×4 stride-2 stem ("same" output size: 49×10 -> 25×5, padded by 5 rows
+    and 1 column each side, of which the last padded row is never read), then four depthwise
+    3×3 + pointwise 1×1 pairs, BatchNorm and ReLU after every convolution, 64·width channels."""
+
+    COEFFICIENTS = 10
+    PAIRS = 4
+
+    def __init__(self, num_classes: int, width: float = 1.0, resolution: int = 49) -> None:
+        super().__init__()
+        self.resolution = resolution
+        c = _channels(64, width)
+        layers: list[nn.Module] = [nn.Conv2d(1, c, (10, 4), 2, (5, 1), bias=False),
+                                   nn.BatchNorm2d(c), nn.ReLU()]
+        for _ in range(self.PAIRS):
+            layers += [nn.Conv2d(c, c, 3, 1, 1, groups=c, bias=False), nn.BatchNorm2d(c),
+                       nn.ReLU(), nn.Conv2d(c, c, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU()]
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Linear(c, num_classes)
+
+    def example_input(self) -> torch.Tensor:
+        """A batch of one input: 1 channel, ``resolution`` frames, 10 coefficients."""
+        return torch.zeros(1, 1, self.resolution, self.COEFFICIENTS)
+
+
 ARCHITECTURES: dict[str, Callable[..., _Classifier]] = {
     "mbv2": MobileNetV2Tiny,
     "resnet8": ResNet8,
     "mbv1": MobileNetV1Tiny,
     "mobilenetv2": MobileNetV2,
+    "ds-cnn": DSCNN,
 }
 
 

@@ -27,7 +27,7 @@ from torch import nn
 from medyate_mcu.errors import MedyateError
 from medyate_mcu.graph import ReferenceNet, export_onnx, import_onnx_model
 from medyate_mcu.method.sgd import accuracy, warmup_cosine
-from medyate_mcu.zoo import architectures, datasets
+from medyate_mcu.zoo import architectures, datasets, speech
 from medyate_mcu.zoo.samples import pixel_encoding
 
 META_PREFIX = "medyate."
@@ -110,6 +110,9 @@ class PretrainConfig:
     # from ``lr · COARSE_FINE_LR``, no warm-up). 0 (the demo): none.
     coarse_epochs: int = 0
     coarse_resolution: int = 0
+    # What it is pre-trained on: a panel data set of images (see zoo/datasets.py) or a keyword
+    # set of MFCC features (zoo/speech.py, whose test split has the set's own size).
+    task: str = datasets.SOURCE_TASK
 
 
 @dataclass
@@ -128,12 +131,40 @@ class PretrainResult:
     metadata: dict[str, str] = field(default_factory=dict)
 
 
-def source_split_record(config: PretrainConfig) -> dict[str, object]:
+def source_split_record(config: PretrainConfig, split: datasets.Split) -> dict[str, object]:
     """Which deterministic held-out split the recorded source accuracy is measured on."""
-    return {"dataset": datasets.SOURCE_TASK, "split": "test", "seed": config.seed,
-            "train_per_class": config.train_per_class, "test_per_class": config.test_per_class,
-            "size": config.resolution,
-            "generator_version": datasets.SPECS[datasets.SOURCE_TASK].version}
+    record: dict[str, object] = {
+        "dataset": config.task, "split": "test", "seed": config.seed,
+        "train_per_class": config.train_per_class,
+        "test_per_class": len(split.test) // split.test.num_classes, "size": config.resolution}
+    if config.task in speech.SPEECH_SETS:
+        return {**record, "generator_version": speech.VERSION,
+                "espeak_ng": speech.espeak_version()}
+    return {**record, "generator_version": datasets.SPECS[config.task].version}
+
+
+def source_split(config: PretrainConfig) -> datasets.Split:
+    """The data set ``config.task`` with the configured seed and sizes."""
+    if config.task in speech.SPEECH_SETS:
+        return speech.build_speech(config.task, seed=config.seed,
+                                   train_per_class=config.train_per_class)
+    return datasets.build(config.task, seed=config.seed, train_per_class=config.train_per_class,
+                          test_per_class=config.test_per_class, size=config.resolution)
+
+
+def network_inputs(split: datasets.Split) -> tuple[torch.Tensor, torch.Tensor, dict[str, str]]:
+    """The train and test inputs as the network takes them, and the metadata saying how: uint8
+    images normalised by the training split's channel statistics; float features as they are
+    (no ``input_mean`` / ``input_std``)."""
+    if split.train.x.dtype == np.uint8:
+        mean, std = channel_stats(split.train.x)
+        return (normalise(split.train.x, mean, std), normalise(split.test.x, mean, std),
+                {"input_layout": "NCHW RGB; x = (pixel / 255 - input_mean[c]) / input_std[c]",
+                 "input_mean": json.dumps(mean), "input_std": json.dumps(std)})
+    layout = (speech.FEATURE_LAYOUT if split.name in speech.SPEECH_SETS
+              else "NCHW float32 features, taken as they are (no input normalisation)")
+    return (torch.from_numpy(split.train.x.astype(np.float32)),
+            torch.from_numpy(split.test.x.astype(np.float32)), {"input_layout": layout})
 
 
 def read_metadata(model: onnx.ModelProto) -> dict[str, str]:
@@ -165,14 +196,10 @@ def pretrain(config: PretrainConfig, output: Path, progress: Progress | None = N
     torch.set_num_threads(max(1, config.threads))
     torch.manual_seed(config.seed)
     started = time.perf_counter()
-    split = datasets.build(datasets.SOURCE_TASK, seed=config.seed,
-                           train_per_class=config.train_per_class,
-                           test_per_class=config.test_per_class, size=config.resolution)
+    split = source_split(config)
     data_seconds = time.perf_counter() - started
-    mean, std = channel_stats(split.train.x)
-    x_train = normalise(split.train.x, mean, std)
+    x_train, x_test, input_metadata = network_inputs(split)
     y_train = torch.from_numpy(split.train.y)
-    x_test = normalise(split.test.x, mean, std)
     y_test = torch.from_numpy(split.test.y)
     model = architectures.create(config.architecture, split.train.num_classes, config.width,
                                  config.resolution)
@@ -202,14 +229,12 @@ def pretrain(config: PretrainConfig, output: Path, progress: Progress | None = N
         "architecture": config.architecture,
         "width": str(config.width),
         "resolution": str(config.resolution),
-        "input_layout": "NCHW RGB; x = (pixel / 255 - input_mean[c]) / input_std[c]",
-        "input_mean": json.dumps(mean),
-        "input_std": json.dumps(std),
+        **input_metadata,
         "num_classes": str(split.train.num_classes),
         "class_names": json.dumps(list(split.train.class_names), ensure_ascii=False),
-        "source_task": datasets.SOURCE_TASK,
+        "source_task": config.task,
         "source_test_accuracy": f"{reference_acc:.4f}",
-        "source_test_split": json.dumps(source_split_record(config)),
+        "source_test_split": json.dumps(source_split_record(config, split)),
         "pretrain_config": json.dumps(asdict(config)),
     }
     existing = {prop.key: prop.value for prop in proto.metadata_props}
