@@ -159,7 +159,9 @@ def print_plan(plan: BudgetPlan, ranking: LayerRanking) -> None:
 @click.command("experiment")
 @MODEL_ARGUMENT
 @click.option("--tasks", default=None,
-              help="Comma-separated downstream tasks [default: every downstream task].")
+              help="Comma-separated target tasks: downstream panel tasks, keyword sets, folders "
+                   "or .npz files [default: every downstream task; kws-newvoice for a model "
+                   "pre-trained on kws].")
 @click.option("--budgets", default="150kB,225kB,300kB", show_default=True,
               help="Comma-separated RAM budgets.")
 @click.option("--seeds", type=click.IntRange(1), default=3, show_default=True)
@@ -193,14 +195,18 @@ def experiment_command(model: Path | None, tasks: str | None, budgets: str, seed
     from medyate_mcu.method.policies import Policy
     from medyate_mcu.method.trainer import TrainSettings
     from medyate_mcu.zoo import DOWNSTREAM_TASKS
+    from medyate_mcu.zoo.speech import SPEECH_SETS
+    from medyate_mcu.zoo.tasks import default_tasks
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     graph = load_model(model)
-    task_list = tuple(tasks.split(",")) if tasks else DOWNSTREAM_TASKS
-    unknown = [t for t in task_list if t not in DOWNSTREAM_TASKS]
+    task_list = tuple(tasks.split(",")) if tasks else default_tasks(graph)
+    unknown = [t for t in task_list if t not in (*DOWNSTREAM_TASKS, *SPEECH_SETS)
+               and not Path(t).exists()]
     if unknown:
-        raise MedyateError(f"unknown task(s) {unknown}; downstream tasks: "
-                           f"{', '.join(DOWNSTREAM_TASKS)}")
+        raise MedyateError(f"unknown task(s) {unknown}; give downstream tasks "
+                           f"({', '.join(DOWNSTREAM_TASKS)}), keyword sets "
+                           f"({', '.join(SPEECH_SETS)}), folders or .npz files")
     budget_list = tuple(parse_size(b, "budget") for b in budgets.split(","))
     policy_list = tuple(_choices(policies, Policy, "policy")) if policies else tuple(Policy)
     backbone_list = tuple(_choices(backbones, Backbone, "backbone"))

@@ -203,6 +203,15 @@ def _stratified_test_mask(y: np.ndarray, seed: int) -> np.ndarray:
     return mask
 
 
+def default_tasks(graph: Graph) -> tuple[str, ...]:
+    """The targets `experiment` sweeps by default: the keyword sets other than the one a model
+    was pre-trained on (its ``medyate.source_task``), else the panel's downstream tasks."""
+    source = graph.metadata.get("medyate.source_task")
+    if source in SPEECH_SETS:
+        return tuple(name for name in SPEECH_SETS if name != source)
+    return DOWNSTREAM_TASKS
+
+
 def proxy_task_for(target: str | None, graph: Graph | None = None,
                    panel: tuple[str, ...] = DOWNSTREAM_TASKS) -> str:
     """The LaRa proxy for ``target``: the next downstream task of the panel after it (never the
