@@ -23,7 +23,12 @@ STACK_OPTION = click.option("--stack", type=SizeType(), default=None,
 
 
 def build_and_report(build_dir: Path, app: str, stack: int | None) -> tuple[Path, object]:
-    from medyate_mcu.toolchain.arm import build_firmware, size_report, stack_bound
+    from medyate_mcu.toolchain.arm import (
+        build_firmware,
+        embedded_samples,
+        size_report,
+        stack_bound,
+    )
 
     project = Project.open(build_dir)
     manifest, board = project.manifest, project.require_board()
@@ -46,6 +51,11 @@ def build_and_report(build_dir: Path, app: str, stack: int | None) -> tuple[Path
     out.print(table)
     out.print(f"engine RAM (mdy_ symbols): {report.engine_bytes:,} B of the "
               f"{manifest.budget:,} B budget")
+    samples = embedded_samples(project, image)
+    if samples:
+        out.print(samples.describe())
+    elif app == "serial":
+        out.print("embedded samples: none (the serial firmware receives them over the link)")
     if bound.bytes is None:
         out.print(f"stack of {bound.root}: unbounded ({'; '.join(bound.notes)})")
     else:
@@ -65,7 +75,8 @@ def build_and_report(build_dir: Path, app: str, stack: int | None) -> tuple[Path
 @STACK_OPTION
 def build_command(build_dir: Path, app: str, stack: int | None) -> None:
     """Build BUILD_DIR (a `compile --board` output) for its board with arm-none-eabi-gcc (ELF,
-    .bin and .hex in BUILD_DIR/arm/) and report flash and RAM part by part, read from the ELF, and
+    .bin and .hex in BUILD_DIR/arm/) and report flash and RAM part by part, read from the ELF, the
+    flash the embedded samples take in the build's sample format (compile --sample-format), and
     a bound on the training step's stack. Exits 1 if the image does not fit the board or the
     engine's RAM exceeds the budget."""
     build_and_report(build_dir, app, stack)

@@ -19,6 +19,7 @@ from medyate_mcu.codegen.project import DEFAULT_STACK_BYTES
 from medyate_mcu.errors import MedyateError
 from medyate_mcu.planning.memory import OTHER_PART, POOL_PART, measured_parts
 from medyate_mcu.toolchain.host import symbol_sizes
+from medyate_mcu.zoo.samples import SampleEncoding
 
 ARM_GCC = "arm-none-eabi-gcc"
 ARM_OBJDUMP = "arm-none-eabi-objdump"
@@ -150,6 +151,49 @@ def size_report(image: Path, board: Board, budget: int) -> SizeReport:
     if extent > data + bss + stack:
         ram.append(("alignment between sections", extent - data - bss - stack))
     return SizeReport(board, flash, ram, engine, engine_total, budget)
+
+
+# ---- embedded samples -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class EmbeddedSamples:
+    """The data set a firmware image carries in flash (data.c): its samples and labels."""
+
+    train: int
+    test: int
+    encoding: SampleEncoding
+    flash_bytes: int  # the arrays' sizes in the image (samples and labels)
+
+    def describe(self) -> str:
+        return (f"embedded samples: {self.train} train + {self.test} test, "
+                f"{self.encoding.format.value}, {self.flash_bytes:,} B of flash")
+
+
+SAMPLE_ARRAYS = ("mdy_train_x", "mdy_test_x", "mdy_train_y", "mdy_test_y")  # data.c's constants
+_COUNT = re.compile(r"#define MDY_(TRAIN|TEST)_SAMPLES (\d+)u")
+
+
+def _constant_sizes(image: Path, names: tuple[str, ...]) -> dict[str, int]:
+    """Sizes of the named data objects of an ELF image (any section)."""
+    with image.open("rb") as handle:
+        table = ELFFile(handle).get_section_by_name(".symtab")
+        if not isinstance(table, SymbolTableSection):
+            raise MedyateError(f"{image} has no symbol table")
+        return {symbol.name: symbol["st_size"] for symbol in table.iter_symbols()
+                if symbol.name in names and symbol["st_info"]["type"] == "STT_OBJECT"}
+
+
+def embedded_samples(project: Project, image: Path) -> EmbeddedSamples | None:
+    """What the image embeds of the build's data (None: no data.c linked, e.g. the serial
+    firmware); the counts are data.h's, the bytes the image's own."""
+    sizes = _constant_sizes(image, SAMPLE_ARRAYS)
+    header = project.folder / "data.h"
+    if not sizes or not header.is_file():
+        return None
+    counts = {kind: int(count) for kind, count in _COUNT.findall(header.read_text())}
+    encoding = project.manifest.encoding or SampleEncoding.identity(1)
+    return EmbeddedSamples(counts.get("TRAIN", 0), counts.get("TEST", 0), encoding,
+                           sum(sizes.values()))
 
 
 # ---- stack depth ------------------------------------------------------------------------------
