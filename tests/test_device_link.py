@@ -241,6 +241,7 @@ def test_a_device_storing_another_format_is_refused_in_one_line(builds: dict[str
     assert len(lines) == 1, result.output
     assert "takes float32 samples, 12,288 B a frame" in lines[0]
     assert "sends int8 samples, 3,072 B a frame" in lines[0]
+    assert "490 B a frame" in CliRunner().invoke(main, ["train", "--help"]).output
 
 
 def _expect_error(link: DeviceLink, frame: bytes, code: p.ErrorCode) -> p.ErrorReply:
