@@ -86,18 +86,29 @@ def build_command(build_dir: Path, app: str, stack: int | None) -> None:
 @BUILD_DIR
 @STACK_OPTION
 @click.option("--timeout", type=click.FloatRange(1), default=600, show_default=True,
-              help="Wall-time watchdog, seconds.")
-def simulate_command(build_dir: Path, stack: int | None, timeout: float) -> None:
+              help="Wall-time watchdog, seconds (not with --serial).")
+@click.option("--serial", is_flag=True,
+              help="Run the serial firmware instead, its UART on a 127.0.0.1 TCP port for "
+                   "`medyate-mcu train --port socket://...`, until Ctrl-C or QEMU exits.")
+@click.option("--port-number", type=click.IntRange(0, 65535), default=0,
+              help="With --serial: the TCP port [default: a free one].")
+def simulate_command(build_dir: Path, stack: int | None, timeout: float, serial: bool,
+                     port_number: int) -> None:
     """Build BUILD_DIR for its emulated board and run the embedded-data trainer under
     qemu-system-arm (semihosting console, `-icount shift=0`): prints its epoch table and the
-    instructions per training step. Exits 1 on a fault, a non-zero exit or the watchdog."""
+    instructions per training step. Exits 1 on a fault, a non-zero exit or the watchdog.
+    With --serial: the serial firmware, served on a loopback TCP port (see `train`)."""
+    from medyate_mcu.cli.simulate_serial import serve_serial
     from medyate_mcu.run.qemu import run_qemu, step_instructions
     board = Project.open(build_dir).require_board()
     if board.kind != "emulated":
         raise MedyateError(f"{board.name} is a real board; simulate runs the emulated boards "
                            "only (compile with --board qemu-mps2-an386, qemu-mps2-an500 or "
                            "qemu-netduinoplus2)")
-    image, _ = build_and_report(build_dir, "train", stack)
+    image, _ = build_and_report(build_dir, "serial" if serial else "train", stack)
+    if serial:
+        serve_serial(build_dir, board, image, port_number)
+        return
     out = console()
     with out.status(f"running {image.name} on qemu {board.qemu_machine}..."):
         run = run_qemu(board, image, cwd=build_dir, timeout=timeout)

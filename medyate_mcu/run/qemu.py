@@ -1,5 +1,7 @@
 """Run Cortex-M firmware under qemu-system-arm: semihosting console and files, exit status,
-a wall-time watchdog, hard faults, and instruction counts from the SysTick cycle counter."""
+a wall-time watchdog, hard faults, and instruction counts from the SysTick cycle counter; and the
+serial firmware with the board's UART on a loopback TCP port (:func:`serial_qemu`), which
+`medyate-mcu train --port socket://127.0.0.1:PORT` talks to as to a board."""
 
 from __future__ import annotations
 
@@ -33,9 +35,11 @@ class QemuRun:
         return self.output[start:].strip() if start >= 0 else None
 
 
-def qemu_command(board: Board, image: Path) -> list[str]:
-    """The QEMU command line for an emulated board. `-icount shift=0`: every instruction takes
-    1 ns of virtual time, so SysTick counts are deterministic and convert to instructions."""
+def qemu_command(board: Board, image: Path, serial: str = "stdio",
+                 icount: bool = True) -> list[str]:
+    """The QEMU command line for an emulated board, its first UART on the chardev ``serial``.
+    `-icount shift=0`: every instruction takes 1 ns of virtual time, so SysTick counts are
+    deterministic and convert to instructions. Without it SysTick follows the host's clock."""
     if board.kind != "emulated" or not board.qemu_machine:
         raise MedyateError(f"{board.name} is a real board: QEMU runs only the emulated boards "
                            "(qemu-mps2-an386, qemu-mps2-an500, qemu-netduinoplus2); flash it "
@@ -45,8 +49,8 @@ def qemu_command(board: Board, image: Path) -> list[str]:
         raise MedyateError(f"`{QEMU}` is not installed; install it, e.g. "
                            f"`apt-get install {QEMU_PACKAGE}`")
     return [qemu, "-M", board.qemu_machine, "-nographic", "-monitor", "none",
-            "-serial", "stdio", "-semihosting-config", "enable=on,target=native",
-            "-icount", "shift=0", "-kernel", str(image.resolve())]
+            "-serial", serial, "-semihosting-config", "enable=on,target=native",
+            *(["-icount", "shift=0"] if icount else []), "-kernel", str(image.resolve())]
 
 
 def run_qemu(board: Board, image: Path, cwd: Path | None = None,
