@@ -4,6 +4,11 @@
  * STATE 0x04 (bit 0 TX buffer full, bit 1 RX buffer full), CTRL 0x08 (bit 0 TX enable, bit 1
  * RX enable), BAUDDIV 0x10 (peripheral clock / baud, at least 16).
  * QEMU holds back further input while the one-byte RX buffer is full, so polling loses nothing.
+ * Checked against QEMU's model (hw/char/cmsdk-apb-uart.c; `medyate-mcu simulate --serial`):
+ * reading DATA clears RX full; a BAUDDIV below 16 or above the peripheral clock (25 MHz on the
+ * mps2 machines: 217 for 115200 baud) is ignored, and enabling TX before a valid BAUDDIV is
+ * logged as a guest error, hence BAUDDIV first; with no host connected QEMU drops what is
+ * sent, so a write never blocks. The overrun bits stay clear and are not read.
  */
 #include "uart.h"
 
