@@ -40,7 +40,6 @@ from model_builders import (
 from medyate_mcu.codegen.folder import Project
 from medyate_mcu.graph import export_onnx, import_onnx_model, load_onnx
 from medyate_mcu.graph.ir import OpType, Window
-from medyate_mcu.run import verify
 from medyate_mcu.run.verify import Check, VerificationData, verify_build
 from medyate_mcu.toolchain.compile import CompileOptions, compile_project
 
@@ -73,7 +72,7 @@ def build(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     return name, project
 
 
-def injected_checks(project: Project, monkeypatch: pytest.MonkeyPatch) -> list[Check]:
+def injected_checks(project: Project) -> list[Check]:
     """verify_build on ``SAMPLES`` injected samples (the build embeds no data set)."""
     shape = project.reference().graph.input_shape
     rng = np.random.default_rng(7)
@@ -81,8 +80,7 @@ def injected_checks(project: Project, monkeypatch: pytest.MonkeyPatch) -> list[C
     y = rng.integers(0, project.manifest.classes, SAMPLES)
     x_test = rng.standard_normal((8, *shape)).astype(np.float32)
     data = VerificationData(1, SimpleNamespace(x_test=x_test), x, y)  # type: ignore[arg-type]
-    monkeypatch.setattr(verify, "verification_data", lambda *_: data)
-    return verify_build(project, epochs=1, samples=SAMPLES)
+    return verify_build(project, data=data)
 
 
 def test_the_plan_trains_the_stem(build: tuple[str, Project]) -> None:
@@ -108,18 +106,16 @@ def test_the_kws_import_matches_onnxruntime() -> None:
     assert max_abs_error_vs_onnxruntime(graph, model) <= 1e-5
 
 
-def test_host_engine_matches_the_reference(build: tuple[str, Project],
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_host_engine_matches_the_reference(build: tuple[str, Project]) -> None:
     _, project = build
-    checks = injected_checks(project, monkeypatch)
+    checks = injected_checks(project)
     assert all(c.ok for c in checks), [c for c in checks if not c.ok]
     names = {c.name for c in checks}
     assert set(REQUIRED_ROWS) <= names, names
     assert any(n.startswith("epoch 1 loss") for n in names)
 
 
-def test_a_wrong_stem_padding_fails_verify(build: tuple[str, Project], tmp_path: Path,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_wrong_stem_padding_fails_verify(build: tuple[str, Project], tmp_path: Path) -> None:
     """The stem's top padding one row off (KWS: 5/4 for 4/5; 1-D: the left one 1 for 2) in the
     generated model.c: the logits differ far beyond the forward tolerance (measured 0.14 for the
     KWS stem, 0.09 for the 1-D one, relative, against 1e-5)."""
@@ -134,7 +130,7 @@ def test_a_wrong_stem_padding_fails_verify(build: tuple[str, Project], tmp_path:
     assert wrong != stem
     (copy / "model.c").write_text(source.replace(stem, wrong))
     wrong_project = Project(copy, project.manifest, project.manifest_text, project.reference())
-    rows = {c.name: c for c in injected_checks(wrong_project, monkeypatch)}
+    rows = {c.name: c for c in injected_checks(wrong_project)}
     assert not rows["forward (logits)"].ok, rows["forward (logits)"]
 
 

@@ -105,11 +105,12 @@ def verification_data(project: Project, epochs: int | None, samples: int) -> Ver
 
 
 def verify_build(project: Project, epochs: int | None = None, samples: int = 96,
-                 on_epoch=None) -> list[Check]:
-    """Build ``project`` for the host and run every check; the report rows."""
+                 on_epoch=None, data: VerificationData | None = None) -> list[Check]:
+    """Build ``project`` for the host and run every check; the report rows. ``data``: the
+    samples to compare on, instead of the build's data set's (a build without one)."""
     manifest = project.manifest
     graph, plan, settings, quantization = project.reference()
-    epochs, data, x, y = verification_data(project, epochs, samples)
+    epochs, data, x, y = data or verification_data(project, epochs, samples)
     library = make(project.folder, "lib")
     checks = memory_checks(library, plan)
     engine = EngineLibrary(library, x[0].size, manifest.classes)
