@@ -129,17 +129,28 @@ def test_training_over_the_emulated_uart_is_the_host_engine_bit_for_bit(
 
 
 def _qemu_children(pid: int) -> list[int]:
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return [int(c) for c in children
-            if "qemu" in Path(f"/proc/{c}/comm").read_text(errors="replace")]
+    """The QEMU processes whose parent is ``pid`` (from /proc: Linux)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text(errors="replace")
+        except OSError:  # gone meanwhile
+            continue
+        name, fields = text[text.index("(") + 1:text.rindex(")")], text[text.rindex(")") + 2:]
+        if "qemu" in name and int(fields.split()[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
 
 
 def test_simulate_serial_serves_train_until_ctrl_c(build: Path, host: HostRun,
                                                    tmp_path: Path) -> None:
     """The user's path: `simulate --serial` in one terminal, `train --port` in another, Ctrl-C:
-    QEMU stopped and reaped, the command exits 0."""
+    QEMU stopped and reaped, the command exits 0. The port asked for is the one served."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     command = [sys.executable, "-c", "from medyate_mcu.cli.main import main; main()",
-               "simulate", str(build), "--serial"]
+               "simulate", str(build), "--serial", "--port-number", str(port)]
     cli = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                            stdin=subprocess.DEVNULL)
     assert cli.stdout is not None
@@ -151,7 +162,7 @@ def test_simulate_serial_serves_train_until_ctrl_c(build: Path, host: HostRun,
                 break
         text = "".join(lines)
         url = re.search(r"^serial port: (socket://127\.0\.0\.1:\d+)$", text, re.MULTILINE)
-        assert url, text
+        assert url and url.group(1).endswith(f":{port}"), text
         assert f"train it:    medyate-mcu train {build} --port {url.group(1)}\n" in text
         (qemu,) = _qemu_children(cli.pid)
         target = tmp_path / "trained.onnx"

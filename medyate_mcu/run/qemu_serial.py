@@ -7,8 +7,8 @@ stderr, with the number it picked when asked for port 0. The firmware starts whe
 client connects; when a client hangs up QEMU waits for the next one, the engine's state intact,
 as a powered board keeps it. Real time (no ``-icount``): SysTick then follows the host's clock,
 so the UART's 250 ms idle timeout (firmware/hal/uart.h) is 250 ms of wall time, as the host's
-link expects (under ``-icount shift=0`` a UART polling loop runs so few instructions a second
-that the timeout takes far longer than the host's 0.5 s of silence before HELLO).
+link expects. Under ``-icount shift=0`` the 250 ms would be 250 M polling instructions, measured
+to take 2 to 8 s of wall time, far beyond the host's 0.5 s of silence before its HELLO.
 """
 
 from __future__ import annotations
