@@ -13,42 +13,28 @@ import shutil
 import socket
 import struct
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
-import torch
-import torch.nn.functional as F
 from c_build import require_gcc
 from click.testing import CliRunner
-from onnx import numpy_helper
+from serial_support import HostRun, half_a_sample, host_engine_run, reference_losses
 
 from medyate_mcu.cli.main import main
 from medyate_mcu.codegen.folder import Project
-from medyate_mcu.codegen.project import BuildManifest
 from medyate_mcu.device import protocol as p
 from medyate_mcu.device.link import DEVICE_IDLE_S, DeviceError, DeviceLink, LinkTimeout
 from medyate_mcu.device.session import TrainSession
-from medyate_mcu.graph import Graph
-from medyate_mcu.graph.reference import ReferenceNet
-from medyate_mcu.method.planner import BudgetPlan
-from medyate_mcu.method.trainer import SelectionRule, SparseTrainer, TrainSettings, epoch_order
-from medyate_mcu.run.engine_lib import EngineLibrary
+from medyate_mcu.method.trainer import SelectionRule, SparseTrainer, epoch_order
 from medyate_mcu.run.verify import (
-    FORWARD_TOLERANCE,
     LOSS_TOLERANCE,
-    WEIGHT_TOLERANCE,
-    relative_error,
 )
 from medyate_mcu.toolchain.compile import CompileOptions, compile_project
-from medyate_mcu.toolchain.host import build_host_serial, make
-from medyate_mcu.zoo.tasks import TaskData, stratified_sample
+from medyate_mcu.toolchain.host import build_host_serial
 
 SAMPLES = 24
 EPOCHS = 2
@@ -154,17 +140,6 @@ def _train_over(link: DeviceLink, run: HostRun, epochs: int) -> np.ndarray:
     return np.asarray(losses, np.float32)
 
 
-def _reference_losses(run: HostRun, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The reference network's per-sample losses at the pre-trained weights, and the bound on
-    the engine's difference from them: a loss is logsumexp(z) - z_y, whose gradient in the
-    logits z (softmax minus one-hot) has an L1 norm of at most 2, so
-    |loss_C - loss_ref| <= 2 max_j |z_C,j - z_ref,j| <= 2 FORWARD_TOLERANCE max_j |z_ref,j|."""
-    with torch.no_grad():
-        logits = ReferenceNet(run.graph)(torch.from_numpy(run.x[samples]))
-        losses = F.cross_entropy(logits, torch.from_numpy(run.y[samples]), reduction="none")
-    return losses.numpy(), 2 * FORWARD_TOLERANCE * logits.abs().amax(dim=1).numpy()
-
-
 @pytest.mark.parametrize("stored_as", ["uint8", "float32", "int8"])
 def test_each_sample_format_trains_as_the_reference(builds: dict[str, Path],
                                                     stored_as: str) -> None:
@@ -191,7 +166,7 @@ def test_each_sample_format_trains_as_the_reference(builds: dict[str, Path],
     assert labels == [run.engine.predict(x)[1] for x in run.x[:4]]
 
     first = epoch_order(len(run.y), run.settings.seed, 1)[:run.settings.batch_size]
-    reference, bound = _reference_losses(run, first)
+    reference, bound = reference_losses(run, first)
     # measured: at most 3 % of the bound (2.1e-5 at losses near 2.4) in every format
     assert np.all(np.abs(losses[:len(first)] - reference) <= bound)
     trainer = SparseTrainer(run.graph, list(run.plan.memory.schedule.candidates),
@@ -206,7 +181,7 @@ def test_one_int8_step_off_is_caught(builds: dict[str, Path]) -> None:
     the first batch's losses beyond the bound the comparison above allows."""
     run = host_engine_run(builds["int8"], SAMPLES, 1)
     first = epoch_order(len(run.y), run.settings.seed, 1)[:run.settings.batch_size]
-    reference, bound = _reference_losses(run, first)
+    reference, bound = reference_losses(run, first)
     shifted = np.clip(run.stored.astype(np.int16) + 1, -128, 127).astype(np.int8)
     with serve(builds["int8"]) as url, DeviceLink(url, timeout=20) as link:
         link.hello()
@@ -301,21 +276,12 @@ def test_bad_frames_get_error_frames_and_the_device_keeps_working(build: Path,
         assert link.stats().bad_frames == 4
 
 
-def _half_a_sample(build: Path) -> bytes:
-    data = Project.open(build).task()
-    sample = data.stored_train[0]
-    frame = p.encode_frame(p.MsgType.SAMPLE, 60, p.sample_payload(sample, 1,
-                                                                  data.encoding.format,
-                                                                  sample.size))
-    return frame[:len(frame) // 2]
-
-
 def test_a_frame_cut_short_is_dropped_when_the_link_goes_idle(build: Path, device: str) -> None:
     """A host that stops mid-SAMPLE: the device drops the frame after its idle timeout (no
     reply), counts it, and answers the next request on the same connection."""
     with DeviceLink(device, timeout=10) as link:
         link.hello()
-        link.send_raw(_half_a_sample(build))
+        link.send_raw(half_a_sample(build))
         with pytest.raises(LinkTimeout):
             link.wait_reply(p.MsgType.SAMPLE, 60, timeout=4 * DEVICE_IDLE_S)
         stats = link.stats()  # no flush: the request's bytes would otherwise complete the frame
@@ -327,7 +293,7 @@ def test_train_works_after_a_host_stopped_mid_sample(build: Path, device: str,
     """Ctrl-C or an unplugged cable during a SAMPLE, then `train` again: it trains."""
     for _ in range(2):
         with socket.create_connection(("127.0.0.1", int(device.rsplit(":", 1)[1]))) as client:
-            client.sendall(_half_a_sample(build))
+            client.sendall(half_a_sample(build))
         result = CliRunner().invoke(main, ["train", str(build), "--port", device, "--samples",
                                            "2", "--epochs", "1", "-o",
                                            str(tmp_path / "trained.onnx"), "--timeout", "10"])
@@ -356,127 +322,3 @@ def test_wrong_build_and_missing_device_are_one_line_errors(build: Path, device:
     assert len(result.output.strip().splitlines()) == 1
     result = CliRunner().invoke(main, ["train", str(build), "--port", device, "--epochs", "9"])
     assert result.exit_code == 1 and "learning-rate schedule has 3 epochs" in result.output
-
-
-# ---- the same firmware on an emulated Cortex-M4 (QEMU mps2-an386, CMSDK UART0) --------------
-
-def _require(tool: str) -> None:
-    if shutil.which(tool) is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{tool} is required in CI for the QEMU serial test")
-        pytest.skip(f"{tool} is not installed")
-
-
-@pytest.fixture(scope="module")
-def qemu_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    for tool in ("arm-none-eabi-gcc", "qemu-system-arm", "make"):
-        _require(tool)
-    out = tmp_path_factory.mktemp("qemu") / "build"
-    compile_project(CompileOptions(budget=200 * 1024, board="qemu-mps2-an386", data="digits",
-                                   embed=8, epochs=3, batch_size=4), out)
-    made = subprocess.run(["make", "-s", "-C", str(out), "arm", "FIRMWARE_APP=serial"],
-                          capture_output=True, text=True, check=False)
-    assert made.returncode == 0, made.stderr
-    return out
-
-
-def test_train_over_qemu_serial(qemu_build: Path, tmp_path: Path) -> None:
-    from medyate_mcu.boards import get_board
-    from medyate_mcu.run.qemu import qemu_command
-
-    samples, epochs = 4, 2
-    with socket.socket() as probe:  # a free port for QEMU's TCP serial server
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = qemu_command(get_board("qemu-mps2-an386"),
-                           qemu_build / "arm" / "medyate_serial.elf")
-    command[command.index("stdio")] = f"tcp:127.0.0.1:{port},server=on,wait=on"
-    # real time, as a user runs it: under -icount, time follows instructions, and a UART
-    # polling loop runs so few per second that the 250 ms idle timeout would take minutes
-    del command[command.index("-icount"):command.index("-icount") + 2]
-    qemu = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        target = tmp_path / "trained.onnx"
-        # until QEMU listens; this probe is its first client, so the start-up READY goes to it
-        # and is lost: `train` must get READY by HELLO, as after a board reset. The probe
-        # also stops half-way through a SAMPLE, as an interrupted host does: the CMSDK UART's
-        # idle timeout (SysTick) must drop that frame
-        for _ in range(100):
-            with socket.socket() as client:
-                if client.connect_ex(("127.0.0.1", port)) == 0:
-                    client.recv(1)  # the start-up READY: the firmware runs
-                    # the head of a SAMPLE: QEMU passes a byte at a time and drops what the
-                    # guest has not read when the client hangs up
-                    client.sendall(_half_a_sample(qemu_build)[:64])
-                    time.sleep(1.5)  # QEMU hands the guest its bytes only while connected
-                    break
-            time.sleep(0.1)
-        result = CliRunner().invoke(main, ["train", str(qemu_build), "--port",
-                                           f"socket://127.0.0.1:{port}", "--samples",
-                                           str(samples), "--epochs", str(epochs), "-o",
-                                           str(target), "--timeout", "60"])
-        assert result.exit_code == 0, result.output
-        assert "board qemu-mps2-an386" in result.output
-        with DeviceLink(f"socket://127.0.0.1:{port}", timeout=20) as link:
-            link.hello()
-            assert link.stats().bad_frames == 1  # the probe's half SAMPLE, dropped when idle
-    finally:
-        qemu.kill()
-        qemu.wait()
-
-    # the Cortex-M run against the same C built for this machine, same data and order
-    run = host_engine_run(qemu_build, samples, epochs)
-    graph, plan, engine, losses = run.graph, run.plan, run.engine, run.losses
-    printed = [float(v) for v in re.findall(r"epoch \d+: loss ([0-9.]+)", result.output)]
-    np.testing.assert_allclose(printed, losses, rtol=LOSS_TOLERANCE, atol=5.1e-5)
-    model = onnx.load(str(target))
-    initializers = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    for name in plan.memory.schedule.candidates:
-        size = graph.node(name).params["weight"].size
-        host = engine.candidate_weights(name, size)
-        device = initializers.get(f"medyate.trained.{name}.weight")
-        if device is None:  # a candidate none of whose channels was selected keeps its values
-            continue
-        assert relative_error(device.reshape(-1), host) <= WEIGHT_TOLERANCE
-
-
-
-@dataclass
-class HostRun:
-    """A build's engine compiled for this machine and trained through ctypes on ``samples``
-    training samples of the build's data (decoded from the build's stored samples) in the
-    reference order, with what it was built from."""
-
-    manifest: BuildManifest
-    graph: Graph
-    plan: BudgetPlan
-    settings: TrainSettings
-    data: TaskData
-    stored: np.ndarray  # the samples as the device receives them
-    x: np.ndarray  # decoded: what the engine and the reference train on
-    y: np.ndarray
-    engine: EngineLibrary
-    losses: list[float]  # per epoch
-    sample_losses: np.ndarray  # per sample, in training order, epoch after epoch
-
-
-def host_engine_run(build: Path, samples: int, epochs: int) -> HostRun:
-    project = Project.open(build)
-    manifest = project.manifest
-    graph, plan, settings, _ = project.reference()
-    data = project.task()
-    chosen = stratified_sample(data.y_train, samples, settings.seed)  # as `train --samples`
-    stored, x, y = data.stored_train[chosen], data.x_train[chosen], data.y_train[chosen]
-    engine = EngineLibrary(make(build, "lib"), x[0].size, manifest.classes)
-    engine.init()
-    losses, sample_losses = [], []
-    for epoch in range(1, epochs + 1):
-        for index in epoch_order(len(x), settings.seed, epoch):
-            status, loss = engine.train_sample(x[index], int(y[index]))
-            assert status == 0
-            sample_losses.append(loss)
-        engine.end_epoch()
-        losses.append(engine.state.last_epoch_loss)
-    return HostRun(manifest, graph, plan, settings, data, stored, x, y, engine, losses,
-                   np.asarray(sample_losses, np.float32))

@@ -23,7 +23,7 @@ import pytest
 from arm_support import compile_for, require_tool
 from c_build import require_gcc
 from click.testing import CliRunner
-from test_device_link import HostRun, _half_a_sample, _reference_losses, host_engine_run
+from serial_support import HostRun, half_a_sample, host_engine_run, reference_losses
 
 from medyate_mcu.cli.main import main
 from medyate_mcu.codegen.folder import Project
@@ -91,7 +91,7 @@ def test_training_over_the_emulated_uart_is_the_host_engine_bit_for_bit(
             # gets no reply, is dropped after 250 ms and counted, and the link goes on (2 s of
             # silence: QEMU hands the guest a byte at a time, later on a loaded machine)
             bad = session.link.stats().bad_frames
-            session.link.send_raw(_half_a_sample(build))
+            session.link.send_raw(half_a_sample(build))
             with pytest.raises(LinkTimeout):
                 session.link.wait_reply(p.MsgType.SAMPLE, 60, timeout=8 * DEVICE_IDLE_S)
             assert session.link.stats().bad_frames == bad + 1
@@ -121,7 +121,7 @@ def test_training_over_the_emulated_uart_is_the_host_engine_bit_for_bit(
     # derived in test_device_link._reference_losses (2 FORWARD_TOLERANCE max|z|); measured:
     # at most 3.4 % of it
     first = epoch_order(SAMPLES, host.settings.seed, 1)
-    reference, bound = _reference_losses(host, first)
+    reference, bound = reference_losses(host, first)
     assert np.all(np.abs(losses - reference) <= bound)
 
     same = corrupt.view(np.uint32) == host.sample_losses.view(np.uint32)
