@@ -25,7 +25,9 @@ from model_builders import (
 )
 
 from medyate_mcu.cli.main import main
+from medyate_mcu.codegen.folder import Project
 from medyate_mcu.graph import export_onnx
+from medyate_mcu.graph.ir import classifier_node
 
 CLASSES = 4
 PER_CLASS = 20
@@ -77,7 +79,43 @@ def test_float_features_through_the_cli(name: str, tmp_path: Path) -> None:
     subprocess.run(["make", "-s", "-C", str(build), "host"], check=True, capture_output=True)
     table = subprocess.run([str(build / "medyate_train")], check=True, capture_output=True,
                            text=True).stdout.splitlines()
-    assert table[0].split()[0] == "epoch" and len(table) == 3  # header + 2 epochs
+    assert table[0].split()[0] == "epoch" and len(table) == 4  # header, before, 2 epochs
+    assert table[1].split()[:3] == ["0", "-", "-"]
     assert "all" in _cli("verify", str(build)).splitlines()[-1]
     report = _cli("verify", "--qemu", str(build), "--samples", "8", "--epochs", "1")
     assert report.splitlines()[-1].startswith("all ") and "passed" in report
+
+
+def test_the_pretrained_classifier_is_kept_for_its_own_classes(tmp_path: Path) -> None:
+    """Data whose classes are the ones the model was pre-trained on (its medyate.class_names)
+    fine-tune the model's own classifier (a new voice for a keyword model); other classes get a
+    new one. `verify` rebuilds the same reference from the manifest."""
+    module = sensor_conv1d_model(CLASSES)
+    names = [f"gesture{k}" for k in range(CLASSES)]
+    model = export_onnx(module, torch.zeros(1, *SENSOR_SHAPE),
+                        metadata={"medyate.class_names": json.dumps(names)})
+    path = tmp_path / "sensor.onnx"
+    onnx.save(model, path)
+    data = tmp_path / "own.npz"
+    _write_data(SENSOR_SHAPE, data)
+    with np.load(data) as arrays:
+        np.savez(data, x=arrays["x"], y=arrays["y"], class_names=np.array(names))
+    ranking = tmp_path / "sensor.lara.json"
+    _cli("lara", str(path), "--data", str(data), "--epochs", "1", "-o", str(ranking))
+    build = tmp_path / "own"
+    output = _cli("compile", str(path), "--data", str(data), "--ranking", str(ranking),
+                  "--budget", "32kB", "--epochs", "1", "-o", str(build))
+    assert "fine-tuning starts from its own classifier" in output
+    assert json.loads((build / "medyate_build.json").read_text())["head"] == "pretrained"
+    trained_head = module[-1].weight.detach().numpy()
+    graph = Project.open(build).reference().graph
+    assert np.array_equal(classifier_node(graph).params["weight"], trained_head)
+    assert "all" in _cli("verify", str(build), "--samples", "16").splitlines()[-1]
+    with np.load(data) as arrays:  # other class names: a new classifier
+        np.savez(data, x=arrays["x"], y=arrays["y"], class_names=np.array(names[::-1]))
+    other = tmp_path / "other"
+    _cli("compile", str(path), "--data", str(data), "--ranking", str(ranking), "--budget",
+         "32kB", "-o", str(other))
+    assert json.loads((other / "medyate_build.json").read_text())["head"] == "new"
+    assert not np.array_equal(classifier_node(Project.open(other).reference().graph)
+                              .params["weight"], trained_head)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from medyate_mcu.boards import Board, get_board
-from medyate_mcu.codegen.project import MANIFEST, QUANTIZATION_FILE, BuildManifest
+from medyate_mcu.codegen.project import HEAD_KEPT, MANIFEST, QUANTIZATION_FILE, BuildManifest
 from medyate_mcu.errors import MedyateError
 from medyate_mcu.graph.ir import Graph
 from medyate_mcu.method.lara import LayerRanking
@@ -130,7 +130,8 @@ def rebuild_reference(manifest: BuildManifest, folder: Path) -> Reference:
         except (OSError, ValueError, KeyError) as exc:
             raise MedyateError(f"{path} is missing or damaged ({exc}); compile again") from None
         graph = dequantized_graph(graph, quantization)
-    headed = replace_classifier(graph, manifest.classes, settings.seed)
+    headed = replace_classifier(graph, manifest.classes, settings.seed,
+                                keep=manifest.head == HEAD_KEPT)
     plan = plan_budget(headed, ranking.ranking, manifest.budget, manifest.alpha,
                        KRule(manifest.k_rule), backbone)
     if list(plan.memory.schedule.candidates) != manifest.candidates \

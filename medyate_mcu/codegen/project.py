@@ -33,6 +33,7 @@ MANIFEST = "medyate_build.json"
 QUANTIZATION_FILE = "quantization.npz"  # an int8 backbone's scales and int8 weights
 DEFAULT_STACK_BYTES = 4096  # reserved after .bss by the Cortex-M linker script (make STACK_SIZE=)
 BYTES_PER_LINE = 32
+HEAD_NEW, HEAD_KEPT = "new", "pretrained"  # BuildManifest.head: the classifier fine-tuned
 # Element types of the parts of a verification snapshot (qemu_verify.c.j2); 0: raw bytes.
 SNAPSHOT_TYPES = {"mdy_state_t": 0, "float": 1, "uint32_t": 2, "uint16_t": 3, "uint8_t": 4}
 
@@ -68,6 +69,7 @@ class BuildManifest:
     backbone: str = "float32"  # `compile --backbone`: float32 | int8 (QUANTIZATION_FILE)
     samples: dict | None = None  # the stored samples' encoding (SampleEncoding.record)
     sample_format: str = "stored"  # `compile --sample-format`
+    head: str = "new"  # HEAD_NEW (re-initialised classifier) or HEAD_KEPT (pre-trained)
 
     @property
     def encoding(self) -> SampleEncoding | None:

@@ -24,7 +24,7 @@ from medyate_mcu.method.policies import (
     setup_policy,
     train_policy,
 )
-from medyate_mcu.method.trainer import TrainSettings, replace_classifier
+from medyate_mcu.method.trainer import TrainSettings, pretrained_for, replace_classifier
 from medyate_mcu.planning.memory import Backbone
 from medyate_mcu.quant.calibrate import calibrate, dequantized_graph
 from medyate_mcu.quant.lowering import int8_region
@@ -72,8 +72,9 @@ class TaskBackbone:
     graph: Graph
     quantization: Quantization | None = None
 
-    def headed(self, classes: int, seed: int) -> TaskBackbone:
-        return TaskBackbone(replace_classifier(self.graph, classes, seed), self.quantization)
+    def headed(self, classes: int, seed: int, keep: bool = False) -> TaskBackbone:
+        return TaskBackbone(replace_classifier(self.graph, classes, seed, keep),
+                            self.quantization)
 
 
 def task_backbones(graph: Graph, data: TaskData, config: SweepConfig
@@ -119,8 +120,10 @@ def run_sweep(graph: Graph, config: SweepConfig, panel: Sequence[str], output: P
         ranking = ranking_for(graph, proxy, config.lara, output)
         data = load_task(task, graph, seed=0, train_per_class=config.train_per_class)
         backbones = task_backbones(graph, data, config)
+        keep = pretrained_for(graph, data.class_names)  # the same classes: its own classifier
         for seed in config.seeds:
-            headed = {b: backbone.headed(data.classes, seed) for b, backbone in backbones.items()}
+            headed = {b: backbone.headed(data.classes, seed, keep)
+                      for b, backbone in backbones.items()}
             settings = TrainSettings(config.train.epochs, config.train.batch_size,
                                      config.train.lr, config.train.warmup, seed)
             for budget in config.budgets:
@@ -132,7 +135,8 @@ def run_sweep(graph: Graph, config: SweepConfig, panel: Sequence[str], output: P
                             on_run(results[-1], len(results), total)
             if Policy.FULL in config.policies:  # every layer trains: no frozen int8 part
                 start = time.perf_counter()
-                accuracy = full_finetune(replace_classifier(graph, data.classes, seed), settings,
+                accuracy = full_finetune(replace_classifier(graph, data.classes, seed, keep),
+                                         settings,
                                          data.x_train, data.y_train,
                                          data.x_test, data.y_test)
                 results.append(RunResult(task, None, Policy.FULL.value, seed, accuracy, 0, 0, 0,

@@ -10,6 +10,7 @@ every unselected weight stay as they are.
 from __future__ import annotations
 
 import copy
+import json
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -62,13 +63,19 @@ def epoch_batches(samples: int, batch_size: int, seed: int, epoch: int) -> Itera
         yield order[start:start + batch_size]
 
 
-def replace_classifier(graph: Graph, classes: int, seed: int) -> Graph:
-    """A copy of ``graph`` whose classifier is re-initialised for ``classes`` classes.
+def replace_classifier(graph: Graph, classes: int, seed: int, keep: bool = False) -> Graph:
+    """A copy of ``graph`` whose classifier is re-initialised for ``classes`` classes, or (with
+    ``keep``, for the classes the model was pre-trained on) kept as pre-trained.
 
     Weights ~ U(-1/√F, 1/√F) from a seeded generator (PyTorch's Linear default range), bias 0.
     """
     new = copy.deepcopy(graph)
     head = classifier_node(new)
+    if keep:
+        if head.params["weight"].shape[0] != classes:
+            raise ValueError(f"the pre-trained classifier has {head.params['weight'].shape[0]} "
+                             f"outputs, not {classes}")
+        return new
     features = head.params["weight"].shape[1]
     bound = 1.0 / math.sqrt(features)
     rng = np.random.default_rng(seed)
@@ -76,6 +83,17 @@ def replace_classifier(graph: Graph, classes: int, seed: int) -> Graph:
     head.params["bias"] = np.zeros(classes, np.float32)
     new.shapes[head.output] = (classes,)
     return new
+
+
+def pretrained_for(graph: Graph, class_names: Sequence[str]) -> bool:
+    """Whether ``graph``'s classifier was pre-trained on exactly ``class_names`` (its
+    ``medyate.class_names`` metadata, in order): then fine-tuning starts from it."""
+    try:
+        names = json.loads(graph.metadata["medyate.class_names"])
+    except (KeyError, ValueError):
+        return False
+    return list(names) == list(class_names) and \
+        classifier_node(graph).params["weight"].shape[0] == len(names)
 
 
 @dataclass(frozen=True)

@@ -20,13 +20,19 @@ import numpy as np
 
 from medyate_mcu.boards import Board, get_board
 from medyate_mcu.codegen.folder import Project, Reference
-from medyate_mcu.codegen.project import BuildManifest, EmbeddedData, write_project
+from medyate_mcu.codegen.project import (
+    HEAD_KEPT,
+    HEAD_NEW,
+    BuildManifest,
+    EmbeddedData,
+    write_project,
+)
 from medyate_mcu.errors import MedyateError
 from medyate_mcu.graph.ir import Graph
 from medyate_mcu.method.costs import channel_cost
 from medyate_mcu.method.lara import LaraSettings, LayerRanking, compute_lara
 from medyate_mcu.method.planner import DEFAULT_ALPHA, KRule, minimum_budget, plan_budget
-from medyate_mcu.method.trainer import TrainSettings, replace_classifier
+from medyate_mcu.method.trainer import TrainSettings, pretrained_for, replace_classifier
 from medyate_mcu.planning.memory import Backbone
 from medyate_mcu.planning.schedule import classifier_size
 from medyate_mcu.quant.calibrate import calibrate, dequantized_graph, quantization_report
@@ -139,7 +145,11 @@ def compile_project(options: CompileOptions, output: Path, say: Say = print,
                                                        calibration_progress)
         report = quantization_lines(graph, quantization, samples)
         graph = dequantized_graph(graph, quantization)
-    headed = replace_classifier(graph, classes, options.seed)
+    keep = task is not None and pretrained_for(graph, task.class_names)
+    if keep:
+        say(f"the data's {classes} classes are the ones {graph.name} was pre-trained on: "
+            "fine-tuning starts from its own classifier")
+    headed = replace_classifier(graph, classes, options.seed, keep)
     embed = options.embed if options.embed is not None else \
         default_embed(board, headed, backbone, say,
                       task.encoding.format.bytes if task else 1)
@@ -158,7 +168,7 @@ def compile_project(options: CompileOptions, output: Path, say: Say = print,
             candidates=list(plan.memory.schedule.candidates), pool_bytes=plan.pool_bytes,
             fixed_bytes=plan.memory.fixed_bytes, parts=plan.memory.parts(),
             board=board.name if board else None, backbone=backbone.value,
-            samples=task.encoding.record() if task else None,
+            samples=task.encoding.record() if task else None, head=HEAD_KEPT if keep else HEAD_NEW,
             sample_format=options.sample_format,
         )
         write_project(folder, headed, plan, settings, classes, graph.metadata, manifest,
