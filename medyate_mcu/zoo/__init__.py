@@ -33,6 +33,8 @@ BUNDLED_MODELS: dict[str, BundledModel] = {
                                                 "65k parameters"),
     "mbv2-w0.35-128": BundledModel("mbv2_w035_128.onnx", "MobileNetV2 width 0.35, 128 px, "
                                                          "469k parameters (the paper's scale)"),
+    "ds-cnn-kws": BundledModel("ds_cnn_kws.onnx", "keyword-spotting DS-CNN on 1×49×10 MFCCs, "
+                                                  "12 classes, 22.6k parameters"),
 }
 DEFAULT_MODEL_NAME = "demo-mbv2"
 DEFAULT_MODEL = BUNDLED_MODELS[DEFAULT_MODEL_NAME].file
