@@ -119,8 +119,9 @@ def pretrain_command(output: Path, architecture: str, task: str, width: float, r
               default=None, help="Pre-trained ONNX model with medyate metadata (default: the "
                                  "bundled demo model).")
 @click.option("--task", "tasks", multiple=True,
-              type=click.Choice(["digits", "greek", "shapes"]),
-              help="Downstream task (repeatable; default: all).")
+              type=click.Choice(["digits", "greek", "shapes", "kws-newvoice"]),
+              help="Downstream task (repeatable; default: the image tasks). kws-newvoice: the "
+                   "held-out voice, for a model pre-trained on kws (its head is kept).")
 @click.option("--epochs", type=int, default=30, show_default=True,
               help="Training epochs of each run.")
 @click.option("--seed", type=int, default=0, show_default=True,
@@ -154,12 +155,14 @@ def evaluate_command(model_path: Path | None, tasks: tuple[str, ...], epochs: in
     except MedyateError as exc:
         raise _fail(exc) from None
     table = Table(title=f"transfer brackets of {path.name}")
-    for column in ("task", "classes", "train", "test", "classifier only", "full fine-tune",
-                   "gap"):
+    for column in ("task", "classes", "train", "test", "before", "classifier only",
+                   "full fine-tune", "gap"):
         table.add_column(column, justify="left" if column == "task" else "right")
     for r in results:
-        table.add_row(r.task, str(r.classes), str(r.train), str(r.test), f"{r.classifier_only:.1%}",
-                      f"{r.full_finetune:.1%}", f"{100 * r.gap:+.1f} pp")
+        before = "-" if r.pretrained is None else f"{r.pretrained:.1%}"
+        table.add_row(r.task, str(r.classes), str(r.train), str(r.test), before,
+                      f"{r.classifier_only:.1%}", f"{r.full_finetune:.1%}",
+                      f"{100 * r.gap:+.1f} pp")
     Console().print(table)
     if output is not None:
         record = {"model": path.name, "config": asdict(config),

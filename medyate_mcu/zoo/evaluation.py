@@ -4,6 +4,10 @@ on-device training lands between.
 - *classifier only*: a new final ``Linear`` is trained, everything else frozen;
 - *full fine-tune*: every weight and bias is trained (no memory budget).
 
+On a keyword set (``kws-newvoice``: the classes the model was pre-trained on, spoken by a new
+voice), the pre-trained head is kept rather than replaced, and the model's accuracy before any
+training is recorded too.
+
 Both train the model the compiler sees (the imported ONNX graph, BatchNorm folded, run by
 ``ReferenceNet``) with the device's optimizer: plain SGD, no momentum, no weight decay, linear
 warm-up then cosine learning rate. The learning rate of each mode is picked per task from a small
@@ -28,8 +32,8 @@ from torch import nn
 from medyate_mcu.errors import MedyateError
 from medyate_mcu.graph import OpType, ReferenceNet, load_onnx
 from medyate_mcu.method.sgd import accuracy
-from medyate_mcu.zoo import datasets
-from medyate_mcu.zoo.training import EVAL_BATCH, META_PREFIX, fit, normalise
+from medyate_mcu.zoo import datasets, speech
+from medyate_mcu.zoo.training import EVAL_BATCH, META_PREFIX, fit, network_inputs, normalise
 
 MODES = ("classifier", "full")
 
@@ -58,6 +62,7 @@ class TaskResult:
     full_finetune: float
     lr: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
+    pretrained: float | None = None  # with the pre-trained head kept: accuracy before training
 
     @property
     def gap(self) -> float:
@@ -90,9 +95,9 @@ def _trainable(net: ReferenceNet, mode: str) -> list[nn.Parameter]:
 
 def _train_score(base: ReferenceNet, mode: str, lr: float, data: tuple[torch.Tensor, ...],
                  classes: int, config: EvalConfig, progress: Progress | None,
-                 label: str) -> float:
+                 label: str, new_head: bool = True) -> float:
     x_train, y_train, x_eval, y_eval = data
-    net = _with_new_classifier(base, classes, config.seed)
+    net = _with_new_classifier(base, classes, config.seed) if new_head else copy.deepcopy(base)
     fit(net, _trainable(net, mode), x_train, y_train, epochs=config.epochs, lr=lr,
         batch_size=config.batch_size, seed=config.seed, warmup_epochs=1, progress=progress,
         description=label)
@@ -129,15 +134,22 @@ def evaluate_task(model_path: Path, task: str, config: EvalConfig = EvalConfig()
     """Classifier-only and full fine-tune test accuracy of the model on downstream ``task``.
 
     ``sizes`` (``train_per_class``, ``test_per_class``) override the panel's split sizes."""
-    if task not in datasets.DOWNSTREAM_TASKS:
+    if task not in datasets.DOWNSTREAM_TASKS and task not in speech.SPEECH_SETS:
         raise MedyateError(f"unknown downstream task {task!r}; choose from "
-                           f"{', '.join(datasets.DOWNSTREAM_TASKS)}")
+                           f"{', '.join([*datasets.DOWNSTREAM_TASKS, *speech.SPEECH_SETS])}")
     torch.set_num_threads(max(1, config.threads))
     started = time.perf_counter()
-    base, mean, std = load_reference(model_path)
-    split = datasets.build(task, seed=config.seed, size=base.graph.input_shape[-1], **sizes)
-    x_train, y_train = normalise(split.train.x, mean, std), torch.from_numpy(split.train.y)
-    x_test, y_test = normalise(split.test.x, mean, std), torch.from_numpy(split.test.y)
+    if task in speech.SPEECH_SETS:  # features, taken as they are
+        base = ReferenceNet(load_onnx(model_path))
+        split = speech.build_speech(task, seed=config.seed, **sizes)
+        x_train, x_test, _ = network_inputs(split)
+    else:
+        base, mean, std = load_reference(model_path)
+        split = datasets.build(task, seed=config.seed, size=base.graph.input_shape[-1], **sizes)
+        x_train, x_test = normalise(split.train.x, mean, std), normalise(split.test.x, mean, std)
+    y_train, y_test = torch.from_numpy(split.train.y), torch.from_numpy(split.test.y)
+    names = base.graph.metadata.get(META_PREFIX + "class_names")
+    keep_head = names is not None and json.loads(names) == list(split.train.class_names)
     fit_index, val_index = _validation_split(split.train.y, config.validation_fraction,
                                              config.seed)
     tuning = (x_train[fit_index], y_train[fit_index], x_train[val_index], y_train[val_index])
@@ -146,14 +158,17 @@ def evaluate_task(model_path: Path, task: str, config: EvalConfig = EvalConfig()
     chosen: dict[str, float] = {}
     for mode in MODES:
         val = {lr: _train_score(base, mode, lr, tuning, classes, config, progress,
-                                f"{task}: {mode} lr={lr:g} (validation)")
+                                f"{task}: {mode} lr={lr:g} (validation)", not keep_head)
                for lr in config.lr_grid}
         chosen[mode] = max(config.lr_grid, key=lambda lr: (val[lr], -lr))
         scores[mode] = _train_score(base, mode, chosen[mode], (x_train, y_train, x_test, y_test),
-                                    classes, config, progress, f"{task}: {mode} (final)")
+                                    classes, config, progress, f"{task}: {mode} (final)",
+                                    not keep_head)
     return TaskResult(task=task, classes=classes, train=len(split.train), test=len(split.test),
                       classifier_only=scores["classifier"], full_finetune=scores["full"],
-                      lr=chosen, seconds=round(time.perf_counter() - started, 1))
+                      lr=chosen, seconds=round(time.perf_counter() - started, 1),
+                      pretrained=accuracy(base, x_test, y_test, EVAL_BATCH) if keep_head
+                      else None)
 
 
 def evaluate(model_path: Path, tasks: Sequence[str] = datasets.DOWNSTREAM_TASKS,
