@@ -310,3 +310,18 @@ def test_evaluating_on_the_new_voice_keeps_the_head(monkeypatch: pytest.MonkeyPa
     # The pre-trained head is kept: one epoch at 0.01 on the head alone leaves ~83 % (measured),
     # where a fresh head would be near chance (1/12).
     assert result.classifier_only > 0.5
+
+
+def test_features_are_taken_as_they_are_or_standardised_as_recorded() -> None:
+    require_espeak()
+    split = speech.build_speech("kws", small=True)
+    x_train, x_test, meta = training.network_inputs(split)
+    assert np.array_equal(x_train.numpy(), split.train.x) and "input_mean" not in meta
+    x_train, x_test, meta = training.network_inputs(split, standardise=True)
+    mean, std = json.loads(meta["input_mean"]), json.loads(meta["input_std"])
+    assert len(mean) == len(std) == 1 and "input_mean[c]" in meta["input_layout"]
+    # The recorded statistics are rounded to 1e-4 (std ~10): the standardised training split's
+    # mean and standard deviation are 0 and 1 to about 1e-5.
+    assert abs(float(x_train.mean())) < 1e-4 and abs(float(x_train.std()) - 1) < 1e-3
+    recorded = (split.test.x - np.float32(mean[0])) / np.float32(std[0])
+    assert np.array_equal(x_test.numpy(), recorded)

@@ -128,7 +128,8 @@ def test_defaults_reproduce_the_shipped_model() -> None:
     assert {k: defaults[k] for k in recorded} == recorded
     # Settings added after the demo was trained default to doing nothing (no coarse phase).
     assert {k: v for k, v in defaults.items() if k not in recorded} == {
-        "coarse_epochs": 0, "coarse_resolution": 0, "task": "chars"}
+        "coarse_epochs": 0, "coarse_resolution": 0, "task": "chars",
+        "standardise_features": False}
     defaults = {p.name: p.default for p in pretrain_command.params}
     assert defaults["epochs"] == recorded["epochs"]
     assert defaults["train_per_class"] == recorded["train_per_class"]

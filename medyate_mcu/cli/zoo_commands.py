@@ -81,11 +81,15 @@ def datasets_command(do_build: bool, seed: int) -> None:
                    "--coarse-resolution, before --epochs at --resolution.")
 @click.option("--coarse-resolution", type=int, default=0, show_default=True,
               help="Input side (px) of the coarse epochs; must divide --resolution.")
+@click.option("--standardise-features", is_flag=True,
+              help="Float features (kws): shift and scale them by the training split's mean and "
+                   "standard deviation, recorded in the model (default: taken as they are).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=int, default=2, show_default=True, help="CPU threads for torch.")
 def pretrain_command(output: Path, architecture: str, task: str, width: float, resolution: int,
                      epochs: int, train_per_class: int, batch_size: int, lr: float,
-                     coarse_epochs: int, coarse_resolution: int, seed: int, threads: int) -> None:
+                     coarse_epochs: int, coarse_resolution: int, standardise_features: bool,
+                     seed: int, threads: int) -> None:
     """Pre-train a reference architecture on a source task (printed characters, or keyword
     spotting) on the CPU.
 
@@ -101,7 +105,7 @@ def pretrain_command(output: Path, architecture: str, task: str, width: float, r
                             epochs=epochs, train_per_class=train_per_class, seed=seed,
                             threads=threads, batch_size=batch_size, lr=lr,
                             coarse_epochs=coarse_epochs, coarse_resolution=coarse_resolution,
-                            task=task)
+                            task=task, standardise_features=standardise_features)
     console = Console()
     try:
         with make_progress() as progress:

@@ -96,10 +96,10 @@ SPEECH_SPECS: dict[str, SpeechSpec] = {
                                f"({TARGET_VOICE.name}) never used in pre-training"),
 }
 SPEECH_SETS: dict[str, str] = {name: spec.description for name, spec in SPEECH_SPECS.items()}
-FEATURE_LAYOUT = ("NCHW float32 1×49×10 MFCCs of 1 s at 16 kHz (zoo/mfcc.py: 40 ms periodic "
-                  "Hann frames every 20 ms, |rfft|² into 40 HTK-mel bands 20-4000 Hz, natural "
-                  "log floored at 1e-6, orthonormal DCT-II, first 10), taken as they are: no "
-                  "input normalisation")
+FEATURES = ("NCHW float32 1×49×10 MFCCs of 1 s at 16 kHz (zoo/mfcc.py: 40 ms periodic Hann "
+            "frames every 20 ms, |rfft|² into 40 HTK-mel bands 20-4000 Hz, natural log floored "
+            "at 1e-6, orthonormal DCT-II, first 10)")
+FEATURE_LAYOUT = f"{FEATURES}, taken as they are: no input normalisation"
 
 
 # ---------------------------------------------------------------- synthesis

@@ -113,6 +113,9 @@ class PretrainConfig:
     # What it is pre-trained on: a panel data set of images (see zoo/datasets.py) or a keyword
     # set of MFCC features (zoo/speech.py, whose test split has the set's own size).
     task: str = datasets.SOURCE_TASK
+    # Float features (a keyword set): standardise them per channel (recorded in the metadata)
+    # rather than taking them as they are.
+    standardise_features: bool = False
 
 
 @dataclass
@@ -152,19 +155,30 @@ def source_split(config: PretrainConfig) -> datasets.Split:
                           test_per_class=config.test_per_class, size=config.resolution)
 
 
-def network_inputs(split: datasets.Split) -> tuple[torch.Tensor, torch.Tensor, dict[str, str]]:
+def network_inputs(split: datasets.Split, standardise: bool = False
+                   ) -> tuple[torch.Tensor, torch.Tensor, dict[str, str]]:
     """The train and test inputs as the network takes them, and the metadata saying how: uint8
     images normalised by the training split's channel statistics; float features as they are
-    (no ``input_mean`` / ``input_std``)."""
+    (no ``input_mean`` / ``input_std``), or with ``standardise`` shifted and scaled per channel
+    by the training split's mean and standard deviation (recorded as ``input_mean`` /
+    ``input_std``, which every data path then applies)."""
     if split.train.x.dtype == np.uint8:
         mean, std = channel_stats(split.train.x)
         return (normalise(split.train.x, mean, std), normalise(split.test.x, mean, std),
                 {"input_layout": "NCHW RGB; x = (pixel / 255 - input_mean[c]) / input_std[c]",
                  "input_mean": json.dumps(mean), "input_std": json.dumps(std)})
-    layout = (speech.FEATURE_LAYOUT if split.name in speech.SPEECH_SETS
-              else "NCHW float32 features, taken as they are (no input normalisation)")
-    return (torch.from_numpy(split.train.x.astype(np.float32)),
-            torch.from_numpy(split.test.x.astype(np.float32)), {"input_layout": layout})
+    features = speech.FEATURES if split.name in speech.SPEECH_SETS else "NCHW float32 features"
+    x_train, x_test = split.train.x.astype(np.float32), split.test.x.astype(np.float32)
+    if not standardise:
+        return (torch.from_numpy(x_train), torch.from_numpy(x_test),
+                {"input_layout": f"{features}, taken as they are: no input normalisation"})
+    mean = [round(float(v), 4) for v in x_train.mean(axis=(0, 2, 3), dtype=np.float64)]
+    std = [round(float(v), 4) for v in x_train.std(axis=(0, 2, 3), dtype=np.float64)]
+    m = np.array(mean, np.float32).reshape(1, -1, 1, 1)
+    s = np.array(std, np.float32).reshape(1, -1, 1, 1)
+    return (torch.from_numpy((x_train - m) / s), torch.from_numpy((x_test - m) / s),
+            {"input_layout": f"{features}; x = (feature - input_mean[c]) / input_std[c]",
+             "input_mean": json.dumps(mean), "input_std": json.dumps(std)})
 
 
 def read_metadata(model: onnx.ModelProto) -> dict[str, str]:
@@ -198,7 +212,7 @@ def pretrain(config: PretrainConfig, output: Path, progress: Progress | None = N
     started = time.perf_counter()
     split = source_split(config)
     data_seconds = time.perf_counter() - started
-    x_train, x_test, input_metadata = network_inputs(split)
+    x_train, x_test, input_metadata = network_inputs(split, config.standardise_features)
     y_train = torch.from_numpy(split.train.y)
     y_test = torch.from_numpy(split.test.y)
     model = architectures.create(config.architecture, split.train.num_classes, config.width,
