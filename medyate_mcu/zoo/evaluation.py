@@ -33,7 +33,7 @@ from medyate_mcu.errors import MedyateError
 from medyate_mcu.graph import OpType, ReferenceNet, load_onnx
 from medyate_mcu.method.sgd import accuracy
 from medyate_mcu.zoo import datasets, speech
-from medyate_mcu.zoo.training import EVAL_BATCH, META_PREFIX, fit, network_inputs, normalise
+from medyate_mcu.zoo.training import EVAL_BATCH, META_PREFIX, fit, normalise
 
 MODES = ("classifier", "full")
 
@@ -129,6 +129,20 @@ def load_reference(model_path: Path) -> tuple[ReferenceNet, list[float], list[fl
     return ReferenceNet(graph), mean, std
 
 
+def _features_as_taken(net: ReferenceNet, split: datasets.Split
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float features as the model takes them: standardised by its ``input_mean`` /
+    ``input_std`` when it records them, else as they are."""
+    meta = net.graph.metadata
+    if META_PREFIX + "input_mean" not in meta:
+        return torch.from_numpy(split.train.x), torch.from_numpy(split.test.x)
+    shape = (1, -1, 1, 1)
+    mean = np.array(json.loads(meta[META_PREFIX + "input_mean"]), np.float32).reshape(shape)
+    std = np.array(json.loads(meta[META_PREFIX + "input_std"]), np.float32).reshape(shape)
+    train, test = ((x - mean) / std for x in (split.train.x, split.test.x))
+    return torch.from_numpy(train), torch.from_numpy(test)
+
+
 def evaluate_task(model_path: Path, task: str, config: EvalConfig = EvalConfig(),
                   progress: Progress | None = None, **sizes: int) -> TaskResult:
     """Classifier-only and full fine-tune test accuracy of the model on downstream ``task``.
@@ -139,10 +153,10 @@ def evaluate_task(model_path: Path, task: str, config: EvalConfig = EvalConfig()
                            f"{', '.join([*datasets.DOWNSTREAM_TASKS, *speech.SPEECH_SETS])}")
     torch.set_num_threads(max(1, config.threads))
     started = time.perf_counter()
-    if task in speech.SPEECH_SETS:  # features, taken as they are
+    if task in speech.SPEECH_SETS:
         base = ReferenceNet(load_onnx(model_path))
         split = speech.build_speech(task, seed=config.seed, **sizes)
-        x_train, x_test, _ = network_inputs(split)
+        x_train, x_test = _features_as_taken(base, split)
     else:
         base, mean, std = load_reference(model_path)
         split = datasets.build(task, seed=config.seed, size=base.graph.input_shape[-1], **sizes)
