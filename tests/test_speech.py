@@ -23,6 +23,7 @@ from medyate_mcu.graph import OpType, ReferenceNet, load_onnx
 from medyate_mcu.graph.summary import macs
 from medyate_mcu.method.lara import LayerRanking
 from medyate_mcu.zoo import bundled_model_path, evaluation, mfcc, speech, training
+from medyate_mcu.zoo.samples import SampleEncoding, SampleFormat
 
 # Float64 FFTs of 640 points agree to ~1e-15 of the spectrum's peak; 1e-9 leaves room for the
 # summation order and is far below what one sample of misalignment changes (~1e-1).
@@ -241,8 +242,10 @@ def test_shipped_kws_model_is_a_small_described_ds_cnn() -> None:
     meta = training.read_metadata(onnx.load(str(KWS_MODEL)))
     assert meta["architecture"] == "ds-cnn" and meta["source_task"] == "kws"
     assert json.loads(meta["class_names"]) == list(speech.KWS_CLASSES)
-    assert meta["input_layout"] == speech.FEATURE_LAYOUT  # features as they are:
-    assert "input_mean" not in meta and "input_std" not in meta  # no normalisation
+    # standardised features: the training split's statistics, which every data path applies
+    assert json.loads(meta["input_mean"]) == [-2.2143]
+    assert json.loads(meta["input_std"]) == [11.2721]
+    assert "input_mean[c]" in meta["input_layout"]
     assert json.loads(KWS_MODEL.with_suffix(".json").read_text())["metadata"] == meta
     graph = load_onnx(KWS_MODEL)
     assert graph.input_shape == (1, 49, 10) and graph.output_shape[-1] == 12
@@ -261,9 +264,12 @@ def test_shipped_kws_model_matches_onnxruntime_and_recognises_keywords() -> None
     require_espeak()
     source = speech.build_speech("kws", small=True).test
     proto = onnx.load(str(KWS_MODEL))
-    expected = _ort_logits(proto, source.x)
+    meta = training.read_metadata(proto)
+    x = SampleEncoding(SampleFormat.FLOAT32, 1.0, tuple(json.loads(meta["input_mean"])),
+                       tuple(json.loads(meta["input_std"]))).decode(source.x)
+    expected = _ort_logits(proto, x)
     with torch.no_grad():
-        got = ReferenceNet(load_onnx(KWS_MODEL))(torch.from_numpy(source.x)).numpy()
+        got = ReferenceNet(load_onnx(KWS_MODEL))(torch.from_numpy(x)).numpy()
     # float32 sums of at most 640 products (pointwise 64, stem 40, depthwise 9 per output):
     # relative rounding ~1e-6 of the largest logit; 1e-4 of it leaves margin.
     tolerance = 1e-4 * np.abs(expected).max()
@@ -275,7 +281,7 @@ def test_shipped_kws_model_matches_onnxruntime_and_recognises_keywords() -> None
     weight = next(t for t in bad.graph.initializer if t.name == "classifier.weight")
     array = onnx.numpy_helper.to_array(weight) * np.float32(1.01)  # the head 1 % off: caught
     weight.CopyFrom(onnx.numpy_helper.from_array(array, weight.name))
-    assert np.abs(_ort_logits(bad, source.x) - got).max() > tolerance
+    assert np.abs(_ort_logits(bad, x) - got).max() > tolerance
 
 
 def test_pretraining_on_features_records_no_input_normalisation(
@@ -309,11 +315,13 @@ def test_evaluating_on_the_new_voice_keeps_the_head(mean: float | None, std: flo
     proto = onnx.load(str(KWS_MODEL))
     target = small("kws-newvoice", 0, small=True).test
     x = target.x
+    props = {p.key: p.value for p in proto.metadata_props
+             if p.key not in ("medyate.input_mean", "medyate.input_std")}  # raw features
     if mean is not None:
-        onnx.helper.set_model_props(proto, {**{p.key: p.value for p in proto.metadata_props},
-                                            "medyate.input_mean": f"[{mean}]",
-                                            "medyate.input_std": f"[{std}]"})
+        props.update({"medyate.input_mean": f"[{mean}]", "medyate.input_std": f"[{std}]"})
         x = (x - np.float32(mean)) / np.float32(std)
+    del proto.metadata_props[:]
+    onnx.helper.set_model_props(proto, props)
     path = tmp_path / "kws.onnx"
     onnx.save(proto, path)
     config = evaluation.EvalConfig(epochs=1, lr_grid=(0.01,))

@@ -28,7 +28,7 @@ from medyate_mcu.errors import MedyateError
 from medyate_mcu.graph import ReferenceNet, export_onnx, import_onnx_model
 from medyate_mcu.method.sgd import accuracy, warmup_cosine
 from medyate_mcu.zoo import architectures, datasets, speech
-from medyate_mcu.zoo.samples import pixel_encoding
+from medyate_mcu.zoo.samples import SampleEncoding, SampleFormat, pixel_encoding
 
 META_PREFIX = "medyate."
 EVAL_BATCH = 512  # samples per forward when measuring accuracy
@@ -174,9 +174,8 @@ def network_inputs(split: datasets.Split, standardise: bool = False
                 {"input_layout": f"{features}, taken as they are: no input normalisation"})
     mean = [round(float(v), 4) for v in x_train.mean(axis=(0, 2, 3), dtype=np.float64)]
     std = [round(float(v), 4) for v in x_train.std(axis=(0, 2, 3), dtype=np.float64)]
-    m = np.array(mean, np.float32).reshape(1, -1, 1, 1)
-    s = np.array(std, np.float32).reshape(1, -1, 1, 1)
-    return (torch.from_numpy((x_train - m) / s), torch.from_numpy((x_test - m) / s),
+    encoding = SampleEncoding(SampleFormat.FLOAT32, 1.0, tuple(mean), tuple(std))  # as deployed
+    return (torch.from_numpy(encoding.decode(x_train)), torch.from_numpy(encoding.decode(x_test)),
             {"input_layout": f"{features}; x = (feature - input_mean[c]) / input_std[c]",
              "input_mean": json.dumps(mean), "input_std": json.dumps(std)})
 
