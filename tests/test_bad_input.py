@@ -388,6 +388,7 @@ def train_on(build: Path, reply: Reply, tmp_path: Path) -> tuple[Result, Path]:
     target = tmp_path / "trained.onnx"
     try:
         result = run("train", build, "--port", fake.url, "--samples", "2", "--epochs", "1",
+                     "--test-samples", "0",
                      "--timeout", "3", "-o", target)
     finally:
         fake.close()
@@ -419,6 +420,7 @@ def test_an_unwritable_trained_model_is_one_line(build: Path, device: Device) ->
     fake = FakeDevice(device.reply)
     try:
         result = run("train", build, "--port", fake.url, "--samples", "2", "--epochs", "1",
+                     "--test-samples", "0",
                      "--timeout", "3", "-o", "/proc/medyate/trained.onnx")
     finally:
         fake.close()

@@ -35,6 +35,7 @@ from medyate_mcu.run.verify import (
 )
 from medyate_mcu.toolchain.compile import CompileOptions, compile_project
 from medyate_mcu.toolchain.host import build_host_serial
+from medyate_mcu.zoo.tasks import stratified_sample
 
 SAMPLES = 24
 EPOCHS = 2
@@ -128,6 +129,12 @@ def test_train_matches_the_ctypes_engine_and_the_reference(build: Path, device: 
         assert status == 0
         labels.append(label)
     assert logits.argmax(axis=1).tolist() == labels
+    # the after-training test accuracy `train` printed is the trained engine's on the same 100
+    # stratified test samples (--test-samples default)
+    tests = stratified_sample(data.y_test, 100, settings.seed)
+    right = [engine.predict(data.x_test[i])[1] == data.y_test[i] for i in tests]
+    printed = re.search(r"test accuracy after training: ([0-9.]+) %", result.output)
+    assert printed and float(printed.group(1)) == round(100 * float(np.mean(right)), 1)
 
 
 def _train_over(link: DeviceLink, run: HostRun, epochs: int) -> np.ndarray:

@@ -22,7 +22,10 @@ from medyate_mcu.errors import MedyateError
 @click.option("--epochs", type=click.IntRange(1), default=None,
               help="Epochs to train [default: the build's schedule; at most that].")
 @click.option("--samples", type=click.IntRange(1), default=None,
-              help="Use only the first N training samples [default: all].")
+              help="Train on N training samples, stratified by class [default: all].")
+@click.option("--test-samples", type=click.IntRange(0), default=100, show_default=True,
+              help="Test samples of the data (stratified) the device classifies before and "
+                   "after training, for its accuracy; 0: none.")
 @click.option("--baud", type=click.IntRange(1), default=None,
               help="Baud rate of a serial device [default: the board's, else 115200].")
 @click.option("--timeout", type=click.FloatRange(0.1), default=10.0, show_default=True,
@@ -30,7 +33,7 @@ from medyate_mcu.errors import MedyateError
 @click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Where to write the trained model [default: BUILD_DIR/trained.onnx].")
 def train_command(build_dir: Path, port: str, data_name: str | None, epochs: int | None,
-                  samples: int | None, baud: int | None, timeout: float,
+                  samples: int | None, test_samples: int, baud: int | None, timeout: float,
                   output: Path | None) -> None:
     """Train the device running BUILD_DIR's serial firmware: restart it from the pre-trained
     weights, stream the training samples (each epoch in the order the host reference uses),
@@ -44,7 +47,7 @@ def train_command(build_dir: Path, port: str, data_name: str | None, epochs: int
 
     out = console()
     session = TrainSession.open(Project.open(build_dir), port, data_name, epochs, samples, baud,
-                                timeout)
+                                timeout, test_samples)
     with session:
         ready = session.ready
         out.print(f"device on {port}: board {ready.board}, protocol v{ready.version}, "
@@ -52,6 +55,10 @@ def train_command(build_dir: Path, port: str, data_name: str | None, epochs: int
                   f"{ready.classes} classes, "
                   f"{ready.candidates} candidate layers; training {session.epochs} epoch(s) on "
                   f"{len(session.y)} samples of {session.data_name}")
+        before = session.test_accuracy()
+        if before is not None:
+            out.print(f"test accuracy before training: {100 * before:.1f} % "
+                      f"({len(session.test_y)} test samples)")
         with Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(),
                       MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.4f}"),
                       TextColumn("acc {task.fields[acc]:.3f}"), console=out,
@@ -67,6 +74,10 @@ def train_command(build_dir: Path, port: str, data_name: str | None, epochs: int
                           f"{record.selected} channels trained")
                 progress.reset(task, total=len(session.y), epoch=record.epoch + 1, loss=0.0,
                                acc=0.0)
+        after = session.test_accuracy()
+        if after is not None and before is not None:
+            out.print(f"test accuracy after training: {100 * after:.1f} % (before: "
+                      f"{100 * before:.1f} %)")
         target = output or build_dir / "trained.onnx"
         with out.status("reading the trained weights..."):
             session.save(target)

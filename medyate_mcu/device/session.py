@@ -38,13 +38,16 @@ class TrainSession:
     y: np.ndarray
     epochs: int
     encoding: SampleEncoding
+    test_stored: np.ndarray  # held-out test samples the device classifies (PREDICT), stored
+    test_y: np.ndarray
 
     @classmethod
     def open(cls, project: Project, port: str, data_name: str | None = None,
              epochs: int | None = None, samples: int | None = None, baud: int | None = None,
-             timeout: float = 10.0) -> TrainSession:
+             timeout: float = 10.0, test_samples: int = 0) -> TrainSession:
         """Check the build and the data, connect, check the device runs this build, and restart
-        its training from the pre-trained weights."""
+        its training from the pre-trained weights. ``test_samples`` of the data's test split
+        (stratified) are kept for :meth:`test_accuracy`."""
         manifest = project.manifest
         graph, plan, settings, _ = project.reference()
         epochs = epochs or settings.epochs
@@ -55,6 +58,7 @@ class TrainSession:
         chosen = (stratified_sample(task.y_train, samples, settings.seed) if samples
                   else np.arange(len(task.y_train)))  # as TaskData.train_subset draws them
         stored, x, y = task.stored_train[chosen], task.x_train[chosen], task.y_train[chosen]
+        tests = stratified_sample(task.y_test, test_samples, settings.seed)
         board = project.board
         baud = baud or (board.baud if board else DEFAULT_BAUD)
         link = DeviceLink(port, baud=baud, timeout=timeout)
@@ -79,7 +83,8 @@ class TrainSession:
             link.close()
             raise
         return cls(link, ready, graph, settings, list(plan.memory.schedule.candidates),
-                   Path(manifest.model_path), task.name, stored, x, y, epochs, task.encoding)
+                   Path(manifest.model_path), task.name, stored, x, y, epochs, task.encoding,
+                   task.stored_test[tests], task.y_test[tests])
 
     def __enter__(self) -> TrainSession:
         return self
@@ -103,6 +108,15 @@ class TrainSession:
             record = self.link.end_epoch()
             _check_finite(f"epoch {epoch}: the mean loss", record.loss)
             yield record
+
+    def test_accuracy(self) -> float | None:
+        """The share of the kept test samples the device classifies right now (None: no test
+        samples were kept)."""
+        if not len(self.test_y):
+            return None
+        correct = sum(self.link.predict(sample).label == int(label)
+                      for sample, label in zip(self.test_stored, self.test_y, strict=True))
+        return correct / len(self.test_y)
 
     def trained(self) -> Graph:
         layers, classifier = self.link.read_weights()
