@@ -116,7 +116,8 @@ def test_host_program_trains_and_the_loss_falls(tmp_path: Path) -> None:
     compile_project(CompileOptions(budget=300 * 1024, embed=64, epochs=4), tmp_path / "demo")
     program = make(tmp_path / "demo", "host")
     run = subprocess.run([str(program)], capture_output=True, text=True, check=True, timeout=300)
-    rows = [line.split() for line in run.stdout.splitlines()[1:]]
+    before, *rows = [line.split() for line in run.stdout.splitlines()[1:]]
+    assert before[:3] == ["0", "-", "-"] and 0 <= float(before[3]) <= 1  # epoch 0: test acc
     losses = [float(row[1]) for row in rows]
     assert len(losses) == 4 and losses[-1] < losses[0], run.stdout
     assert all(int(row[4]) > 0 for row in rows)  # channels selected every epoch

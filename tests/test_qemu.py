@@ -134,10 +134,10 @@ def test_simulate_prints_the_host_trainers_table(board_name: str, model: str, bu
                           check=True).stdout
     result = CliRunner().invoke(main, ["simulate", str(build), "--timeout", "300"])
     assert result.exit_code == 0, result.output
-    table = [line.split() for line in host.splitlines() if re.match(r"\s+\d+\s", line)]
-    ours = [line.split() for line in result.output.splitlines() if re.match(r"\s+\d+\s+\d",
-                                                                            line)]
-    assert len(table) == EPOCHS and len(ours) == EPOCHS
+    row = re.compile(r"\s+\d+\s+[\d-]")  # epoch 0 (before training: "-" for loss) then 1..
+    table = [line.split() for line in host.splitlines() if row.match(line)]
+    ours = [line.split() for line in result.output.splitlines() if row.match(line)]
+    assert len(table) == EPOCHS + 1 and len(ours) == EPOCHS + 1
     assert table == ours  # the same bits: every figure of every epoch, as printed
     assert "instructions per training step (mdy_train_sample, QEMU -icount)" in result.output
 
