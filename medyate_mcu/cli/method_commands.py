@@ -166,6 +166,8 @@ def print_plan(plan: BudgetPlan, ranking: LayerRanking) -> None:
               help="Comma-separated RAM budgets.")
 @click.option("--seeds", type=click.IntRange(1), default=3, show_default=True)
 @click.option("--epochs", type=click.IntRange(1), default=15, show_default=True)
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=0.1, show_default=True,
+              help="Peak learning rate of every policy (warm-up 1 epoch, then cosine).")
 @click.option("--policies", default=None,
               help="Comma-separated policies [default: every one]: "
                    "medyate, trady, static, random, classifier, last-k, full.")
@@ -184,7 +186,7 @@ def print_plan(plan: BudgetPlan, ranking: LayerRanking) -> None:
 @click.option("-o", "--output", type=click.Path(path_type=Path, file_okay=False),
               default=Path("build/experiment"), show_default=True)
 def experiment_command(model: Path | None, tasks: str | None, budgets: str, seeds: int,
-                       epochs: int, policies: str | None, backbones: str,
+                       epochs: int, lr: float, policies: str | None, backbones: str,
                        train_per_class: int | None, quick: bool, k_rule: str,
                        output: Path) -> None:
     """Accuracy versus RAM budget of MeDyate and the baselines (TraDy, static LaRa channels,
@@ -211,7 +213,7 @@ def experiment_command(model: Path | None, tasks: str | None, budgets: str, seed
     policy_list = tuple(_choices(policies, Policy, "policy")) if policies else tuple(Policy)
     backbone_list = tuple(_choices(backbones, Backbone, "backbone"))
     config = SweepConfig(task_list, budget_list, policy_list, seeds=tuple(range(seeds)),
-                         train=TrainSettings(epochs=epochs, batch_size=16, lr=0.1, warmup=1),
+                         train=TrainSettings(epochs=epochs, batch_size=16, lr=lr, warmup=1),
                          k_rule=KRule(k_rule), train_per_class=train_per_class,
                          backbones=backbone_list)
     if quick:
