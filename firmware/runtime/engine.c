@@ -160,6 +160,20 @@ void mdy_accumulate_selected_gradients(const mdy_model_t *model, uint16_t index,
     }
 }
 
+int mdy_selected_below(const mdy_model_t *model, uint16_t index)
+{
+#ifdef MDY_FULL_BACKWARD
+    (void)model;
+    (void)index;
+    return 1;
+#else
+    /* `selected` is in canonical order (layer, then channel): its first entry is the lowest. */
+    uint32_t boundary = index < model->n_candidates ? model->candidates[index].first_channel
+                                                    : model->n_channels;
+    return model->state->n_selected > 0u && model->selected[0] < boundary;
+#endif
+}
+
 /* Average the accumulated gradients over the batch, apply SGD, record the slice norms. */
 static void apply_update(const mdy_model_t *model)
 {

@@ -126,4 +126,13 @@ void mdy_save_selected_inputs(const mdy_model_t *model, uint16_t index, const fl
 void mdy_accumulate_selected_gradients(const mdy_model_t *model, uint16_t index,
                                        const float *dy);
 
+/* Called by the generated backward pass after the weight gradient of candidate layer `index`
+ * (index n_candidates: after the classifier's): 1 when a channel selected this epoch lies in a
+ * lower candidate layer, 0 when nothing below is used and the pass returns. Below that point the
+ * pass computes only errors that feed lower candidates' weight gradients, and the norm vector
+ * takes only selected channels' gradients (mdy_end_epoch), so stopping changes no result.
+ * Built with MDY_FULL_BACKWARD it is always 1: every step runs the whole pass down to the lowest
+ * candidate (the behaviour before this check, kept to test and measure it against). */
+int mdy_selected_below(const mdy_model_t *model, uint16_t index);
+
 #endif /* MDY_ENGINE_H */

@@ -510,6 +510,16 @@ class _Emitter:
             written.add(tensor)
             return flag
 
+        last = max((time for time, step in enumerate(self.schedule.steps)
+                    if step.kind is StepKind.BACKWARD), default=-1)
+
+        def stop_unless_used(index: int, time: int) -> list[str]:
+            """The early return after a weight gradient: nothing below it is used this epoch
+            (engine.h, mdy_selected_below). None after the pass's last step."""
+            if time == last:
+                return []
+            return [f"if (!mdy_selected_below(model, {index}u)) {{ return; }}"]
+
         for time, step in enumerate(self.schedule.steps):
             if step.kind is not StepKind.BACKWARD or step.node is None:
                 continue
@@ -524,6 +534,7 @@ class _Emitter:
                 if step.weight_gradient:
                     code.append(f"mdy_accumulate_selected_gradients(model, "
                                 f"{self.candidate_index[node.name]}, {dy});")
+                    code.extend(stop_unless_used(self.candidate_index[node.name], time))
                 for t in targets:
                     if node.name in self.w8_nodes:
                         code.append(f"mdy_conv2d_backward_input_w8(&shape_{ident}, {dy}, "
@@ -539,6 +550,7 @@ class _Emitter:
                     code.append(f"mdy_linear_backward_weight({in_f}, {out_f}, {dy}, "
                                 f"{self.act(node.inputs[0])}, mdy_classifier_grad, "
                                 f"mdy_classifier_grad + {in_f * out_f});")
+                    code.extend(stop_unless_used(len(self.schedule.candidates), time))
                 for t in targets:
                     if node.name in self.w8_nodes:
                         code.append(f"mdy_linear_backward_input_w8({in_f}, {out_f}, {dy}, "
