@@ -10,6 +10,8 @@
 
 #include <stddef.h>
 
+#include "conv_pointwise.h"
+
 #include "quant.h"
 #include "sgd.h"
 #include "window.h"
@@ -35,19 +37,10 @@ static void forward_channel(const mdy_conv_shape_t *s, int pointwise, int32_t o,
     const float *x_g = x + (o / opg) * cpg * in_hw;  /* group's inputs: cpg x in_h x in_w */
     const float bias = b != NULL ? b[o] : 0.0f;
     float *y_o = y + o * out_h * out_w;              /* out_h x out_w */
-    int32_t oy, ox, ic, ky, kx, p;
+    int32_t oy, ox, ic, ky, kx;
 
-    if (pointwise) {
-        for (p = 0; p < in_hw; ++p) {
-            y_o[p] = bias;
-        }
-        for (ic = 0; ic < cpg; ++ic) {
-            const float weight = w_o[ic];
-            const float *x_c = x_g + ic * in_hw;
-            for (p = 0; p < in_hw; ++p) {
-                y_o[p] += x_c[p] * weight;
-            }
-        }
+    if (pointwise) {  /* one channel (int8 weights); float weights take forward()'s path */
+        mdy_pointwise_forward(1, cpg, in_hw, x_g, w_o, &bias, y_o);
         return;
     }
     for (oy = 0; oy < out_h; ++oy) {
@@ -88,16 +81,10 @@ static void backward_input_channel(const mdy_conv_shape_t *s, int pointwise, int
     const int32_t opg = s->out_c / s->groups;
     float *dx_g = dx + (o / opg) * cpg * in_hw;      /* cpg x in_h x in_w */
     const float *dy_o = dy + o * out_h * out_w;      /* out_h x out_w */
-    int32_t oy, ox, ic, ky, kx, p;
+    int32_t oy, ox, ic, ky, kx;
 
-    if (pointwise) {
-        for (ic = 0; ic < cpg; ++ic) {
-            const float weight = w_o[ic];
-            float *dx_c = dx_g + ic * in_hw;
-            for (p = 0; p < in_hw; ++p) {
-                dx_c[p] += dy_o[p] * weight;
-            }
-        }
+    if (pointwise) {  /* one channel (int8 weights); float weights take backward_input()'s */
+        mdy_pointwise_backward_input(1, cpg, in_hw, dy_o, w_o, dx_g);
         return;
     }
     for (oy = 0; oy < out_h; ++oy) {
@@ -145,6 +132,10 @@ static void forward(const mdy_conv_shape_t *s, const float *x, const float *w, c
 {
     const int pointwise = is_pointwise(s);
     int32_t o;
+    if (pointwise && w8 == NULL) {
+        mdy_conv_pointwise_forward(s, x, w, b, y);
+        return;
+    }
     for (o = 0; o < s->out_c; ++o) {
         forward_channel(s, pointwise, o, x, filter(s, o, w, w8, w_scale, scratch), b, y);
     }
@@ -159,6 +150,10 @@ static void backward_input(const mdy_conv_shape_t *s, const float *dy, const flo
     int32_t o;
     if (!accumulate) {
         mdy_zero((uint32_t)s->in_c * (uint32_t)(s->in_h * s->in_w), dx);
+    }
+    if (pointwise && w8 == NULL) {
+        mdy_conv_pointwise_backward_input(s, dy, w, dx);
+        return;
     }
     for (o = 0; o < s->out_c; ++o) {
         backward_input_channel(s, pointwise, o, dy, filter(s, o, w, w8, w_scale, scratch), dx);
@@ -200,6 +195,9 @@ void mdy_conv2d_backward_weight_channel(const mdy_conv_shape_t *s, const float *
     const int32_t o_first = (c / cpg) * opg;  /* first output channel of c's group */
     int32_t m, oy, ox, ky, kx;
 
+    if (mdy_conv_pointwise_backward_weight(s, dy, x_channel, c, grad_slice)) {
+        return;
+    }
     for (m = 0; m < opg; ++m) {
         const float *dy_o = dy + (o_first + m) * out_h * out_w;  /* out_h x out_w */
         float *g_m = grad_slice + m * k_hw;                       /* k_h x k_w */
