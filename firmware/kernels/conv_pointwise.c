@@ -220,21 +220,36 @@ static inline float dot4_onto(float g, quad_t d, quad_t x)
     return g;
 }
 
-/* g[0..3] += sum_p dy_m[p] x[p] over one row of n pixels (dy rows of stride hw), p in order;
-   contiguous pixels (step 1) four at a time. */
+/* g[0..3] += sum_p dy_m[p] x[p step] over the first n - n % 4 pixels of a row (dy rows of
+   stride hw), four pixels at a time, p in order; step is a constant once inlined. */
+static inline quad_t weight_run4(quad_t g, const float *dy, int32_t hw, const float *x,
+                                 int32_t n, int32_t step)
+{
+    const float *d0 = dy, *d1 = dy + hw, *d2 = d1 + hw, *d3 = d2 + hw;
+    int32_t p;
+    for (p = 0; p + 4 <= n; p += 4) {
+        const quad_t xs = column_load(x + p * step, step);
+        g.v0 = dot4_onto(g.v0, quad_load(d0 + p), xs);
+        g.v1 = dot4_onto(g.v1, quad_load(d1 + p), xs);
+        g.v2 = dot4_onto(g.v2, quad_load(d2 + p), xs);
+        g.v3 = dot4_onto(g.v3, quad_load(d3 + p), xs);
+    }
+    return g;
+}
+
+/* g[0..3] += sum_p dy_m[p] x[p step] over one row of n pixels (dy rows of stride hw), p in
+   order: unrolled for steps 1 and 2, then pixel by pixel. */
 static quad_t weight_row4(quad_t g, const float *dy, int32_t hw, const float *x, int32_t n,
                           int32_t step)
 {
     const float *d0 = dy, *d1 = dy + hw, *d2 = d1 + hw, *d3 = d2 + hw;
-    int32_t p = 0;
+    int32_t p = n - n % 4;
     if (step == 1) {
-        for (; p + 4 <= n; p += 4) {
-            const quad_t xs = quad_load(x + p);
-            g.v0 = dot4_onto(g.v0, quad_load(d0 + p), xs);
-            g.v1 = dot4_onto(g.v1, quad_load(d1 + p), xs);
-            g.v2 = dot4_onto(g.v2, quad_load(d2 + p), xs);
-            g.v3 = dot4_onto(g.v3, quad_load(d3 + p), xs);
-        }
+        g = weight_run4(g, dy, hw, x, n, 1);
+    } else if (step == 2) {
+        g = weight_run4(g, dy, hw, x, n, 2);
+    } else {
+        p = 0;
     }
     for (; p < n; ++p) {
         const float xv = x[p * step];
