@@ -173,6 +173,9 @@ CONV_CASES = {
     "3x3 pad3 (windows only padding)": Conv(1, 3, 3, 2, (3, 3), pads=(3, 3, 3, 3)),
     "pointwise": Conv(8, 5, 5, 6, (1, 1)),
     "pointwise s2": Conv(6, 7, 7, 5, (1, 1), (2, 2)),
+    # the register-blocked pointwise kernels' tails: out_c % 4, pixels % 4, in_c % 4, groups
+    "pointwise odd tails": Conv(7, 3, 6, 9, (1, 1)),
+    "pointwise grouped g2": Conv(6, 5, 3, 10, (1, 1), groups=2),
     "depthwise s1": Conv(6, 6, 6, 6, (3, 3), pads=(1, 1, 1, 1), groups=6),
     "depthwise s2 same": Conv(5, 8, 8, 5, (3, 3), (2, 2), (0, 0, 1, 1), groups=5),
     "depthwise multiplier 2": Conv(4, 5, 5, 8, (3, 3), pads=(1, 1, 1, 1), groups=4),
