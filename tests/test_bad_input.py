@@ -154,10 +154,16 @@ def test_ctrl_c_waits_for_the_swap_of_old_and_new(tmp_path: Path) -> None:
             os.kill(os.getpid(), signal.SIGINT)
         return original(self, target)
 
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(Path, "rename", rename)
-        with pytest.raises(KeyboardInterrupt):
-            outputs._swap(old, new)
+    # Python's own SIGINT handler, even when the suite was started with SIGINT ignored (a
+    # background job of a non-interactive shell inherits SIG_IGN)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(Path, "rename", rename)
+            with pytest.raises(KeyboardInterrupt):
+                outputs._swap(old, new)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert calls == ["out", "staging"] and (old / "file").read_text() == "new"
 
 
