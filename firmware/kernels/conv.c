@@ -12,6 +12,7 @@
 
 #include "conv_pointwise.h"
 
+#include "conv_window.h"
 #include "quant.h"
 #include "sgd.h"
 #include "window.h"
@@ -41,6 +42,9 @@ static void forward_channel(const mdy_conv_shape_t *s, int pointwise, int32_t o,
 
     if (pointwise) {  /* one channel (int8 weights); float weights take forward()'s path */
         mdy_pointwise_forward(1, cpg, in_hw, x_g, w_o, &bias, y_o);
+        return;
+    }
+    if (mdy_conv3x3_forward(s, x_g, w_o, bias, y_o)) {
         return;
     }
     for (oy = 0; oy < out_h; ++oy) {
@@ -85,6 +89,9 @@ static void backward_input_channel(const mdy_conv_shape_t *s, int pointwise, int
 
     if (pointwise) {  /* one channel (int8 weights); float weights take backward_input()'s */
         mdy_pointwise_backward_input(1, cpg, in_hw, dy_o, w_o, dx_g);
+        return;
+    }
+    if (mdy_conv3x3_backward_input(s, dy_o, w_o, dx_g)) {
         return;
     }
     for (oy = 0; oy < out_h; ++oy) {
@@ -201,6 +208,9 @@ void mdy_conv2d_backward_weight_channel(const mdy_conv_shape_t *s, const float *
     for (m = 0; m < opg; ++m) {
         const float *dy_o = dy + (o_first + m) * out_h * out_w;  /* out_h x out_w */
         float *g_m = grad_slice + m * k_hw;                       /* k_h x k_w */
+        if (mdy_conv3x3_backward_weight(s, dy_o, x_channel, g_m)) {
+            continue;
+        }
 
         for (oy = 0; oy < out_h; ++oy) {
             const int32_t iy0 = oy * s->stride_h - s->pad_top;

@@ -1,0 +1,35 @@
+/*
+ * 3x3 convolutions (any stride, padding, groups) split into the interior of each output map,
+ * where every tap lies inside the input, and its border (internal to conv.c, conv_window.c).
+ *
+ * The interior runs a row of output pixels at a time with the nine weights (or the nine
+ * gradient accumulators) in registers and no bounds; the border runs the general bounded
+ * loops. Both keep the general kernels' operations and summation order (forward: bias, input
+ * channel, ky, kx; input error: the scatter in raster order of the output pixels; weight
+ * gradient: per tap, the output pixels in raster order from the existing value), so the
+ * results equal the general loops of conv.c bit for bit.
+ *
+ * Each function returns 1 when it computed its output channel (a 3x3 kernel) and 0, touching
+ * nothing, otherwise. Built with MDY_CONV_WINDOW_OFF they always return 0: the reference build
+ * of the tests, which runs the general loops only.
+ */
+#ifndef MDY_CONV_WINDOW_H
+#define MDY_CONV_WINDOW_H
+
+#include "conv.h"
+
+/* y_o (out_h x out_w) = bias + conv(x_g, w_o): x_g the group's cpg input maps, w_o the output
+   channel's cpg x 3 x 3 filter. */
+int mdy_conv3x3_forward(const mdy_conv_shape_t *s, const float *x_g, const float *w_o,
+                        float bias, float *y_o);
+
+/* dx_g (the group's cpg input maps) += the scatter of one output channel's error dy_o along
+   its filter w_o. */
+int mdy_conv3x3_backward_input(const mdy_conv_shape_t *s, const float *dy_o, const float *w_o,
+                               float *dx_g);
+
+/* g_out (3 x 3) += the weight gradient of one output channel's error dy_o and input map x_c. */
+int mdy_conv3x3_backward_weight(const mdy_conv_shape_t *s, const float *dy_o,
+                                const float *x_c, float *g_out);
+
+#endif /* MDY_CONV_WINDOW_H */

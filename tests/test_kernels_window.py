@@ -1,0 +1,171 @@
+"""The 3x3 fast interior paths (firmware/kernels/conv_window.c) against the general loops.
+
+Oracle: the same conv.c built with MDY_CONV_WINDOW_OFF, where the fast paths decline and only
+the general bounded loops run. The fast paths keep the general loops' operations and summation
+order, so forward, input error (overwrite and accumulate) and weight gradient must agree bit
+for bit, on many shapes: maps 1x1 to 9x11, strides 1 and 2, pads 0/1 and asymmetric, depthwise,
+grouped and regular with odd channel counts, and non-3x3 kernels (1x3, 10x4) that must fall
+through to the general loops. The demo's shapes are also checked against PyTorch autograd in
+float64 with the tolerance of tests/test_kernels_c.py (max |c - ref| <= 1e-4 max |ref| + 1e-6).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+from c_build import build_library
+from test_kernels_c import KERNELS, Conv, ConvP, FloatP, assert_close, conv_data, conv_reference, fp
+
+PROTOTYPES: dict[str, tuple[type | None, list[type]]] = {
+    "mdy_conv2d_forward": (None, [ConvP, FloatP, FloatP, FloatP, FloatP]),
+    "mdy_conv2d_backward_input": (None, [ConvP, FloatP, FloatP, FloatP, ctypes.c_int]),
+    "mdy_conv2d_backward_weight_channel": (None, [ConvP, FloatP, FloatP, ctypes.c_uint16,
+                                                  FloatP]),
+    "mdy_conv3x3_forward": (ctypes.c_int, [ConvP, FloatP, FloatP, ctypes.c_float, FloatP]),
+}
+
+
+def load(out_dir: Path, name: str, flags: tuple[str, ...]) -> ctypes.CDLL:
+    library = build_library(sorted(KERNELS.glob("*.c")), out_dir, name, ("-O2", *flags))
+    for function_name, (restype, argtypes) in PROTOTYPES.items():
+        function = getattr(library, function_name)
+        function.restype = restype
+        function.argtypes = argtypes
+    return library
+
+
+@pytest.fixture(scope="module")
+def libs(tmp_path_factory: pytest.TempPathFactory) -> tuple[ctypes.CDLL, ctypes.CDLL]:
+    """(fast, general): the kernels as shipped, and with the 3x3 fast paths switched off."""
+    out = tmp_path_factory.mktemp("window")
+    return load(out, "fast", ()), load(out, "general", ("-DMDY_CONV_WINDOW_OFF",))
+
+
+def cases() -> list[Conv]:
+    """Maps 1x1..9x11 x strides x pads x (depthwise, regular, grouped), plus other kernels."""
+    found = []
+    channel_sets = [(3, 3, 3), (5, 5, 5), (3, 7, 1), (1, 4, 1), (4, 6, 2)]  # in_c, out_c, groups
+    pad_sets = [(0, 0, 0, 0), (1, 1, 1, 1), (0, 0, 1, 1), (1, 0, 0, 1), (1, 1, 0, 0),
+                (2, 1, 0, 2)]
+    maps = [(1, 1), (2, 3), (3, 3), (4, 5), (5, 4), (7, 6), (9, 11)]
+    for (h, w), stride, pads in itertools.product(maps, [(1, 1), (2, 2), (1, 2), (2, 1)],
+                                                  pad_sets):
+        for in_c, out_c, groups in channel_sets:
+            case = Conv(in_c, h, w, out_c, (3, 3), stride, pads, groups)
+            if min(case.out_hw) >= 1:
+                found.append(case)
+    found += [Conv(3, 5, 6, 4, (1, 3), pads=(0, 1, 0, 1)),
+              Conv(2, 13, 6, 3, (10, 4), (2, 1), (4, 2, 5, 1)),
+              Conv(1, 49, 10, 3, (10, 4), (2, 2), (4, 1, 5, 1))]
+    return found
+
+
+CASES = cases()
+
+
+def assert_bits_equal(actual: np.ndarray, expected: np.ndarray, what: str) -> None:
+    assert actual.shape == expected.shape
+    differ = np.flatnonzero(actual.view(np.uint32) != expected.view(np.uint32))
+    assert differ.size == 0, f"{what}: {differ.size} cells differ, first at {differ[0]}"
+
+
+def forward(lib: ctypes.CDLL, case: Conv, x: np.ndarray, w: np.ndarray,
+            b: np.ndarray) -> np.ndarray:
+    y = np.full((case.out_c, *case.out_hw), np.nan, dtype=np.float32)
+    lib.mdy_conv2d_forward(ctypes.byref(case.shape()), fp(x), fp(w), fp(b), fp(y))
+    return y
+
+
+def backward_input(lib: ctypes.CDLL, case: Conv, dy: np.ndarray, w: np.ndarray,
+                   base: np.ndarray | None) -> np.ndarray:
+    """dx overwritten (base None, on NaNs) or accumulated into a copy of base."""
+    dx = np.full((case.in_c, case.in_h, case.in_w), np.nan, np.float32) if base is None \
+        else base.copy()
+    lib.mdy_conv2d_backward_input(ctypes.byref(case.shape()), fp(dy), fp(w), fp(dx),
+                                  int(base is not None))
+    return dx
+
+
+def backward_weight(lib: ctypes.CDLL, case: Conv, dy: np.ndarray, x: np.ndarray,
+                    base: np.ndarray) -> np.ndarray:
+    """Every input channel's slice, accumulated into a copy of base (out_c x cpg x k)."""
+    cpg, opg = case.in_c // case.groups, case.out_c // case.groups
+    grad = base.copy()
+    for c in range(case.in_c):
+        g = c // cpg
+        slice_ = np.ascontiguousarray(grad[g * opg:(g + 1) * opg, c % cpg])
+        lib.mdy_conv2d_backward_weight_channel(ctypes.byref(case.shape()), fp(dy),
+                                               fp(np.ascontiguousarray(x[c])), c, fp(slice_))
+        grad[g * opg:(g + 1) * opg, c % cpg] = slice_
+    return grad
+
+
+def test_fast_paths_equal_general_loops_bit_for_bit(libs: tuple[ctypes.CDLL, ctypes.CDLL]
+                                                    ) -> None:
+    fast, general = libs
+    for i, case in enumerate(CASES):
+        x, w, b, dy = conv_data(case, i)
+        base_dx = np.random.default_rng(1000 + i).standard_normal(x.shape).astype(np.float32)
+        base_dw = np.random.default_rng(2000 + i).standard_normal(w.shape).astype(np.float32)
+        label = f"{case}"
+        assert_bits_equal(forward(fast, case, x, w, b), forward(general, case, x, w, b),
+                          f"forward {label}")
+        for base in (None, base_dx):
+            assert_bits_equal(backward_input(fast, case, dy, w, base),
+                              backward_input(general, case, dy, w, base),
+                              f"input error {label}")
+        assert_bits_equal(backward_weight(fast, case, dy, x, base_dw),
+                          backward_weight(general, case, dy, x, base_dw),
+                          f"weight gradient {label}")
+
+
+def test_fast_path_taken_for_3x3_only(libs: tuple[ctypes.CDLL, ctypes.CDLL]) -> None:
+    """The comparison above is meaningful: the shipped build takes the 3x3 path, the
+    reference build never does, and other kernels fall through in both."""
+    fast, general = libs
+    for case, taken in ((Conv(3, 6, 6, 2, (3, 3)), 1), (Conv(3, 5, 6, 2, (1, 3)), 0),
+                        (Conv(1, 13, 6, 2, (10, 4)), 0)):
+        x, w, _, _ = conv_data(case, 0)
+        y = np.zeros((case.out_c, *case.out_hw), np.float32)
+        shape = ctypes.byref(case.shape())
+        assert fast.mdy_conv3x3_forward(shape, fp(x), fp(w), 0.5, fp(y)) == taken
+        assert general.mdy_conv3x3_forward(shape, fp(x), fp(w), 0.5, fp(y)) == 0
+
+
+def test_bit_check_sees_a_reordered_sum(libs: tuple[ctypes.CDLL, ctypes.CDLL]) -> None:
+    """A one-ulp difference, as a different summation order gives, fails the check: the
+    forward summed kx descending instead of ascending differs from the kernel's result."""
+    fast, _ = libs
+    case = Conv(3, 9, 11, 4, (3, 3), pads=(1, 1, 1, 1))
+    x, w, b, _ = conv_data(case, 7)
+    y = forward(fast, case, x, w, b)
+    flipped = forward(fast, case, x[:, :, ::-1].copy(), w[:, :, :, ::-1].copy(), b)[:, :, ::-1]
+    assert not np.array_equal(y.view(np.uint32), np.ascontiguousarray(flipped).view(np.uint32))
+    with pytest.raises(AssertionError):
+        assert_bits_equal(y, np.ascontiguousarray(flipped), "reordered forward")
+    nudged = y.copy()
+    nudged[1, 4, 5] = np.nextafter(nudged[1, 4, 5], np.float32(np.inf))
+    with pytest.raises(AssertionError):
+        assert_bits_equal(y, nudged, "one ulp")
+
+
+DEMO = {
+    "stem 3x3 s2 3->16 on 32x32": Conv(3, 32, 32, 16, (3, 3), (2, 2), (0, 0, 1, 1)),
+    "depthwise 3x3 s1 on 48x16x16": Conv(48, 16, 16, 48, (3, 3), pads=(1, 1, 1, 1), groups=48),
+    "depthwise 3x3 s2 on 48x16x16": Conv(48, 16, 16, 48, (3, 3), (2, 2), (0, 0, 1, 1), 48),
+}
+
+
+@pytest.mark.parametrize("name", DEMO)
+def test_demo_shapes_against_autograd(libs: tuple[ctypes.CDLL, ctypes.CDLL], name: str) -> None:
+    fast, _ = libs
+    case = DEMO[name]
+    x, w, b, dy = conv_data(case, 3)
+    y, dx, dw = conv_reference(case, x, w, b, dy)
+    assert_close(forward(fast, case, x, w, b), y)
+    assert_close(backward_input(fast, case, dy, w, None), dx)
+    assert_close(backward_weight(fast, case, dy, x, np.zeros_like(w)), dw)
