@@ -1,0 +1,99 @@
+/*
+ * Kernel benchmark firmware (benchmarks/kernel_benchmark.py builds and runs it under QEMU
+ * -icount, where the SysTick cycle counter counts instructions). For every conv shape of the
+ * generated bench_cases.h: forward, input gradient, and the weight gradient of every input channel
+ * (one mdy_conv2d_backward_weight_channel call each, as the engine makes them); then the linear
+ * layer's three kernels. Prints one line per measurement over semihosting:
+ *   <kind> <case> <kernel> <cycles>
+ * with the counter's own cost (two reads back to back) subtracted.
+ */
+#include <stdint.h>
+#include <stdio.h>
+
+#include "bench_cases.h"
+#include "conv.h"
+#include "cycles.h"
+#include "linear.h"
+#include "semihosting.h"
+
+/* Inputs and outputs; an input gradient writes over x, dy is y (no argument overlaps another). */
+static float x[BENCH_X_FLOATS];
+static float y[BENCH_Y_FLOATS];
+static float w[BENCH_W_FLOATS];
+static float b[BENCH_B_FLOATS];
+static float grad[BENCH_G_FLOATS];
+static char line[96];
+static uint64_t overhead;
+
+/* Deterministic values in [-1, 1) (a 32-bit LCG), so that no kernel sees zeros or infinities. */
+static void fill(float *v, uint32_t n, uint32_t seed)
+{
+    uint32_t i, s = seed;
+    for (i = 0; i < n; ++i) {
+        s = s * 1664525u + 1013904223u;
+        v[i] = (float)(int32_t)(s >> 8) / 8388608.0f - 1.0f;
+    }
+}
+
+static void report(const char *kind, uint32_t index, const char *kernel, uint64_t spent)
+{
+    snprintf(line, sizeof line, "%s %lu %s %lu\n", kind, (unsigned long)index, kernel,
+             (unsigned long)(spent - overhead));
+    mdy_semi_write0(line);
+}
+
+static void conv_case(uint32_t index, const mdy_conv_shape_t *s)
+{
+    uint64_t start;
+    uint16_t c;
+    fill(x, BENCH_X_FLOATS, 1u);
+    fill(w, BENCH_W_FLOATS, 2u);
+    fill(b, BENCH_B_FLOATS, 3u);
+    start = mdy_cycles_now();
+    mdy_conv2d_forward(s, x, w, b, y);
+    report("conv", index, "forward", mdy_cycles_now() - start);
+    fill(y, BENCH_Y_FLOATS, 4u);
+    start = mdy_cycles_now();
+    mdy_conv2d_backward_input(s, y, w, x, 0);
+    report("conv", index, "input_gradient", mdy_cycles_now() - start);
+    fill(x, BENCH_X_FLOATS, 5u);
+    start = mdy_cycles_now();
+    for (c = 0; c < s->in_c; ++c) {
+        mdy_conv2d_backward_weight_channel(s, y, x + (uint32_t)c * s->in_h * s->in_w, c, grad);
+    }
+    report("conv", index, "weight_gradient", mdy_cycles_now() - start);
+}
+
+static void linear_case(void)
+{
+    uint64_t start;
+    fill(x, BENCH_LINEAR_IN, 6u);
+    fill(w, (uint32_t)BENCH_LINEAR_IN * BENCH_LINEAR_OUT, 7u);
+    fill(b, BENCH_LINEAR_OUT, 8u);
+    start = mdy_cycles_now();
+    mdy_linear_forward(BENCH_LINEAR_IN, BENCH_LINEAR_OUT, x, w, b, y);
+    report("linear", 0u, "forward", mdy_cycles_now() - start);
+    start = mdy_cycles_now();
+    mdy_linear_backward_input(BENCH_LINEAR_IN, BENCH_LINEAR_OUT, y, w, x, 0);
+    report("linear", 0u, "input_gradient", mdy_cycles_now() - start);
+    start = mdy_cycles_now();
+    mdy_linear_backward_weight(BENCH_LINEAR_IN, BENCH_LINEAR_OUT, y, x, grad,
+                               grad + (uint32_t)BENCH_LINEAR_IN * BENCH_LINEAR_OUT);
+    report("linear", 0u, "weight_gradient", mdy_cycles_now() - start);
+}
+
+int main(void)
+{
+    uint32_t i;
+    uint64_t start;
+    mdy_cycles_start();
+    start = mdy_cycles_now();
+    overhead = mdy_cycles_now() - start;
+    for (i = 0; i < BENCH_CONVS; ++i) {
+        conv_case(i, bench_convs[i]);
+    }
+    linear_case();
+    snprintf(line, sizeof line, "clock %lu\n", (unsigned long)MDY_CPU_HZ);
+    mdy_semi_write0(line);
+    return 0;
+}
