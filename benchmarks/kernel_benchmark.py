@@ -40,7 +40,7 @@ BUDGET = "200kB"
 # demo at --budget 200kB, and the per-inference figure the same way.
 BEFORE = {"qemu-mps2-an386": {"step": 34.66e6, "inference": 14.96e6},
           "qemu-mps2-an500": {"step": 34.59e6, "inference": None}}
-BEFORE_SOURCE = "issue 13 (QEMU -icount, demo --budget 200kB, before the kernel work)"
+BEFORE_SOURCE = "issue 13, the same measure before the kernel work"
 SHAPE = re.compile(r"static const mdy_conv_shape_t (\w+) = \{(.*?)\};", re.S)
 FIELD = re.compile(r"\.(\w+) = (\d+)")
 KERNEL_LINE = re.compile(r"^(conv|linear) (\d+) (\w+) (\d+)$", re.M)
@@ -178,7 +178,7 @@ def main() -> None:
         count7 = m7["kernels"][key][1]
         print(f"{family + ' ' + kernel:36s} {shape:22s} {macs:9,d} {count4:11,.0f} "
               f"{count4 / macs:6.2f} {count7:11,.0f} {count7 / macs:6.2f}")
-    print(f"\n2. the demo, --budget {BUDGET} (instructions; before: {BEFORE_SOURCE})")
+    print(f"\n2. the demo, --budget {BUDGET}, instructions (before: {BEFORE_SOURCE})")
     print(f"{'board':18s} {'step':>8s} {'before':>8s} {'whole bw':>9s} {'inference':>10s} "
           f"{'before':>8s} {'step/inference':>15s}")
     for board in BOARDS:
@@ -189,9 +189,9 @@ def main() -> None:
               f"{(f'{old_inference / 1e6:7.2f}M' if old_inference else '-'):>8s} "
               f"{r['step'] / r['inference']:15.2f}")
     print(f"   step: mean over the {m4['steps']} steps of `medyate-mcu simulate` (64 samples, "
-          "10 epochs); whole bw: the same with MDY_FULL_BACKWARD (every step's backward pass\n"
-          "   down to the lowest candidate, as before the stop); inference: mdy_predict, mean "
-          "over 8 samples")
+          "10 epochs)\n   whole bw: the same built with MDY_FULL_BACKWARD (every backward pass "
+          "down to the lowest\n   candidate layer, as before the stop)\n"
+          "   inference: mdy_predict, mean over 8 embedded samples")
 
 
 if __name__ == "__main__":
