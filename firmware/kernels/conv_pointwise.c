@@ -220,19 +220,24 @@ static inline float dot4_onto(float g, quad_t d, quad_t x)
     return g;
 }
 
+/* Four pixels xs of four rows d, d + hw, d + 2 hw, d + 3 hw of dy onto g, lane by lane. */
+static inline quad_t dot_rows(quad_t g, const float *d, int32_t hw, quad_t xs)
+{
+    g.v0 = dot4_onto(g.v0, quad_load(d), xs);
+    g.v1 = dot4_onto(g.v1, quad_load(d + hw), xs);
+    g.v2 = dot4_onto(g.v2, quad_load(d + 2 * hw), xs);
+    g.v3 = dot4_onto(g.v3, quad_load(d + 3 * hw), xs);
+    return g;
+}
+
 /* g[0..3] += sum_p dy_m[p] x[p step] over the first n - n % 4 pixels of a row (dy rows of
    stride hw), four pixels at a time, p in order; step is a constant once inlined. */
 static inline quad_t weight_run4(quad_t g, const float *dy, int32_t hw, const float *x,
                                  int32_t n, int32_t step)
 {
-    const float *d0 = dy, *d1 = dy + hw, *d2 = d1 + hw, *d3 = d2 + hw;
     int32_t p;
     for (p = 0; p + 4 <= n; p += 4) {
-        const quad_t xs = column_load(x + p * step, step);
-        g.v0 = dot4_onto(g.v0, quad_load(d0 + p), xs);
-        g.v1 = dot4_onto(g.v1, quad_load(d1 + p), xs);
-        g.v2 = dot4_onto(g.v2, quad_load(d2 + p), xs);
-        g.v3 = dot4_onto(g.v3, quad_load(d3 + p), xs);
+        g = dot_rows(g, dy + p, hw, column_load(x + p * step, step));
     }
     return g;
 }
@@ -271,6 +276,25 @@ static float weight_row(float g, const float *dy, const float *x, int32_t n, int
     return g;
 }
 
+/* g[0..7] += sum_p dy_m[p] x[p] over n contiguous pixels (dy rows of stride hw), p in order:
+   eight accumulators share each load of x. */
+static void weight_block8(float *g, const float *dy, int32_t hw, const float *x, int32_t n)
+{
+    quad_t lo = quad_load(g), hi = quad_load(g + 4);
+    int32_t p;
+    for (p = 0; p + 4 <= n; p += 4) {
+        const quad_t xs = quad_load(x + p);
+        lo = dot_rows(lo, dy + p, hw, xs);
+        hi = dot_rows(hi, dy + 4 * hw + p, hw, xs);
+    }
+    for (; p < n; ++p) {
+        lo = quad_mac(lo, column_load(dy + p, hw), x[p]);  /* dy[m][p] x[p]: commutes */
+        hi = quad_mac(hi, column_load(dy + 4 * hw + p, hw), x[p]);
+    }
+    quad_store(g, lo);
+    quad_store(g + 4, hi);
+}
+
 void mdy_pointwise_backward_weight(int32_t n_out, int32_t out_h, int32_t out_w,
                                    const float *dy, const float *x, int32_t row_step,
                                    int32_t col_step, float *g)
@@ -280,6 +304,9 @@ void mdy_pointwise_backward_weight(int32_t n_out, int32_t out_h, int32_t out_w,
     if (col_step == 1 && row_step == out_w) {  /* contiguous: the map is one row */
         out_w = hw;
         out_h = 1;
+        for (; m + 8 <= n_out; m += 8) {
+            weight_block8(g + m, dy + m * hw, hw, x, hw);
+        }
     }
     for (; m + 4 <= n_out; m += 4) {
         quad_t acc = quad_load(g + m);
