@@ -27,6 +27,15 @@
         TAP(m, 6, 2, 0, STEP) TAP(m, 7, 2, 1, STEP) TAP(m, 8, 2, 2, STEP) \
     } while (0)
 
+/* STEP(i, ky, kx) for the taps of the window rows in mask m (a row's three bits all set or all
+   clear), ky then kx ascending. With m == ALL the tests fold away. */
+#define ROW_TAPS(m, ky, STEP) if ((m) >> (3 * ky) & 1u) { \
+        STEP(3 * ky, ky, 0); STEP(3 * ky + 1, ky, 1); STEP(3 * ky + 2, ky, 2); \
+    }
+#define EACH_ROW(m, STEP) do { \
+        ROW_TAPS(m, 0, STEP) ROW_TAPS(m, 1, STEP) ROW_TAPS(m, 2, STEP) \
+    } while (0)
+
 /* Nine taps in registers: weights or weight-gradient accumulators, ky then kx ascending. */
 typedef struct {
     float t[K * K];
@@ -34,10 +43,12 @@ typedef struct {
 
 /* Output row oy: the mask of its window rows inside the input (ALL on interior rows), the
    offset of its pixel 0's top-left tap in an input map (negative or past the end in the
-   padding), and its interior run [lo, hi) (empty unless rows == ALL). */
+   padding), its run [lo, hi) of pixels whose window columns are all inside the input, and
+   for each window row ky the offset of pixel lo's cell in it (0, a dummy, for a row outside
+   the input). */
 typedef struct {
     uint32_t rows;
-    int32_t corner, lo, hi;
+    int32_t corner, lo, hi, at[K];
 } row_t;
 
 static taps_t load_taps(const float *p)
@@ -72,37 +83,58 @@ static void interior(int32_t in, int32_t out, int32_t stride, int32_t pad, int32
     *hi = end;
 }
 
-static row_t row_at(const mdy_conv_shape_t *s, int32_t oy)
+/* Row oy of an output map whose columns [lo, hi) have their windows inside the input. */
+static inline row_t row_at(const mdy_conv_shape_t *s, int32_t oy, int32_t lo, int32_t hi)
 {
     static const uint16_t rows_of[8] = {0x000, 0x007, 0x038, 0x03f, 0x1c0, 0x1c7, 0x1f8, 0x1ff};
     const int32_t iy0 = oy * s->stride_h - s->pad_top;
     row_t r;
+    int32_t ky;
     r.rows = rows_of[axis_mask(iy0, s->in_h)];
     r.corner = iy0 * s->in_w - s->pad_left;
-    if (r.rows == ALL) {
-        interior(s->in_w, s->out_w, s->stride_w, s->pad_left, &r.lo, &r.hi);
-    } else {
-        r.lo = r.hi = s->out_w;
+    r.lo = lo;
+    r.hi = hi;
+    for (ky = 0; ky < K; ++ky) {
+        r.at[ky] = r.rows >> (K * ky) & 1u ? r.corner + ky * s->in_w + lo * s->stride_w : 0;
     }
     return r;
 }
 
-/* The taps mask of border pixel ox of row r, and the offset of its top-left tap. */
-static uint32_t pixel_mask(const mdy_conv_shape_t *s, const row_t *r, int32_t ox)
+/* The taps mask of border pixel ox of row r. */
+static inline uint32_t pixel_mask(const mdy_conv_shape_t *s, const row_t *r, int32_t ox)
 {
     return r->rows & axis_mask(ox * s->stride_w - s->pad_left, s->in_w) * 0x49u;
 }
 
-/* Forward of border pixel ox of row r: acc + x * w over its taps inside the input. */
-static float forward_border(const mdy_conv_shape_t *s, const row_t *r, int32_t ox, float acc,
-                            const float *x, const float *w)
-{
-    const uint32_t mask = pixel_mask(s, r, ox);
-    const int32_t o = r->corner + ox * s->stride_w;
-#define FORWARD_MEMORY(i, ky, kx) acc += x[o + ky * s->in_w + kx] * w[i]
-    EACH_TAP(mask, FORWARD_MEMORY);
-    return acc;
-}
+/* The run [r.lo, r.hi) of row r with the taps of window rows m, the weights in registers. */
+#define FORWARD_RUN(m) \
+    for (; ox < r.hi; ++ox, x0 += sw, x1 += sw, x2 += sw) { \
+        float acc = y[ox]; \
+        EACH_ROW(m, FORWARD_REGISTERS); \
+        y[ox] = acc; \
+    }
+#define FORWARD_REGISTERS(i, ky, kx) acc += x##ky[kx] * f.t[i]
+
+/* Border pixels [from, to) of row r: the taps in their masks, the weights in registers. */
+#define FORWARD_BORDER(from, to) \
+    for (ox = from; ox < to; ++ox) { \
+        const uint32_t mask = pixel_mask(s, &r, ox); \
+        const int32_t o = r.corner + ox * sw; \
+        float acc = y[ox]; \
+        EACH_TAP(mask, FORWARD_OFFSETS); \
+        y[ox] = acc; \
+    }
+#define FORWARD_OFFSETS(i, ky, kx) acc += x_c[o + ky * in_w + kx] * f.t[i]
+
+/* Stride 1, interior: window row ky of pixels ox .. ox + 2 (a0 .. a2), its five cells loaded
+   once; each pixel still adds its taps ky then kx. */
+#define FORWARD3_ROW(ky) do { \
+        const float c0 = x##ky[0], c1 = x##ky[1], c2 = x##ky[2], c3 = x##ky[3], c4 = x##ky[4]; \
+        const float w0 = f.t[3 * ky], w1 = f.t[3 * ky + 1], w2 = f.t[3 * ky + 2]; \
+        a0 += c0 * w0; a0 += c1 * w1; a0 += c2 * w2; \
+        a1 += c1 * w0; a1 += c2 * w1; a1 += c3 * w2; \
+        a2 += c2 * w0; a2 += c3 * w1; a2 += c4 * w2; \
+    } while (0)
 
 /* y += one input map's share x_c * w_c, y holding the sums of the input channels before. */
 static void forward_map(const mdy_conv_shape_t *s, const float *x_c, const float *w_c,
@@ -110,23 +142,28 @@ static void forward_map(const mdy_conv_shape_t *s, const float *x_c, const float
 {
     const int32_t in_w = s->in_w, out_w = s->out_w, sw = s->stride_w;
     const taps_t f = load_taps(w_c);
-    int32_t oy, ox;
+    int32_t oy, ox, lo, hi;
+    interior(in_w, out_w, sw, s->pad_left, &lo, &hi);
     for (oy = 0; oy < s->out_h; ++oy, y += out_w) {
-        const row_t r = row_at(s, oy);
-        const float *x0 = x_c + r.corner + r.lo * sw;
-        for (ox = 0; ox < r.lo; ++ox) {
-            y[ox] = forward_border(s, &r, ox, y[ox], x_c, w_c);
+        const row_t r = row_at(s, oy, lo, hi);
+        const float *x0 = x_c + r.at[0], *x1 = x_c + r.at[1], *x2 = x_c + r.at[2];
+        FORWARD_BORDER(0, r.lo)
+        ox = r.lo;
+        if (r.rows == ALL) {
+            for (; sw == 1 && ox + 3 <= r.hi; ox += 3, x0 += 3, x1 += 3, x2 += 3) {
+                float a0 = y[ox], a1 = y[ox + 1], a2 = y[ox + 2];
+                FORWARD3_ROW(0);
+                FORWARD3_ROW(1);
+                FORWARD3_ROW(2);
+                y[ox] = a0;
+                y[ox + 1] = a1;
+                y[ox + 2] = a2;
+            }
+            FORWARD_RUN(ALL)
+        } else {
+            FORWARD_RUN(r.rows)
         }
-        for (; ox < r.hi; ++ox, x0 += sw) {
-            const float *x1 = x0 + in_w, *x2 = x1 + in_w;
-            float acc = y[ox];
-#define FORWARD_REGISTERS(i, ky, kx) acc += x##ky[kx] * f.t[i]
-            EACH_TAP(ALL, FORWARD_REGISTERS);
-            y[ox] = acc;
-        }
-        for (; ox < out_w; ++ox) {
-            y[ox] = forward_border(s, &r, ox, y[ox], x_c, w_c);
-        }
+        FORWARD_BORDER(r.hi, out_w)
     }
 }
 
@@ -147,15 +184,34 @@ int mdy_conv3x3_forward(const mdy_conv_shape_t *s, const float *x_g, const float
     return 1;
 }
 
-/* Input error of border pixel ox of row r: dx += d * w over its taps inside the input. */
-static void input_border(const mdy_conv_shape_t *s, const row_t *r, int32_t ox, float d,
-                         float *dx, const float *w)
-{
-    const uint32_t mask = pixel_mask(s, r, ox);
-    const int32_t o = r->corner + ox * s->stride_w;
-#define INPUT_MEMORY(i, ky, kx) dx[o + ky * s->in_w + kx] += d * w[i]
-    EACH_TAP(mask, INPUT_MEMORY);
-}
+/* The run [r.lo, r.hi) of row r with the taps of window rows m, the weights in registers. */
+#define INPUT_RUN(m) \
+    for (; ox < r.hi; ++ox, dx0 += sw, dx1 += sw, dx2 += sw) { \
+        const float d = dy[ox]; \
+        EACH_ROW(m, INPUT_REGISTERS); \
+    }
+#define INPUT_REGISTERS(i, ky, kx) dx##ky[kx] += d * f.t[i]
+
+/* Border pixels [from, to) of row r: the taps in their masks, the weights in registers. */
+#define INPUT_BORDER(from, to) \
+    for (ox = from; ox < to; ++ox) { \
+        const uint32_t mask = pixel_mask(s, &r, ox); \
+        const int32_t o = r.corner + ox * sw; \
+        const float d = dy[ox]; \
+        EACH_TAP(mask, INPUT_OFFSETS); \
+    }
+#define INPUT_OFFSETS(i, ky, kx) dx_c[o + ky * in_w + kx] += d * f.t[i]
+
+/* Stride 1, interior: pixels ox .. ox + 2 (errors d0 .. d2) into window row ky, its five cells
+   loaded and stored once; each cell still takes the pixels in order. */
+#define INPUT3_ROW(ky) do { \
+        const float w0 = f.t[3 * ky], w1 = f.t[3 * ky + 1], w2 = f.t[3 * ky + 2]; \
+        float c0 = dx##ky[0], c1 = dx##ky[1], c2 = dx##ky[2], c3 = dx##ky[3], c4 = dx##ky[4]; \
+        c0 += d0 * w0; c1 += d0 * w1; c2 += d0 * w2; \
+        c1 += d1 * w0; c2 += d1 * w1; c3 += d1 * w2; \
+        c2 += d2 * w0; c3 += d2 * w1; c4 += d2 * w2; \
+        dx##ky[0] = c0; dx##ky[1] = c1; dx##ky[2] = c2; dx##ky[3] = c3; dx##ky[4] = c4; \
+    } while (0)
 
 /* dx_c += the scatter of dy along w_c, the output pixels in raster order. */
 static void input_map(const mdy_conv_shape_t *s, const float *dy, const float *w_c,
@@ -163,22 +219,25 @@ static void input_map(const mdy_conv_shape_t *s, const float *dy, const float *w
 {
     const int32_t in_w = s->in_w, out_w = s->out_w, sw = s->stride_w;
     const taps_t f = load_taps(w_c);
-    int32_t oy, ox;
+    int32_t oy, ox, lo, hi;
+    interior(in_w, out_w, sw, s->pad_left, &lo, &hi);
     for (oy = 0; oy < s->out_h; ++oy, dy += out_w) {
-        const row_t r = row_at(s, oy);
-        float *dx0 = dx_c + r.corner + r.lo * sw;
-        for (ox = 0; ox < r.lo; ++ox) {
-            input_border(s, &r, ox, dy[ox], dx_c, w_c);
+        const row_t r = row_at(s, oy, lo, hi);
+        float *dx0 = dx_c + r.at[0], *dx1 = dx_c + r.at[1], *dx2 = dx_c + r.at[2];
+        INPUT_BORDER(0, r.lo)
+        ox = r.lo;
+        if (r.rows == ALL) {
+            for (; sw == 1 && ox + 3 <= r.hi; ox += 3, dx0 += 3, dx1 += 3, dx2 += 3) {
+                const float d0 = dy[ox], d1 = dy[ox + 1], d2 = dy[ox + 2];
+                INPUT3_ROW(0);
+                INPUT3_ROW(1);
+                INPUT3_ROW(2);
+            }
+            INPUT_RUN(ALL)
+        } else {
+            INPUT_RUN(r.rows)
         }
-        for (; ox < r.hi; ++ox, dx0 += sw) {
-            float *dx1 = dx0 + in_w, *dx2 = dx1 + in_w;
-            const float d = dy[ox];
-#define INPUT_REGISTERS(i, ky, kx) dx##ky[kx] += d * f.t[i]
-            EACH_TAP(ALL, INPUT_REGISTERS);
-        }
-        for (; ox < out_w; ++ox) {
-            input_border(s, &r, ox, dy[ox], dx_c, w_c);
-        }
+        INPUT_BORDER(r.hi, out_w)
     }
 }
 
@@ -196,55 +255,65 @@ int mdy_conv3x3_backward_input(const mdy_conv_shape_t *s, const float *dy_o, con
     return 1;
 }
 
-/* Weight gradient of border pixel ox of row r: g += d * x over its taps inside the input. */
-static void weight_border(const mdy_conv_shape_t *s, const row_t *r, int32_t ox, float d,
-                          const float *x, float *g)
-{
-    const uint32_t mask = pixel_mask(s, r, ox);
-    const int32_t o = r->corner + ox * s->stride_w;
-#define WEIGHT_MEMORY(i, ky, kx) g[i] += d * x[o + ky * s->in_w + kx]
-    EACH_TAP(mask, WEIGHT_MEMORY);
-}
-
-/* Weight gradient of the interior run of row r, the nine accumulators in registers. */
-static void weight_run(const mdy_conv_shape_t *s, const row_t *r, const float *dy,
-                       const float *x_c, float *g_out)
-{
-    const int32_t in_w = s->in_w, sw = s->stride_w;
-    const float *x0 = x_c + r->corner + r->lo * sw;
-    taps_t g = load_taps(g_out);
-    int32_t ox, i;
-    for (ox = r->lo; ox < r->hi; ++ox, x0 += sw) {
-        const float *x1 = x0 + in_w, *x2 = x1 + in_w;
-        const float d = dy[ox];
+/* The run [r.lo, r.hi) of row r with the taps of window rows m. */
+#define WEIGHT_RUN(m) \
+    for (; ox < r.hi; ++ox, x0 += sw, x1 += sw, x2 += sw) { \
+        const float d = dy[ox]; \
+        EACH_ROW(m, WEIGHT_REGISTERS); \
+    }
 #define WEIGHT_REGISTERS(i, ky, kx) g.t[i] += d * x##ky[kx]
-        EACH_TAP(ALL, WEIGHT_REGISTERS);
+
+/* Stride 1, interior: pixels ox .. ox + 2 (errors d0 .. d2) on window row ky, its five cells
+   loaded once; each accumulator still takes the pixels in order. */
+#define WEIGHT3_ROW(ky) do { \
+        const float c0 = x##ky[0], c1 = x##ky[1], c2 = x##ky[2], c3 = x##ky[3], c4 = x##ky[4]; \
+        g.t[3 * ky] += d0 * c0; g.t[3 * ky] += d1 * c1; g.t[3 * ky] += d2 * c2; \
+        g.t[3 * ky + 1] += d0 * c1; g.t[3 * ky + 1] += d1 * c2; g.t[3 * ky + 1] += d2 * c3; \
+        g.t[3 * ky + 2] += d0 * c2; g.t[3 * ky + 2] += d1 * c3; g.t[3 * ky + 2] += d2 * c4; \
+    } while (0)
+
+/* Border pixels [from, to) of row r: the taps in their masks. */
+#define WEIGHT_BORDER(from, to) \
+    for (ox = from; ox < to; ++ox) { \
+        const uint32_t mask = pixel_mask(s, &r, ox); \
+        const int32_t o = r.corner + ox * sw; \
+        const float d = dy[ox]; \
+        EACH_TAP(mask, WEIGHT_OFFSETS); \
     }
-    for (i = 0; i < K * K; ++i) {
-        g_out[i] = g.t[i];
-    }
-}
+#define WEIGHT_OFFSETS(i, ky, kx) g.t[i] += d * x_c[o + ky * in_w + kx]
 
 int mdy_conv3x3_backward_weight(const mdy_conv_shape_t *s, const float *dy_o,
                                 const float *x_c, float *g_out)
 {
-    const int32_t out_w = s->out_w;
+    const int32_t in_w = s->in_w, out_w = s->out_w, sw = s->stride_w;
     const float *dy = dy_o;
-    int32_t oy, ox;
+    taps_t g;
+    int32_t oy, ox, lo, hi, i;
     if (!FAST_PATHS || s->k_h != K || s->k_w != K) {
         return 0;
     }
+    g = load_taps(g_out);
+    interior(in_w, out_w, sw, s->pad_left, &lo, &hi);
     for (oy = 0; oy < s->out_h; ++oy, dy += out_w) {
-        const row_t r = row_at(s, oy);
-        for (ox = 0; ox < r.lo; ++ox) {
-            weight_border(s, &r, ox, dy[ox], x_c, g_out);
+        const row_t r = row_at(s, oy, lo, hi);
+        const float *x0 = x_c + r.at[0], *x1 = x_c + r.at[1], *x2 = x_c + r.at[2];
+        WEIGHT_BORDER(0, r.lo)
+        ox = r.lo;
+        if (r.rows == ALL) {
+            for (; sw == 1 && ox + 3 <= r.hi; ox += 3, x0 += 3, x1 += 3, x2 += 3) {
+                const float d0 = dy[ox], d1 = dy[ox + 1], d2 = dy[ox + 2];
+                WEIGHT3_ROW(0);
+                WEIGHT3_ROW(1);
+                WEIGHT3_ROW(2);
+            }
+            WEIGHT_RUN(ALL)
+        } else {
+            WEIGHT_RUN(r.rows)
         }
-        if (r.lo < r.hi) {
-            weight_run(s, &r, dy, x_c, g_out);
-        }
-        for (ox = r.hi; ox < out_w; ++ox) {
-            weight_border(s, &r, ox, dy[ox], x_c, g_out);
-        }
+        WEIGHT_BORDER(r.hi, out_w)
+    }
+    for (i = 0; i < K * K; ++i) {
+        g_out[i] = g.t[i];
     }
     return 1;
 }
