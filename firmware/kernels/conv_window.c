@@ -89,14 +89,15 @@ static inline row_t row_at(const mdy_conv_shape_t *s, int32_t oy, int32_t lo, in
     static const uint16_t rows_of[8] = {0x000, 0x007, 0x038, 0x03f, 0x1c0, 0x1c7, 0x1f8, 0x1ff};
     const int32_t iy0 = oy * s->stride_h - s->pad_top;
     row_t r;
-    int32_t ky;
+    int32_t base;
     r.rows = rows_of[axis_mask(iy0, s->in_h)];
     r.corner = iy0 * s->in_w - s->pad_left;
     r.lo = lo;
     r.hi = hi;
-    for (ky = 0; ky < K; ++ky) {
-        r.at[ky] = r.rows >> (K * ky) & 1u ? r.corner + ky * s->in_w + lo * s->stride_w : 0;
-    }
+    base = r.corner + lo * s->stride_w;
+    r.at[0] = r.rows & 0x001u ? base : 0;
+    r.at[1] = r.rows & 0x008u ? base + s->in_w : 0;
+    r.at[2] = r.rows & 0x040u ? base + 2 * s->in_w : 0;
     return r;
 }
 
@@ -126,14 +127,56 @@ static inline uint32_t pixel_mask(const mdy_conv_shape_t *s, const row_t *r, int
     }
 #define FORWARD_OFFSETS(i, ky, kx) acc += x_c[o + ky * in_w + kx] * f.t[i]
 
+/* Stride 1: the five cells c0 .. c4 of an input row into pixels ox .. ox + 2 (accumulators
+   p0 .. p2) with window row ky. */
+#define CELLS(x) const float c0 = (x)[0], c1 = (x)[1], c2 = (x)[2], c3 = (x)[3], c4 = (x)[4];
+#define ADD3(p, ky) \
+    p##0 += c0 * f.t[3 * ky]; p##0 += c1 * f.t[3 * ky + 1]; p##0 += c2 * f.t[3 * ky + 2]; \
+    p##1 += c1 * f.t[3 * ky]; p##1 += c2 * f.t[3 * ky + 1]; p##1 += c3 * f.t[3 * ky + 2]; \
+    p##2 += c2 * f.t[3 * ky]; p##2 += c3 * f.t[3 * ky + 1]; p##2 += c4 * f.t[3 * ky + 2];
+
 /* Stride 1, interior: window row ky of pixels ox .. ox + 2 (a0 .. a2), its five cells loaded
    once; each pixel still adds its taps ky then kx. */
 #define FORWARD3_ROW(ky) do { \
+        CELLS(x##ky) \
+        ADD3(a, ky) \
+    } while (0)
+
+/* Stride 1, interior rows [oy, oy_end) two at a time, columns [lo, lo + n) three at a time
+   (n a multiple of 3): each input row's five cells loaded once for up to six pixels. */
+static void forward_pairs(const mdy_conv_shape_t *s, const float *x_c, const taps_t *taps,
+                          float *y, int32_t oy, int32_t oy_end, int32_t lo, int32_t n)
+{
+    const taps_t f = *taps;
+    const int32_t in_w = s->in_w, out_w = s->out_w;
+    int32_t ox;
+    for (; oy < oy_end; oy += 2) {
+        const float *x0 = x_c + (oy - s->pad_top) * in_w + lo - s->pad_left;
+        const float *x1 = x0 + in_w, *x2 = x1 + in_w, *x3 = x2 + in_w;
+        float *ya = y + oy * out_w, *yb = ya + out_w;
+        for (ox = lo; ox < lo + n; ox += 3, x0 += 3, x1 += 3, x2 += 3, x3 += 3) {
+            float a0 = ya[ox], a1 = ya[ox + 1], a2 = ya[ox + 2];
+            float b0 = yb[ox], b1 = yb[ox + 1], b2 = yb[ox + 2];
+            { CELLS(x0) ADD3(a, 0) }
+            { CELLS(x1) ADD3(a, 1) ADD3(b, 0) }
+            { CELLS(x2) ADD3(a, 2) ADD3(b, 1) }
+            { CELLS(x3) ADD3(b, 2) }
+            ya[ox] = a0;
+            ya[ox + 1] = a1;
+            ya[ox + 2] = a2;
+            yb[ox] = b0;
+            yb[ox + 1] = b1;
+            yb[ox + 2] = b2;
+        }
+    }
+}
+
+/* Stride 2, interior: window row ky of pixels ox, ox + 1 (a0, a1), which share a cell. */
+#define FORWARD2_ROW(ky) do { \
         const float c0 = x##ky[0], c1 = x##ky[1], c2 = x##ky[2], c3 = x##ky[3], c4 = x##ky[4]; \
         const float w0 = f.t[3 * ky], w1 = f.t[3 * ky + 1], w2 = f.t[3 * ky + 2]; \
         a0 += c0 * w0; a0 += c1 * w1; a0 += c2 * w2; \
-        a1 += c1 * w0; a1 += c2 * w1; a1 += c3 * w2; \
-        a2 += c2 * w0; a2 += c3 * w1; a2 += c4 * w2; \
+        a1 += c2 * w0; a1 += c3 * w1; a1 += c4 * w2; \
     } while (0)
 
 /* y += one input map's share x_c * w_c, y holding the sums of the input channels before. */
@@ -142,14 +185,27 @@ static void forward_map(const mdy_conv_shape_t *s, const float *x_c, const float
 {
     const int32_t in_w = s->in_w, out_w = s->out_w, sw = s->stride_w;
     const taps_t f = load_taps(w_c);
-    int32_t oy, ox, lo, hi;
+    int32_t oy, ox, lo, hi, oy_lo, oy_hi, pairs_end = 0, n = 0;
+    float *const y_map = y;
     interior(in_w, out_w, sw, s->pad_left, &lo, &hi);
+    interior(s->in_h, s->out_h, s->stride_h, s->pad_top, &oy_lo, &oy_hi);
+    if (sw == 1 && s->stride_h == 1) {  /* pixels independent: blocks first, the rest after */
+        n = (hi - lo) / 3 * 3;
+        pairs_end = oy_lo + (oy_hi - oy_lo) / 2 * 2;
+        forward_pairs(s, x_c, &f, y_map, oy_lo, pairs_end, lo, n);
+    }
     for (oy = 0; oy < s->out_h; ++oy, y += out_w) {
         const row_t r = row_at(s, oy, lo, hi);
         const float *x0 = x_c + r.at[0], *x1 = x_c + r.at[1], *x2 = x_c + r.at[2];
         FORWARD_BORDER(0, r.lo)
         ox = r.lo;
         if (r.rows == ALL) {
+            if (oy >= oy_lo && oy < pairs_end) {  /* done by forward_pairs */
+                ox += n;
+                x0 += n;
+                x1 += n;
+                x2 += n;
+            }
             for (; sw == 1 && ox + 3 <= r.hi; ox += 3, x0 += 3, x1 += 3, x2 += 3) {
                 float a0 = y[ox], a1 = y[ox + 1], a2 = y[ox + 2];
                 FORWARD3_ROW(0);
@@ -158,6 +214,14 @@ static void forward_map(const mdy_conv_shape_t *s, const float *x_c, const float
                 y[ox] = a0;
                 y[ox + 1] = a1;
                 y[ox + 2] = a2;
+            }
+            for (; sw == 2 && ox + 2 <= r.hi; ox += 2, x0 += 4, x1 += 4, x2 += 4) {
+                float a0 = y[ox], a1 = y[ox + 1];
+                FORWARD2_ROW(0);
+                FORWARD2_ROW(1);
+                FORWARD2_ROW(2);
+                y[ox] = a0;
+                y[ox + 1] = a1;
             }
             FORWARD_RUN(ALL)
         } else {
@@ -175,7 +239,13 @@ int mdy_conv3x3_forward(const mdy_conv_shape_t *s, const float *x_g, const float
     if (!FAST_PATHS || s->k_h != K || s->k_w != K) {
         return 0;
     }
-    for (p = 0; p < out_hw; ++p) {
+    for (p = 0; p + 4 <= out_hw; p += 4) {
+        y_o[p] = bias;
+        y_o[p + 1] = bias;
+        y_o[p + 2] = bias;
+        y_o[p + 3] = bias;
+    }
+    for (; p < out_hw; ++p) {
         y_o[p] = bias;
     }
     for (ic = 0; ic < s->in_c / s->groups; ++ic) {
@@ -213,6 +283,16 @@ int mdy_conv3x3_forward(const mdy_conv_shape_t *s, const float *x_g, const float
         dx##ky[0] = c0; dx##ky[1] = c1; dx##ky[2] = c2; dx##ky[3] = c3; dx##ky[4] = c4; \
     } while (0)
 
+/* Stride 2, interior: pixels ox, ox + 1 (errors d0, d1) into window row ky; the shared cell
+   takes pixel ox first. */
+#define INPUT2_ROW(ky) do { \
+        const float w0 = f.t[3 * ky], w1 = f.t[3 * ky + 1], w2 = f.t[3 * ky + 2]; \
+        float c0 = dx##ky[0], c1 = dx##ky[1], c2 = dx##ky[2], c3 = dx##ky[3], c4 = dx##ky[4]; \
+        c0 += d0 * w0; c1 += d0 * w1; c2 += d0 * w2; \
+        c2 += d1 * w0; c3 += d1 * w1; c4 += d1 * w2; \
+        dx##ky[0] = c0; dx##ky[1] = c1; dx##ky[2] = c2; dx##ky[3] = c3; dx##ky[4] = c4; \
+    } while (0)
+
 /* dx_c += the scatter of dy along w_c, the output pixels in raster order. */
 static void input_map(const mdy_conv_shape_t *s, const float *dy, const float *w_c,
                       float *dx_c)
@@ -232,6 +312,12 @@ static void input_map(const mdy_conv_shape_t *s, const float *dy, const float *w
                 INPUT3_ROW(0);
                 INPUT3_ROW(1);
                 INPUT3_ROW(2);
+            }
+            for (; sw == 2 && ox + 2 <= r.hi; ox += 2, dx0 += 4, dx1 += 4, dx2 += 4) {
+                const float d0 = dy[ox], d1 = dy[ox + 1];
+                INPUT2_ROW(0);
+                INPUT2_ROW(1);
+                INPUT2_ROW(2);
             }
             INPUT_RUN(ALL)
         } else {
@@ -272,6 +358,14 @@ int mdy_conv3x3_backward_input(const mdy_conv_shape_t *s, const float *dy_o, con
         g.t[3 * ky + 2] += d0 * c2; g.t[3 * ky + 2] += d1 * c3; g.t[3 * ky + 2] += d2 * c4; \
     } while (0)
 
+/* Stride 2, interior: pixels ox, ox + 1 (errors d0, d1) on window row ky, which share a cell. */
+#define WEIGHT2_ROW(ky) do { \
+        const float c0 = x##ky[0], c1 = x##ky[1], c2 = x##ky[2], c3 = x##ky[3], c4 = x##ky[4]; \
+        g.t[3 * ky] += d0 * c0; g.t[3 * ky] += d1 * c2; \
+        g.t[3 * ky + 1] += d0 * c1; g.t[3 * ky + 1] += d1 * c3; \
+        g.t[3 * ky + 2] += d0 * c2; g.t[3 * ky + 2] += d1 * c4; \
+    } while (0)
+
 /* Border pixels [from, to) of row r: the taps in their masks. */
 #define WEIGHT_BORDER(from, to) \
     for (ox = from; ox < to; ++ox) { \
@@ -305,6 +399,12 @@ int mdy_conv3x3_backward_weight(const mdy_conv_shape_t *s, const float *dy_o,
                 WEIGHT3_ROW(0);
                 WEIGHT3_ROW(1);
                 WEIGHT3_ROW(2);
+            }
+            for (; sw == 2 && ox + 2 <= r.hi; ox += 2, x0 += 4, x1 += 4, x2 += 4) {
+                const float d0 = dy[ox], d1 = dy[ox + 1];
+                WEIGHT2_ROW(0);
+                WEIGHT2_ROW(1);
+                WEIGHT2_ROW(2);
             }
             WEIGHT_RUN(ALL)
         } else {
