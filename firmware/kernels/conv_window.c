@@ -51,14 +51,17 @@ typedef struct {
     int32_t corner, lo, hi, at[K];
 } row_t;
 
-static taps_t load_taps(const float *p)
+static inline void load_taps(taps_t *f, const float *p)
 {
-    taps_t f;
-    int32_t i;
-    for (i = 0; i < K * K; ++i) {
-        f.t[i] = p[i];
-    }
-    return f;
+    f->t[0] = p[0];
+    f->t[1] = p[1];
+    f->t[2] = p[2];
+    f->t[3] = p[3];
+    f->t[4] = p[4];
+    f->t[5] = p[5];
+    f->t[6] = p[6];
+    f->t[7] = p[7];
+    f->t[8] = p[8];
 }
 
 /* The taps inside an axis of size cells of a window starting at index start: bit k for tap k. */
@@ -184,15 +187,18 @@ static void forward_map(const mdy_conv_shape_t *s, const float *x_c, const float
                         float *y)
 {
     const int32_t in_w = s->in_w, out_w = s->out_w, sw = s->stride_w;
-    const taps_t f = load_taps(w_c);
+    taps_t f;
     int32_t oy, ox, lo, hi, oy_lo, oy_hi, pairs_end = 0, n = 0;
     float *const y_map = y;
+    load_taps(&f, w_c);
     interior(in_w, out_w, sw, s->pad_left, &lo, &hi);
     interior(s->in_h, s->out_h, s->stride_h, s->pad_top, &oy_lo, &oy_hi);
     if (sw == 1 && s->stride_h == 1) {  /* pixels independent: blocks first, the rest after */
         n = (hi - lo) / 3 * 3;
         pairs_end = oy_lo + (oy_hi - oy_lo) / 2 * 2;
-        forward_pairs(s, x_c, &f, y_map, oy_lo, pairs_end, lo, n);
+        if (n > 0 && pairs_end > oy_lo) {
+            forward_pairs(s, x_c, &f, y_map, oy_lo, pairs_end, lo, n);
+        }
     }
     for (oy = 0; oy < s->out_h; ++oy, y += out_w) {
         const row_t r = row_at(s, oy, lo, hi);
@@ -298,8 +304,9 @@ static void input_map(const mdy_conv_shape_t *s, const float *dy, const float *w
                       float *dx_c)
 {
     const int32_t in_w = s->in_w, out_w = s->out_w, sw = s->stride_w;
-    const taps_t f = load_taps(w_c);
+    taps_t f;
     int32_t oy, ox, lo, hi;
+    load_taps(&f, w_c);
     interior(in_w, out_w, sw, s->pad_left, &lo, &hi);
     for (oy = 0; oy < s->out_h; ++oy, dy += out_w) {
         const row_t r = row_at(s, oy, lo, hi);
@@ -386,7 +393,7 @@ int mdy_conv3x3_backward_weight(const mdy_conv_shape_t *s, const float *dy_o,
     if (!FAST_PATHS || s->k_h != K || s->k_w != K) {
         return 0;
     }
-    g = load_taps(g_out);
+    load_taps(&g, g_out);
     interior(in_w, out_w, sw, s->pad_left, &lo, &hi);
     for (oy = 0; oy < s->out_h; ++oy, dy += out_w) {
         const row_t r = row_at(s, oy, lo, hi);
