@@ -1,9 +1,12 @@
 /*
  * 3x3 convolutions with the taps unrolled (see conv_window.h). Each output row is walked in
- * raster order as left border, interior run, right border. Interior pixels (every tap inside
- * the input) take all nine taps without a test, their weights (or the nine weight-gradient
- * accumulators) in registers; border pixels take the taps of a mask of those inside the input,
- * in the same order, from memory.
+ * raster order as left border, run of pixels whose window columns are inside the input, right
+ * border. The nine weights (or the nine weight-gradient accumulators) stay in registers over a
+ * whole map. Interior pixels take all nine taps without a test, in blocks that load each input
+ * cell once for several pixels (stride 1: three pixels, and for the forward two rows; stride 2:
+ * two pixels, which share a cell); the top and bottom rows' runs test their window rows, border
+ * pixels a 9-bit mask of their taps inside the input. Every pixel, cell or accumulator still
+ * takes its terms in the general loops' order.
  */
 #include "conv_window.h"
 

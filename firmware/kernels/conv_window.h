@@ -1,13 +1,14 @@
 /*
  * 3x3 convolutions (any stride, padding, groups) split into the interior of each output map,
- * where every tap lies inside the input, and its border (internal to conv.c, conv_window.c).
+ * where every tap lies inside the input, and its border (internal to conv.c: its general
+ * loops call these first).
  *
- * The interior runs a row of output pixels at a time with the nine weights (or the nine
- * gradient accumulators) in registers and no bounds; the border runs the general bounded
- * loops. Both keep the general kernels' operations and summation order (forward: bias, input
- * channel, ky, kx; input error: the scatter in raster order of the output pixels; weight
- * gradient: per tap, the output pixels in raster order from the existing value), so the
- * results equal the general loops of conv.c bit for bit.
+ * The interior runs without bounds, in blocks of pixels, with the nine weights (or the nine
+ * gradient accumulators) in registers; the border takes each pixel's taps inside the input
+ * through a mask. Both keep the general kernels' operations and summation order (forward:
+ * bias, input channel, ky, kx; input error: the scatter in raster order of the output pixels;
+ * weight gradient: per tap, the output pixels in raster order from the existing value), so
+ * the results equal the general loops of conv.c bit for bit.
  *
  * Each function returns 1 when it computed its output channel (a 3x3 kernel) and 0, touching
  * nothing, otherwise. Built with MDY_CONV_WINDOW_OFF they always return 0: the reference build
