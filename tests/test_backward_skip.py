@@ -2,8 +2,8 @@
 (engine.h, mdy_selected_below). Oracle: the same demo engine built with MDY_FULL_BACKWARD, which
 runs the whole pass every step (the behaviour before the stop). Over a run of several epochs, every
 RAM symbol but the per-sample arena is equal bit for bit after every sample; in an epoch without a
-stem channel, the arena differs only in error buffers the stopped pass would write below the stem's
-consumer, and there the stem's output error is not computed."""
+stem channel, the arena differs only in the error buffers the whole pass writes below candidate 1
+(the stem is candidate 0), among them the stem's output error, which the stopped pass leaves."""
 
 from __future__ import annotations
 
