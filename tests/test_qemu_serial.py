@@ -152,8 +152,11 @@ def test_simulate_serial_serves_train_until_ctrl_c(build: Path, host: HostRun,
         port = probe.getsockname()[1]
     command = [sys.executable, "-c", "from medyate_mcu.cli.main import main; main()",
                "simulate", str(build), "--serial", "--port-number", str(port)]
+    # Ctrl-C reaches the command as at a terminal, even when the suite runs with SIGINT ignored
+    # (a background job of a non-interactive shell passes SIG_IGN on to its children)
     cli = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                           stdin=subprocess.DEVNULL)
+                           stdin=subprocess.DEVNULL,
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert cli.stdout is not None
     try:
         lines: list[str] = []
