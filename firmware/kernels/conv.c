@@ -143,6 +143,9 @@ static void forward(const mdy_conv_shape_t *s, const float *x, const float *w, c
         mdy_conv_pointwise_forward(s, x, w, b, y);
         return;
     }
+    if (w8 == NULL && mdy_conv3x3_depthwise_forward(s, x, w, b, y)) {
+        return;
+    }
     for (o = 0; o < s->out_c; ++o) {
         forward_channel(s, pointwise, o, x, filter(s, o, w, w8, w_scale, scratch), b, y);
     }
@@ -160,6 +163,9 @@ static void backward_input(const mdy_conv_shape_t *s, const float *dy, const flo
     }
     if (pointwise && w8 == NULL) {
         mdy_conv_pointwise_backward_input(s, dy, w, dx);
+        return;
+    }
+    if (w8 == NULL && mdy_conv3x3_depthwise_backward_input(s, dy, w, dx)) {
         return;
     }
     for (o = 0; o < s->out_c; ++o) {

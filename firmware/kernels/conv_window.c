@@ -10,6 +10,8 @@
  */
 #include "conv_window.h"
 
+#include <stddef.h>
+
 #include "window.h"
 
 #define K 3         /* kernel height and width */
@@ -43,6 +45,20 @@
 typedef struct {
     float t[K * K];
 } taps_t;
+
+/* Border rows or columns kept per side in a map's geometry; a shape with more (a padding
+   over 8) takes the general loops. */
+#define EDGE 8
+
+/* An output map's geometry, the same for every channel of a layer: its interior columns
+   [lo, hi) and rows [oy_lo, oy_hi) (windows inside the input), the stride-1 forward's blocks
+   (the first n interior columns of rows [oy_lo, pairs_end)), the window-rows mask of each
+   border row (top: oy < oy_lo; bottom: oy - oy_hi) and the taps mask of each border column
+   (left: ox < lo; right: ox - hi) over all three window rows. */
+typedef struct {
+    int32_t lo, hi, oy_lo, oy_hi, n, pairs_end;
+    uint16_t top[EDGE], bottom[EDGE], left[EDGE], right[EDGE];
+} geom_t;
 
 /* Output row oy: the mask of its window rows inside the input (ALL on interior rows), the
    offset of its pixel 0's top-left tap in an input map (negative or past the end in the
@@ -89,29 +105,60 @@ static void interior(int32_t in, int32_t out, int32_t stride, int32_t pad, int32
     *hi = end;
 }
 
-/* Row oy of an output map whose columns [lo, hi) have their windows inside the input. */
-static inline row_t row_at(const mdy_conv_shape_t *s, int32_t oy, int32_t lo, int32_t hi)
+/* The geometry of s's output maps into *g; 0 when a side has more than EDGE border rows or
+   columns. */
+static int geometry(const mdy_conv_shape_t *s, geom_t *g)
 {
     static const uint16_t rows_of[8] = {0x000, 0x007, 0x038, 0x03f, 0x1c0, 0x1c7, 0x1f8, 0x1ff};
+    const int32_t sw = s->stride_w, sh = s->stride_h;
+    int32_t i;
+    interior(s->in_w, s->out_w, sw, s->pad_left, &g->lo, &g->hi);
+    interior(s->in_h, s->out_h, sh, s->pad_top, &g->oy_lo, &g->oy_hi);
+    if (g->lo > EDGE || s->out_w - g->hi > EDGE || g->oy_lo > EDGE
+        || s->out_h - g->oy_hi > EDGE) {
+        return 0;
+    }
+    for (i = 0; i < g->lo; ++i) {
+        g->left[i] = (uint16_t)(axis_mask(i * sw - s->pad_left, s->in_w) * 0x49u);
+    }
+    for (i = g->hi; i < s->out_w; ++i) {
+        g->right[i - g->hi] = (uint16_t)(axis_mask(i * sw - s->pad_left, s->in_w) * 0x49u);
+    }
+    for (i = 0; i < g->oy_lo; ++i) {
+        g->top[i] = rows_of[axis_mask(i * sh - s->pad_top, s->in_h)];
+    }
+    for (i = g->oy_hi; i < s->out_h; ++i) {
+        g->bottom[i - g->oy_hi] = rows_of[axis_mask(i * sh - s->pad_top, s->in_h)];
+    }
+    g->n = 0;
+    g->pairs_end = g->oy_lo;
+    if (sw == 1 && sh == 1) {  /* stride-1 forward: blocks of 2 rows x 3 columns */
+        g->n = (g->hi - g->lo) / 3 * 3;
+        g->pairs_end = g->n > 0 ? g->oy_lo + (g->oy_hi - g->oy_lo) / 2 * 2 : g->oy_lo;
+    }
+    return 1;
+}
+
+/* Row oy of an output map of geometry g. */
+static inline row_t row_at(const mdy_conv_shape_t *s, const geom_t *g, int32_t oy)
+{
     const int32_t iy0 = oy * s->stride_h - s->pad_top;
     row_t r;
     int32_t base;
-    r.rows = rows_of[axis_mask(iy0, s->in_h)];
+    r.rows = oy < g->oy_lo ? g->top[oy] : oy >= g->oy_hi ? g->bottom[oy - g->oy_hi] : ALL;
     r.corner = iy0 * s->in_w - s->pad_left;
-    r.lo = lo;
-    r.hi = hi;
-    base = r.corner + lo * s->stride_w;
+    r.lo = g->lo;
+    r.hi = g->hi;
+    base = r.corner + g->lo * s->stride_w;
     r.at[0] = r.rows & 0x001u ? base : 0;
     r.at[1] = r.rows & 0x008u ? base + s->in_w : 0;
     r.at[2] = r.rows & 0x040u ? base + 2 * s->in_w : 0;
     return r;
 }
 
-/* The taps mask of border pixel ox of row r. */
-static inline uint32_t pixel_mask(const mdy_conv_shape_t *s, const row_t *r, int32_t ox)
-{
-    return r->rows & axis_mask(ox * s->stride_w - s->pad_left, s->in_w) * 0x49u;
-}
+/* The taps mask of border pixel ox of row r (left of the run: cols == g->left, first == 0;
+   right: cols == g->right, first == r->hi). */
+#define PIXEL_MASK(cols, first) (r.rows & (cols)[ox - (first)])
 
 /* The run [r.lo, r.hi) of row r with the taps of window rows m, the weights in registers. */
 #define FORWARD_RUN(m) \
@@ -122,10 +169,11 @@ static inline uint32_t pixel_mask(const mdy_conv_shape_t *s, const row_t *r, int
     }
 #define FORWARD_REGISTERS(i, ky, kx) acc += x##ky[kx] * f.t[i]
 
-/* Border pixels [from, to) of row r: the taps in their masks, the weights in registers. */
-#define FORWARD_BORDER(from, to) \
+/* Border pixels [from, to) of row r (column masks cols from from): the taps in their masks,
+   the weights in registers. */
+#define FORWARD_BORDER(from, to, cols) \
     for (ox = from; ox < to; ++ox) { \
-        const uint32_t mask = pixel_mask(s, &r, ox); \
+        const uint32_t mask = PIXEL_MASK(cols, from); \
         const int32_t o = r.corner + ox * sw; \
         float acc = y[ox]; \
         EACH_TAP(mask, FORWARD_OFFSETS); \
@@ -186,27 +234,21 @@ static void forward_pairs(const mdy_conv_shape_t *s, const float *x_c, const tap
     } while (0)
 
 /* y += one input map's share x_c * w_c, y holding the sums of the input channels before. */
-static void forward_map(const mdy_conv_shape_t *s, const float *x_c, const float *w_c,
-                        float *y)
+static void forward_map(const mdy_conv_shape_t *s, const geom_t *g, const float *x_c,
+                        const float *w_c, float *y)
 {
     const int32_t in_w = s->in_w, out_w = s->out_w, sw = s->stride_w;
+    const int32_t oy_lo = g->oy_lo, pairs_end = g->pairs_end, n = g->n;
     taps_t f;
-    int32_t oy, ox, lo, hi, oy_lo, oy_hi, pairs_end = 0, n = 0;
-    float *const y_map = y;
+    int32_t oy, ox;
     load_taps(&f, w_c);
-    interior(in_w, out_w, sw, s->pad_left, &lo, &hi);
-    interior(s->in_h, s->out_h, s->stride_h, s->pad_top, &oy_lo, &oy_hi);
-    if (sw == 1 && s->stride_h == 1) {  /* pixels independent: blocks first, the rest after */
-        n = (hi - lo) / 3 * 3;
-        pairs_end = oy_lo + (oy_hi - oy_lo) / 2 * 2;
-        if (n > 0 && pairs_end > oy_lo) {
-            forward_pairs(s, x_c, &f, y_map, oy_lo, pairs_end, lo, n);
-        }
+    if (pairs_end > oy_lo) {  /* stride 1, pixels independent: blocks first, the rest after */
+        forward_pairs(s, x_c, &f, y, oy_lo, pairs_end, g->lo, n);
     }
     for (oy = 0; oy < s->out_h; ++oy, y += out_w) {
-        const row_t r = row_at(s, oy, lo, hi);
+        const row_t r = row_at(s, g, oy);
         const float *x0 = x_c + r.at[0], *x1 = x_c + r.at[1], *x2 = x_c + r.at[2];
-        FORWARD_BORDER(0, r.lo)
+        FORWARD_BORDER(0, r.lo, g->left)
         ox = r.lo;
         if (r.rows == ALL) {
             if (oy >= oy_lo && oy < pairs_end) {  /* done by forward_pairs */
@@ -236,18 +278,20 @@ static void forward_map(const mdy_conv_shape_t *s, const float *x_c, const float
         } else {
             FORWARD_RUN(r.rows)
         }
-        FORWARD_BORDER(r.hi, out_w)
+        FORWARD_BORDER(r.hi, out_w, g->right)
     }
 }
 
-int mdy_conv3x3_forward(const mdy_conv_shape_t *s, const float *x_g, const float *w_o,
-                        float bias, float *y_o)
+/* A 3x3 kernel with a geometry: *g filled; 0 (the general loops) otherwise. */
+static int window_geometry(const mdy_conv_shape_t *s, geom_t *g)
 {
-    const int32_t in_hw = s->in_h * s->in_w, out_hw = s->out_h * s->out_w;
-    int32_t ic, p;
-    if (!FAST_PATHS || s->k_h != K || s->k_w != K) {
-        return 0;
-    }
+    return FAST_PATHS && s->k_h == K && s->k_w == K && geometry(s, g);
+}
+
+/* The out_hw pixels of y_o set to bias. */
+static void fill(int32_t out_hw, float bias, float *y_o)
+{
+    int32_t p;
     for (p = 0; p + 4 <= out_hw; p += 4) {
         y_o[p] = bias;
         y_o[p + 1] = bias;
@@ -257,8 +301,36 @@ int mdy_conv3x3_forward(const mdy_conv_shape_t *s, const float *x_g, const float
     for (; p < out_hw; ++p) {
         y_o[p] = bias;
     }
+}
+
+int mdy_conv3x3_forward(const mdy_conv_shape_t *s, const float *x_g, const float *w_o,
+                        float bias, float *y_o)
+{
+    const int32_t in_hw = s->in_h * s->in_w;
+    geom_t g;
+    int32_t ic;
+    if (!window_geometry(s, &g)) {
+        return 0;
+    }
+    fill(s->out_h * s->out_w, bias, y_o);
     for (ic = 0; ic < s->in_c / s->groups; ++ic) {
-        forward_map(s, x_g + ic * in_hw, w_o + ic * K * K, y_o);
+        forward_map(s, &g, x_g + ic * in_hw, w_o + ic * K * K, y_o);
+    }
+    return 1;
+}
+
+int mdy_conv3x3_depthwise_forward(const mdy_conv_shape_t *s, const float *x, const float *w,
+                                  const float *b, float *y)
+{
+    const int32_t in_hw = s->in_h * s->in_w, out_hw = s->out_h * s->out_w;
+    geom_t g;
+    int32_t c;
+    if (s->groups != s->in_c || s->out_c != s->in_c || !window_geometry(s, &g)) {
+        return 0;
+    }
+    for (c = 0; c < s->out_c; ++c, x += in_hw, w += K * K, y += out_hw) {
+        fill(out_hw, b != NULL ? b[c] : 0.0f, y);
+        forward_map(s, &g, x, w, y);
     }
     return 1;
 }
@@ -271,10 +343,11 @@ int mdy_conv3x3_forward(const mdy_conv_shape_t *s, const float *x_g, const float
     }
 #define INPUT_REGISTERS(i, ky, kx) dx##ky[kx] += d * f.t[i]
 
-/* Border pixels [from, to) of row r: the taps in their masks, the weights in registers. */
-#define INPUT_BORDER(from, to) \
+/* Border pixels [from, to) of row r (column masks cols from from): the taps in their masks,
+   the weights in registers. */
+#define INPUT_BORDER(from, to, cols) \
     for (ox = from; ox < to; ++ox) { \
-        const uint32_t mask = pixel_mask(s, &r, ox); \
+        const uint32_t mask = PIXEL_MASK(cols, from); \
         const int32_t o = r.corner + ox * sw; \
         const float d = dy[ox]; \
         EACH_TAP(mask, INPUT_OFFSETS); \
@@ -303,18 +376,17 @@ int mdy_conv3x3_forward(const mdy_conv_shape_t *s, const float *x_g, const float
     } while (0)
 
 /* dx_c += the scatter of dy along w_c, the output pixels in raster order. */
-static void input_map(const mdy_conv_shape_t *s, const float *dy, const float *w_c,
-                      float *dx_c)
+static void input_map(const mdy_conv_shape_t *s, const geom_t *g, const float *dy,
+                      const float *w_c, float *dx_c)
 {
     const int32_t in_w = s->in_w, out_w = s->out_w, sw = s->stride_w;
     taps_t f;
-    int32_t oy, ox, lo, hi;
+    int32_t oy, ox;
     load_taps(&f, w_c);
-    interior(in_w, out_w, sw, s->pad_left, &lo, &hi);
     for (oy = 0; oy < s->out_h; ++oy, dy += out_w) {
-        const row_t r = row_at(s, oy, lo, hi);
+        const row_t r = row_at(s, g, oy);
         float *dx0 = dx_c + r.at[0], *dx1 = dx_c + r.at[1], *dx2 = dx_c + r.at[2];
-        INPUT_BORDER(0, r.lo)
+        INPUT_BORDER(0, r.lo, g->left)
         ox = r.lo;
         if (r.rows == ALL) {
             for (; sw == 1 && ox + 3 <= r.hi; ox += 3, dx0 += 3, dx1 += 3, dx2 += 3) {
@@ -333,7 +405,7 @@ static void input_map(const mdy_conv_shape_t *s, const float *dy, const float *w
         } else {
             INPUT_RUN(r.rows)
         }
-        INPUT_BORDER(r.hi, out_w)
+        INPUT_BORDER(r.hi, out_w, g->right)
     }
 }
 
@@ -341,12 +413,28 @@ int mdy_conv3x3_backward_input(const mdy_conv_shape_t *s, const float *dy_o, con
                                float *dx_g)
 {
     const int32_t in_hw = s->in_h * s->in_w;
+    geom_t g;
     int32_t ic;
-    if (!FAST_PATHS || s->k_h != K || s->k_w != K) {
+    if (!window_geometry(s, &g)) {
         return 0;
     }
     for (ic = 0; ic < s->in_c / s->groups; ++ic) {
-        input_map(s, dy_o, w_o + ic * K * K, dx_g + ic * in_hw);
+        input_map(s, &g, dy_o, w_o + ic * K * K, dx_g + ic * in_hw);
+    }
+    return 1;
+}
+
+int mdy_conv3x3_depthwise_backward_input(const mdy_conv_shape_t *s, const float *dy,
+                                         const float *w, float *dx)
+{
+    const int32_t in_hw = s->in_h * s->in_w, out_hw = s->out_h * s->out_w;
+    geom_t g;
+    int32_t c;
+    if (s->groups != s->in_c || s->out_c != s->in_c || !window_geometry(s, &g)) {
+        return 0;
+    }
+    for (c = 0; c < s->out_c; ++c, dy += out_hw, w += K * K, dx += in_hw) {
+        input_map(s, &g, dy, w, dx);
     }
     return 1;
 }
@@ -357,51 +445,52 @@ int mdy_conv3x3_backward_input(const mdy_conv_shape_t *s, const float *dy_o, con
         const float d = dy[ox]; \
         EACH_ROW(m, WEIGHT_REGISTERS); \
     }
-#define WEIGHT_REGISTERS(i, ky, kx) g.t[i] += d * x##ky[kx]
+#define WEIGHT_REGISTERS(i, ky, kx) a.t[i] += d * x##ky[kx]
 
 /* Stride 1, interior: pixels ox .. ox + 2 (errors d0 .. d2) on window row ky, its five cells
    loaded once; each accumulator still takes the pixels in order. */
 #define WEIGHT3_ROW(ky) do { \
         const float c0 = x##ky[0], c1 = x##ky[1], c2 = x##ky[2], c3 = x##ky[3], c4 = x##ky[4]; \
-        g.t[3 * ky] += d0 * c0; g.t[3 * ky] += d1 * c1; g.t[3 * ky] += d2 * c2; \
-        g.t[3 * ky + 1] += d0 * c1; g.t[3 * ky + 1] += d1 * c2; g.t[3 * ky + 1] += d2 * c3; \
-        g.t[3 * ky + 2] += d0 * c2; g.t[3 * ky + 2] += d1 * c3; g.t[3 * ky + 2] += d2 * c4; \
+        a.t[3 * ky] += d0 * c0; a.t[3 * ky] += d1 * c1; a.t[3 * ky] += d2 * c2; \
+        a.t[3 * ky + 1] += d0 * c1; a.t[3 * ky + 1] += d1 * c2; a.t[3 * ky + 1] += d2 * c3; \
+        a.t[3 * ky + 2] += d0 * c2; a.t[3 * ky + 2] += d1 * c3; a.t[3 * ky + 2] += d2 * c4; \
     } while (0)
 
 /* Stride 2, interior: pixels ox, ox + 1 (errors d0, d1) on window row ky, which share a cell. */
 #define WEIGHT2_ROW(ky) do { \
         const float c0 = x##ky[0], c1 = x##ky[1], c2 = x##ky[2], c3 = x##ky[3], c4 = x##ky[4]; \
-        g.t[3 * ky] += d0 * c0; g.t[3 * ky] += d1 * c2; \
-        g.t[3 * ky + 1] += d0 * c1; g.t[3 * ky + 1] += d1 * c3; \
-        g.t[3 * ky + 2] += d0 * c2; g.t[3 * ky + 2] += d1 * c4; \
+        a.t[3 * ky] += d0 * c0; a.t[3 * ky] += d1 * c2; \
+        a.t[3 * ky + 1] += d0 * c1; a.t[3 * ky + 1] += d1 * c3; \
+        a.t[3 * ky + 2] += d0 * c2; a.t[3 * ky + 2] += d1 * c4; \
     } while (0)
 
-/* Border pixels [from, to) of row r: the taps in their masks. */
-#define WEIGHT_BORDER(from, to) \
+/* Border pixels [from, to) of row r (column masks cols from from): the taps in their masks. */
+#define WEIGHT_BORDER(from, to, cols) \
     for (ox = from; ox < to; ++ox) { \
-        const uint32_t mask = pixel_mask(s, &r, ox); \
+        const uint32_t mask = PIXEL_MASK(cols, from); \
         const int32_t o = r.corner + ox * sw; \
         const float d = dy[ox]; \
         EACH_TAP(mask, WEIGHT_OFFSETS); \
     }
-#define WEIGHT_OFFSETS(i, ky, kx) g.t[i] += d * x_c[o + ky * in_w + kx]
+#define WEIGHT_OFFSETS(i, ky, kx) a.t[i] += d * x_c[o + ky * in_w + kx]
 
 int mdy_conv3x3_backward_weight(const mdy_conv_shape_t *s, const float *dy_o,
                                 const float *x_c, float *g_out)
 {
     const int32_t in_w = s->in_w, out_w = s->out_w, sw = s->stride_w;
     const float *dy = dy_o;
-    taps_t g;
-    int32_t oy, ox, lo, hi, i;
-    if (!FAST_PATHS || s->k_h != K || s->k_w != K) {
+    geom_t geom;
+    const geom_t *const g = &geom;
+    taps_t a;
+    int32_t oy, ox, i;
+    if (!window_geometry(s, &geom)) {
         return 0;
     }
-    load_taps(&g, g_out);
-    interior(in_w, out_w, sw, s->pad_left, &lo, &hi);
+    load_taps(&a, g_out);
     for (oy = 0; oy < s->out_h; ++oy, dy += out_w) {
-        const row_t r = row_at(s, oy, lo, hi);
+        const row_t r = row_at(s, g, oy);
         const float *x0 = x_c + r.at[0], *x1 = x_c + r.at[1], *x2 = x_c + r.at[2];
-        WEIGHT_BORDER(0, r.lo)
+        WEIGHT_BORDER(0, r.lo, g->left)
         ox = r.lo;
         if (r.rows == ALL) {
             for (; sw == 1 && ox + 3 <= r.hi; ox += 3, x0 += 3, x1 += 3, x2 += 3) {
@@ -420,10 +509,10 @@ int mdy_conv3x3_backward_weight(const mdy_conv_shape_t *s, const float *dy_o,
         } else {
             WEIGHT_RUN(r.rows)
         }
-        WEIGHT_BORDER(r.hi, out_w)
+        WEIGHT_BORDER(r.hi, out_w, g->right)
     }
     for (i = 0; i < K * K; ++i) {
-        g_out[i] = g.t[i];
+        g_out[i] = a.t[i];
     }
     return 1;
 }

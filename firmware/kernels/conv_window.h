@@ -33,4 +33,14 @@ int mdy_conv3x3_backward_input(const mdy_conv_shape_t *s, const float *dy_o, con
 int mdy_conv3x3_backward_weight(const mdy_conv_shape_t *s, const float *dy_o,
                                 const float *x_c, float *g_out);
 
+/* A whole depthwise layer (groups == in_c == out_c) of 3x3 float weights, the maps'
+   geometry computed once for all channels: the same results as mdy_conv3x3_forward and
+   mdy_conv3x3_backward_input channel by channel. b may be NULL (no bias). */
+int mdy_conv3x3_depthwise_forward(const mdy_conv_shape_t *s, const float *x, const float *w,
+                                  const float *b, float *y);
+
+/* dx += the scatter of every channel's error dy along its filter (a whole depthwise layer). */
+int mdy_conv3x3_depthwise_backward_input(const mdy_conv_shape_t *s, const float *dy,
+                                         const float *w, float *dx);
+
 #endif /* MDY_CONV_WINDOW_H */
