@@ -32,6 +32,15 @@
         TAP(m, 6, 2, 0, STEP) TAP(m, 7, 2, 1, STEP) TAP(m, 8, 2, 2, STEP) \
     } while (0)
 
+/* EACH_TAP(m, STEP) with the masks of a padding of one (a side column and/or a top or bottom
+   row outside the input) as constants, their tests folded away. */
+#define CASE_TAPS(c, STEP) case c: EACH_TAP(c, STEP); break;
+#define MASKED_TAPS(m, STEP) switch (m) { \
+        CASE_TAPS(0x1b6u, STEP) CASE_TAPS(0x0dbu, STEP) CASE_TAPS(0x1b0u, STEP) \
+        CASE_TAPS(0x0d8u, STEP) CASE_TAPS(0x036u, STEP) CASE_TAPS(0x01bu, STEP) \
+        default: EACH_TAP(m, STEP); break; \
+    }
+
 /* STEP(i, ky, kx) for the taps of the window rows in mask m (a row's three bits all set or all
    clear), ky then kx ascending. With m == ALL the tests fold away. */
 #define ROW_TAPS(m, ky, STEP) if ((m) >> (3 * ky) & 1u) { \
@@ -176,7 +185,7 @@ static inline row_t row_at(const mdy_conv_shape_t *s, const geom_t *g, int32_t o
         const uint32_t mask = PIXEL_MASK(cols, from); \
         const int32_t o = r.corner + ox * sw; \
         float acc = y[ox]; \
-        EACH_TAP(mask, FORWARD_OFFSETS); \
+        MASKED_TAPS(mask, FORWARD_OFFSETS) \
         y[ox] = acc; \
     }
 #define FORWARD_OFFSETS(i, ky, kx) acc += x_c[o + ky * in_w + kx] * f.t[i]
@@ -350,7 +359,7 @@ int mdy_conv3x3_depthwise_forward(const mdy_conv_shape_t *s, const float *x, con
         const uint32_t mask = PIXEL_MASK(cols, from); \
         const int32_t o = r.corner + ox * sw; \
         const float d = dy[ox]; \
-        EACH_TAP(mask, INPUT_OFFSETS); \
+        MASKED_TAPS(mask, INPUT_OFFSETS) \
     }
 #define INPUT_OFFSETS(i, ky, kx) dx_c[o + ky * in_w + kx] += d * f.t[i]
 
@@ -470,7 +479,7 @@ int mdy_conv3x3_depthwise_backward_input(const mdy_conv_shape_t *s, const float 
         const uint32_t mask = PIXEL_MASK(cols, from); \
         const int32_t o = r.corner + ox * sw; \
         const float d = dy[ox]; \
-        EACH_TAP(mask, WEIGHT_OFFSETS); \
+        MASKED_TAPS(mask, WEIGHT_OFFSETS) \
     }
 #define WEIGHT_OFFSETS(i, ky, kx) a.t[i] += d * x_c[o + ky * in_w + kx]
 
