@@ -35,9 +35,17 @@
 /* EACH_TAP(m, STEP) with the masks of a padding of one (a side column and/or a top or bottom
    row outside the input) as constants, their tests folded away. */
 #define CASE_TAPS(c, STEP) case c: EACH_TAP(c, STEP); break;
-#define MASKED_TAPS(m, STEP) switch (m) { \
+#define PADDING_ONE(STEP) \
         CASE_TAPS(0x1b6u, STEP) CASE_TAPS(0x0dbu, STEP) CASE_TAPS(0x1b0u, STEP) \
-        CASE_TAPS(0x0d8u, STEP) CASE_TAPS(0x036u, STEP) CASE_TAPS(0x01bu, STEP) \
+        CASE_TAPS(0x0d8u, STEP) CASE_TAPS(0x036u, STEP) CASE_TAPS(0x01bu, STEP)
+#define MASKED_TAPS(m, STEP) switch (m) { \
+        PADDING_ONE(STEP) \
+        default: EACH_TAP(m, STEP); break; \
+    }
+
+/* MASKED_TAPS with all nine taps a case too (the pixels of a table). */
+#define PIXEL_TAPS(m, STEP) switch (m) { \
+        CASE_TAPS(ALL, STEP) PADDING_ONE(STEP) \
         default: EACH_TAP(m, STEP); break; \
     }
 
@@ -90,6 +98,20 @@ static inline void load_taps(taps_t *f, const float *p)
     f->t[6] = p[6];
     f->t[7] = p[7];
     f->t[8] = p[8];
+}
+
+/* The taps of p in reverse order: the filter rotated by half a turn. */
+static inline void load_rotated(taps_t *f, const float *p)
+{
+    f->t[0] = p[8];
+    f->t[1] = p[7];
+    f->t[2] = p[6];
+    f->t[3] = p[5];
+    f->t[4] = p[4];
+    f->t[5] = p[3];
+    f->t[6] = p[2];
+    f->t[7] = p[1];
+    f->t[8] = p[0];
 }
 
 /* The taps inside an axis of size cells of a window starting at index start: bit k for tap k. */
@@ -145,6 +167,67 @@ static int geometry(const mdy_conv_shape_t *s, geom_t *g)
         g->n = (g->hi - g->lo) / 3 * 3;
         g->pairs_end = g->n > 0 ? g->oy_lo + (g->oy_hi - g->oy_lo) / 2 * 2 : g->oy_lo;
     }
+    return 1;
+}
+
+/* Output maps of at most TABLE pixels run from a table of their pixels (small maps, where the
+   rows and blocks cost more than the taps). */
+#define TABLE 16
+
+/* One output pixel of a table: the offset of its window's top-left tap in an input map and
+   its taps mask. */
+typedef struct {
+    int16_t at;
+    uint16_t mask;
+} pixel_t;
+
+/* How the maps of one shape run: their geometry g, and the table px of their n pixels in
+   raster order when they are small (n > 0). */
+typedef struct {
+    geom_t g;
+    int32_t n;
+    pixel_t px[TABLE];
+} plan_t;
+
+/* The pixels of s's output maps (geometry g) into px; their count, or 0 when there are more
+   than TABLE or an offset does not fit in 16 bits. */
+static int32_t pixel_table(const mdy_conv_shape_t *s, const geom_t *g, pixel_t *px)
+{
+    const int32_t in_w = s->in_w, out_w = s->out_w, sw = s->stride_w;
+    const int32_t n = s->out_h * out_w, row_step = s->stride_h * in_w;
+    int32_t oy, ox, at, corner = -s->pad_top * in_w - s->pad_left;
+    uint16_t cols[TABLE];  /* each column's taps mask */
+    if (n > TABLE || corner < INT16_MIN
+        || corner + (s->out_h - 1) * row_step + (out_w - 1) * sw > INT16_MAX) {
+        return 0;
+    }
+    for (ox = 0; ox < out_w; ++ox) {
+        cols[ox] = (uint16_t)(ox < g->lo ? g->left[ox] : ox >= g->hi ? g->right[ox - g->hi] : ALL);
+    }
+    for (oy = 0; oy < s->out_h; ++oy, corner += row_step) {
+        const uint32_t rows = oy < g->oy_lo ? g->top[oy]
+            : oy >= g->oy_hi ? g->bottom[oy - g->oy_hi] : ALL;
+        for (ox = 0, at = corner; ox < out_w; ++ox, at += sw, ++px) {
+            px->at = (int16_t)at;
+            px->mask = (uint16_t)(rows & cols[ox]);
+        }
+    }
+    return n;
+}
+
+/* A 3x3 kernel with a geometry: *g filled; 0 (the general loops) otherwise. */
+static int window_geometry(const mdy_conv_shape_t *s, geom_t *g)
+{
+    return FAST_PATHS && s->k_h == K && s->k_w == K && geometry(s, g);
+}
+
+/* The plan of s; 0 (the general loops) for other than a 3x3 kernel or without a geometry. */
+static int plan(const mdy_conv_shape_t *s, plan_t *p)
+{
+    if (!window_geometry(s, &p->g)) {
+        return 0;
+    }
+    p->n = pixel_table(s, &p->g, p->px);
     return 1;
 }
 
@@ -242,15 +325,14 @@ static void forward_pairs(const mdy_conv_shape_t *s, const float *x_c, const tap
         a1 += c2 * w0; a1 += c3 * w1; a1 += c4 * w2; \
     } while (0)
 
-/* y += one input map's share x_c * w_c, y holding the sums of the input channels before. */
+/* y += one input map's share x_c * taps, y holding the sums of the input channels before. */
 static void forward_map(const mdy_conv_shape_t *s, const geom_t *g, const float *x_c,
-                        const float *w_c, float *y)
+                        const taps_t *taps, float *y)
 {
     const int32_t in_w = s->in_w, out_w = s->out_w, sw = s->stride_w;
     const int32_t oy_lo = g->oy_lo, pairs_end = g->pairs_end, n = g->n;
-    taps_t f;
+    const taps_t f = *taps;
     int32_t oy, ox;
-    load_taps(&f, w_c);
     if (pairs_end > oy_lo) {  /* stride 1, pixels independent: blocks first, the rest after */
         forward_pairs(s, x_c, &f, y, oy_lo, pairs_end, g->lo, n);
     }
@@ -291,12 +373,6 @@ static void forward_map(const mdy_conv_shape_t *s, const geom_t *g, const float 
     }
 }
 
-/* A 3x3 kernel with a geometry: *g filled; 0 (the general loops) otherwise. */
-static int window_geometry(const mdy_conv_shape_t *s, geom_t *g)
-{
-    return FAST_PATHS && s->k_h == K && s->k_w == K && geometry(s, g);
-}
-
 /* The out_hw pixels of y_o set to bias. */
 static void fill(int32_t out_hw, float bias, float *y_o)
 {
@@ -312,18 +388,47 @@ static void fill(int32_t out_hw, float bias, float *y_o)
     }
 }
 
+/* y += x_c * taps over the n pixels of table px, each taking its taps ky, kx ascending. */
+static void forward_table(const mdy_conv_shape_t *s, const pixel_t *px, int32_t n,
+                          const float *x_c, const taps_t *taps, float *y)
+{
+    const int32_t in_w = s->in_w;
+    const taps_t f = *taps;
+    int32_t p;
+    for (p = 0; p < n; ++p) {
+        const uint32_t mask = px[p].mask;
+        const int32_t o = px[p].at;
+        float acc = y[p];
+        PIXEL_TAPS(mask, FORWARD_OFFSETS)
+        y[p] = acc;
+    }
+}
+
+/* y += x_c * taps by plan p. */
+static void forward_plan(const mdy_conv_shape_t *s, const plan_t *p, const float *x_c,
+                         const taps_t *taps, float *y)
+{
+    if (p->n > 0) {
+        forward_table(s, p->px, p->n, x_c, taps, y);
+    } else {
+        forward_map(s, &p->g, x_c, taps, y);
+    }
+}
+
 int mdy_conv3x3_forward(const mdy_conv_shape_t *s, const float *x_g, const float *w_o,
                         float bias, float *y_o)
 {
     const int32_t in_hw = s->in_h * s->in_w;
-    geom_t g;
+    plan_t p;
+    taps_t f;
     int32_t ic;
-    if (!window_geometry(s, &g)) {
+    if (!plan(s, &p)) {
         return 0;
     }
     fill(s->out_h * s->out_w, bias, y_o);
     for (ic = 0; ic < s->in_c / s->groups; ++ic) {
-        forward_map(s, &g, x_g + ic * in_hw, w_o + ic * K * K, y_o);
+        load_taps(&f, w_o + ic * K * K);
+        forward_plan(s, &p, x_g + ic * in_hw, &f, y_o);
     }
     return 1;
 }
@@ -332,14 +437,16 @@ int mdy_conv3x3_depthwise_forward(const mdy_conv_shape_t *s, const float *x, con
                                   const float *b, float *y)
 {
     const int32_t in_hw = s->in_h * s->in_w, out_hw = s->out_h * s->out_w;
-    geom_t g;
+    plan_t p;
+    taps_t f;
     int32_t c;
-    if (s->groups != s->in_c || s->out_c != s->in_c || !window_geometry(s, &g)) {
+    if (s->groups != s->in_c || s->out_c != s->in_c || !plan(s, &p)) {
         return 0;
     }
     for (c = 0; c < s->out_c; ++c, x += in_hw, w += K * K, y += out_hw) {
         fill(out_hw, b != NULL ? b[c] : 0.0f, y);
-        forward_map(s, &g, x, w, y);
+        load_taps(&f, w);
+        forward_plan(s, &p, x, &f, y);
     }
     return 1;
 }
@@ -418,17 +525,75 @@ static void input_map(const mdy_conv_shape_t *s, const geom_t *g, const float *d
     }
 }
 
+/* dx_c += the scatter of dy along w_c over the n pixels of table px, in raster order. */
+static void input_table(const mdy_conv_shape_t *s, const pixel_t *px, int32_t n,
+                        const float *dy, const float *w_c, float *dx_c)
+{
+    const int32_t in_w = s->in_w;
+    taps_t f;
+    int32_t p;
+    load_taps(&f, w_c);
+    for (p = 0; p < n; ++p) {
+        const uint32_t mask = px[p].mask;
+        const int32_t o = px[p].at;
+        const float d = dy[p];
+        PIXEL_TAPS(mask, INPUT_OFFSETS)
+    }
+}
+
+/* How an input error runs. Stride 1: as the forward of the transposed shape t (the dy maps
+   in, the dx maps out, the padding K - 1 - pad) with the filter rotated, each dx cell
+   gathering its terms in the scatter's order (the output pixels in raster order are its taps
+   ky, kx descending) in a register; otherwise the scatter over s's geometry g. */
+typedef struct {
+    mdy_conv_shape_t t;
+    plan_t p;
+    int gather;
+} input_plan_t;
+
+/* p for s; 0 (the general loops) when the geometry declines. */
+static int input_plan(const mdy_conv_shape_t *s, input_plan_t *p)
+{
+    p->gather = s->stride_h == 1 && s->stride_w == 1 && s->pad_top < K && s->pad_left < K;
+    if (!p->gather) {
+        return plan(s, &p->p);
+    }
+    p->t = *s;
+    p->t.in_h = s->out_h;
+    p->t.in_w = s->out_w;
+    p->t.out_h = s->in_h;
+    p->t.out_w = s->in_w;
+    p->t.pad_top = (uint8_t)(K - 1 - s->pad_top);
+    p->t.pad_left = (uint8_t)(K - 1 - s->pad_left);
+    return plan(&p->t, &p->p);
+}
+
+/* dx_c += the scatter of dy along w_c, by plan p. */
+static void input_channel(const mdy_conv_shape_t *s, const input_plan_t *p, const float *dy,
+                          const float *w_c, float *dx_c)
+{
+    taps_t f;
+    if (p->gather) {
+        load_rotated(&f, w_c);
+        forward_plan(&p->t, &p->p, dy, &f, dx_c);
+    } else if (p->p.n > 0) {
+        input_table(s, p->p.px, p->p.n, dy, w_c, dx_c);
+    } else {
+        input_map(s, &p->p.g, dy, w_c, dx_c);
+    }
+}
+
 int mdy_conv3x3_backward_input(const mdy_conv_shape_t *s, const float *dy_o, const float *w_o,
                                float *dx_g)
 {
     const int32_t in_hw = s->in_h * s->in_w;
-    geom_t g;
+    input_plan_t p;
     int32_t ic;
-    if (!window_geometry(s, &g)) {
+    if (!input_plan(s, &p)) {
         return 0;
     }
     for (ic = 0; ic < s->in_c / s->groups; ++ic) {
-        input_map(s, &g, dy_o, w_o + ic * K * K, dx_g + ic * in_hw);
+        input_channel(s, &p, dy_o, w_o + ic * K * K, dx_g + ic * in_hw);
     }
     return 1;
 }
@@ -437,13 +602,13 @@ int mdy_conv3x3_depthwise_backward_input(const mdy_conv_shape_t *s, const float 
                                          const float *w, float *dx)
 {
     const int32_t in_hw = s->in_h * s->in_w, out_hw = s->out_h * s->out_w;
-    geom_t g;
+    input_plan_t p;
     int32_t c;
-    if (s->groups != s->in_c || s->out_c != s->in_c || !window_geometry(s, &g)) {
+    if (s->groups != s->in_c || s->out_c != s->in_c || !input_plan(s, &p)) {
         return 0;
     }
     for (c = 0; c < s->out_c; ++c, dy += out_hw, w += K * K, dx += in_hw) {
-        input_map(s, &g, dy, w, dx);
+        input_channel(s, &p, dy, w, dx);
     }
     return 1;
 }
@@ -483,19 +648,29 @@ int mdy_conv3x3_depthwise_backward_input(const mdy_conv_shape_t *s, const float 
     }
 #define WEIGHT_OFFSETS(i, ky, kx) a.t[i] += d * x_c[o + ky * in_w + kx]
 
-int mdy_conv3x3_backward_weight(const mdy_conv_shape_t *s, const float *dy_o,
-                                const float *x_c, float *g_out)
+/* *acc += the weight gradient of dy and x_c over the n pixels of table px, in raster order. */
+static void weight_table(const mdy_conv_shape_t *s, const pixel_t *px, int32_t n,
+                         const float *dy, const float *x_c, taps_t *acc)
+{
+    const int32_t in_w = s->in_w;
+    taps_t a = *acc;
+    int32_t p;
+    for (p = 0; p < n; ++p) {
+        const uint32_t mask = px[p].mask;
+        const int32_t o = px[p].at;
+        const float d = dy[p];
+        PIXEL_TAPS(mask, WEIGHT_OFFSETS)
+    }
+    *acc = a;
+}
+
+/* *acc += the weight gradient of dy and x_c over the rows of geometry g. */
+static void weight_map(const mdy_conv_shape_t *s, const geom_t *g, const float *dy,
+                       const float *x_c, taps_t *acc)
 {
     const int32_t in_w = s->in_w, out_w = s->out_w, sw = s->stride_w;
-    const float *dy = dy_o;
-    geom_t geom;
-    const geom_t *const g = &geom;
-    taps_t a;
-    int32_t oy, ox, i;
-    if (!window_geometry(s, &geom)) {
-        return 0;
-    }
-    load_taps(&a, g_out);
+    taps_t a = *acc;
+    int32_t oy, ox;
     for (oy = 0; oy < s->out_h; ++oy, dy += out_w) {
         const row_t r = row_at(s, g, oy);
         const float *x0 = x_c + r.at[0], *x1 = x_c + r.at[1], *x2 = x_c + r.at[2];
@@ -519,6 +694,24 @@ int mdy_conv3x3_backward_weight(const mdy_conv_shape_t *s, const float *dy_o,
             WEIGHT_RUN(r.rows)
         }
         WEIGHT_BORDER(r.hi, out_w, g->right)
+    }
+    *acc = a;
+}
+
+int mdy_conv3x3_backward_weight(const mdy_conv_shape_t *s, const float *dy_o,
+                                const float *x_c, float *g_out)
+{
+    plan_t p;
+    taps_t a;
+    int32_t i;
+    if (!plan(s, &p)) {
+        return 0;
+    }
+    load_taps(&a, g_out);
+    if (p.n > 0) {
+        weight_table(s, p.px, p.n, dy_o, x_c, &a);
+    } else {
+        weight_map(s, &p.g, dy_o, x_c, &a);
     }
     for (i = 0; i < K * K; ++i) {
         g_out[i] = a.t[i];
