@@ -100,6 +100,20 @@ static inline void load_taps(taps_t *f, const float *p)
     f->t[8] = p[8];
 }
 
+/* The taps into p. */
+static inline void store_taps(const taps_t *f, float *p)
+{
+    p[0] = f->t[0];
+    p[1] = f->t[1];
+    p[2] = f->t[2];
+    p[3] = f->t[3];
+    p[4] = f->t[4];
+    p[5] = f->t[5];
+    p[6] = f->t[6];
+    p[7] = f->t[7];
+    p[8] = f->t[8];
+}
+
 /* The taps of p in reverse order: the filter rotated by half a turn. */
 static inline void load_rotated(taps_t *f, const float *p)
 {
@@ -113,6 +127,9 @@ static inline void load_rotated(taps_t *f, const float *p)
     f->t[7] = p[1];
     f->t[8] = p[0];
 }
+
+/* The taps mask of the window rows in an axis mask (bit ky for window row ky). */
+static const uint16_t rows_of[8] = {0x000, 0x007, 0x038, 0x03f, 0x1c0, 0x1c7, 0x1f8, 0x1ff};
 
 /* The taps inside an axis of size cells of a window starting at index start: bit k for tap k. */
 static uint32_t axis_mask(int32_t start, int32_t size)
@@ -140,7 +157,6 @@ static void interior(int32_t in, int32_t out, int32_t stride, int32_t pad, int32
    columns. */
 static int geometry(const mdy_conv_shape_t *s, geom_t *g)
 {
-    static const uint16_t rows_of[8] = {0x000, 0x007, 0x038, 0x03f, 0x1c0, 0x1c7, 0x1f8, 0x1ff};
     const int32_t sw = s->stride_w, sh = s->stride_h;
     int32_t i;
     interior(s->in_w, s->out_w, sw, s->pad_left, &g->lo, &g->hi);
@@ -181,17 +197,17 @@ typedef struct {
     uint16_t mask;
 } pixel_t;
 
-/* How the maps of one shape run: their geometry g, and the table px of their n pixels in
-   raster order when they are small (n > 0). */
+/* How the maps of one shape run: the table px of their n pixels in raster order when they are
+   small (n > 0), else their geometry g. */
 typedef struct {
     geom_t g;
     int32_t n;
     pixel_t px[TABLE];
 } plan_t;
 
-/* The pixels of s's output maps (geometry g) into px; their count, or 0 when there are more
-   than TABLE or an offset does not fit in 16 bits. */
-static int32_t pixel_table(const mdy_conv_shape_t *s, const geom_t *g, pixel_t *px)
+/* The pixels of s's output maps into px; their count, or 0 when there are more than TABLE or
+   an offset does not fit in 16 bits. */
+static int32_t pixel_table(const mdy_conv_shape_t *s, pixel_t *px)
 {
     const int32_t in_w = s->in_w, out_w = s->out_w, sw = s->stride_w;
     const int32_t n = s->out_h * out_w, row_step = s->stride_h * in_w;
@@ -202,11 +218,10 @@ static int32_t pixel_table(const mdy_conv_shape_t *s, const geom_t *g, pixel_t *
         return 0;
     }
     for (ox = 0; ox < out_w; ++ox) {
-        cols[ox] = (uint16_t)(ox < g->lo ? g->left[ox] : ox >= g->hi ? g->right[ox - g->hi] : ALL);
+        cols[ox] = (uint16_t)(axis_mask(ox * sw - s->pad_left, in_w) * 0x49u);
     }
     for (oy = 0; oy < s->out_h; ++oy, corner += row_step) {
-        const uint32_t rows = oy < g->oy_lo ? g->top[oy]
-            : oy >= g->oy_hi ? g->bottom[oy - g->oy_hi] : ALL;
+        const uint32_t rows = rows_of[axis_mask(oy * s->stride_h - s->pad_top, s->in_h)];
         for (ox = 0, at = corner; ox < out_w; ++ox, at += sw, ++px) {
             px->at = (int16_t)at;
             px->mask = (uint16_t)(rows & cols[ox]);
@@ -215,20 +230,15 @@ static int32_t pixel_table(const mdy_conv_shape_t *s, const geom_t *g, pixel_t *
     return n;
 }
 
-/* A 3x3 kernel with a geometry: *g filled; 0 (the general loops) otherwise. */
-static int window_geometry(const mdy_conv_shape_t *s, geom_t *g)
-{
-    return FAST_PATHS && s->k_h == K && s->k_w == K && geometry(s, g);
-}
-
-/* The plan of s; 0 (the general loops) for other than a 3x3 kernel or without a geometry. */
+/* The plan of s; 0 (the general loops) for other than a 3x3 kernel, or large maps without a
+   geometry. */
 static int plan(const mdy_conv_shape_t *s, plan_t *p)
 {
-    if (!window_geometry(s, &p->g)) {
+    if (!FAST_PATHS || s->k_h != K || s->k_w != K) {
         return 0;
     }
-    p->n = pixel_table(s, &p->g, p->px);
-    return 1;
+    p->n = pixel_table(s, p->px);
+    return p->n > 0 || geometry(s, &p->g);
 }
 
 /* Row oy of an output map of geometry g. */
@@ -703,7 +713,6 @@ int mdy_conv3x3_backward_weight(const mdy_conv_shape_t *s, const float *dy_o,
 {
     plan_t p;
     taps_t a;
-    int32_t i;
     if (!plan(s, &p)) {
         return 0;
     }
@@ -713,8 +722,6 @@ int mdy_conv3x3_backward_weight(const mdy_conv_shape_t *s, const float *dy_o,
     } else {
         weight_map(s, &p.g, dy_o, x_c, &a);
     }
-    for (i = 0; i < K * K; ++i) {
-        g_out[i] = a.t[i];
-    }
+    store_taps(&a, g_out);
     return 1;
 }
