@@ -139,6 +139,12 @@ static uint32_t axis_mask(int32_t start, int32_t size)
     return hi > lo ? (1u << hi) - (1u << lo) : 0u;
 }
 
+/* The taps mask of output row oy of s (its window rows inside the input). */
+static inline uint32_t row_mask(const mdy_conv_shape_t *s, int32_t oy)
+{
+    return rows_of[axis_mask(oy * s->stride_h - s->pad_top, s->in_h)];
+}
+
 /* Output indices [*lo, *hi) of an output axis of out cells whose whole window lies inside an
    input axis of in cells (stride, leading padding pad); *lo == *hi when there are none. */
 static void interior(int32_t in, int32_t out, int32_t stride, int32_t pad, int32_t *lo,
@@ -172,10 +178,10 @@ static int geometry(const mdy_conv_shape_t *s, geom_t *g)
         g->right[i - g->hi] = (uint16_t)(axis_mask(i * sw - s->pad_left, s->in_w) * 0x49u);
     }
     for (i = 0; i < g->oy_lo; ++i) {
-        g->top[i] = rows_of[axis_mask(i * sh - s->pad_top, s->in_h)];
+        g->top[i] = (uint16_t)row_mask(s, i);
     }
     for (i = g->oy_hi; i < s->out_h; ++i) {
-        g->bottom[i - g->oy_hi] = rows_of[axis_mask(i * sh - s->pad_top, s->in_h)];
+        g->bottom[i - g->oy_hi] = (uint16_t)row_mask(s, i);
     }
     g->n = 0;
     g->pairs_end = g->oy_lo;
@@ -205,6 +211,15 @@ typedef struct {
     pixel_t px[TABLE];
 } plan_t;
 
+/* The taps mask of each output column of s (out_w of them) into cols. */
+static void column_masks(const mdy_conv_shape_t *s, uint16_t *cols)
+{
+    int32_t ox;
+    for (ox = 0; ox < s->out_w; ++ox) {
+        cols[ox] = (uint16_t)(axis_mask(ox * s->stride_w - s->pad_left, s->in_w) * 0x49u);
+    }
+}
+
 /* The pixels of s's output maps into px; their count, or 0 when there are more than TABLE or
    an offset does not fit in 16 bits. */
 static int32_t pixel_table(const mdy_conv_shape_t *s, pixel_t *px)
@@ -217,11 +232,9 @@ static int32_t pixel_table(const mdy_conv_shape_t *s, pixel_t *px)
         || corner + (s->out_h - 1) * row_step + (out_w - 1) * sw > INT16_MAX) {
         return 0;
     }
-    for (ox = 0; ox < out_w; ++ox) {
-        cols[ox] = (uint16_t)(axis_mask(ox * sw - s->pad_left, in_w) * 0x49u);
-    }
+    column_masks(s, cols);
     for (oy = 0; oy < s->out_h; ++oy, corner += row_step) {
-        const uint32_t rows = rows_of[axis_mask(oy * s->stride_h - s->pad_top, s->in_h)];
+        const uint32_t rows = row_mask(s, oy);
         for (ox = 0, at = corner; ox < out_w; ++ox, at += sw, ++px) {
             px->at = (int16_t)at;
             px->mask = (uint16_t)(rows & cols[ox]);
@@ -658,18 +671,24 @@ int mdy_conv3x3_depthwise_backward_input(const mdy_conv_shape_t *s, const float 
     }
 #define WEIGHT_OFFSETS(i, ky, kx) a.t[i] += d * x_c[o + ky * in_w + kx]
 
-/* *acc += the weight gradient of dy and x_c over the n pixels of table px, in raster order. */
-static void weight_table(const mdy_conv_shape_t *s, const pixel_t *px, int32_t n,
-                         const float *dy, const float *x_c, taps_t *acc)
+/* *acc += the weight gradient of dy and x_c over a map of at most TABLE pixels, in raster
+   order, each pixel's taps mask its row's and its column's (no table: one call per map). */
+static void weight_small(const mdy_conv_shape_t *s, const float *dy, const float *x_c,
+                         taps_t *acc)
 {
-    const int32_t in_w = s->in_w;
+    const int32_t in_w = s->in_w, out_w = s->out_w, sw = s->stride_w;
+    const int32_t row_step = s->stride_h * in_w;
+    uint16_t cols[TABLE];
     taps_t a = *acc;
-    int32_t p;
-    for (p = 0; p < n; ++p) {
-        const uint32_t mask = px[p].mask;
-        const int32_t o = px[p].at;
-        const float d = dy[p];
-        PIXEL_TAPS(mask, WEIGHT_OFFSETS)
+    int32_t oy, ox, o, corner = -s->pad_top * in_w - s->pad_left;
+    column_masks(s, cols);
+    for (oy = 0; oy < s->out_h; ++oy, corner += row_step, dy += out_w) {
+        const uint32_t rows = row_mask(s, oy);
+        for (ox = 0, o = corner; ox < out_w; ++ox, o += sw) {
+            const uint32_t mask = rows & cols[ox];
+            const float d = dy[ox];
+            PIXEL_TAPS(mask, WEIGHT_OFFSETS)
+        }
     }
     *acc = a;
 }
@@ -711,16 +730,19 @@ static void weight_map(const mdy_conv_shape_t *s, const geom_t *g, const float *
 int mdy_conv3x3_backward_weight(const mdy_conv_shape_t *s, const float *dy_o,
                                 const float *x_c, float *g_out)
 {
-    plan_t p;
+    geom_t g;
     taps_t a;
-    if (!plan(s, &p)) {
+    if (!FAST_PATHS || s->k_h != K || s->k_w != K) {
         return 0;
     }
-    load_taps(&a, g_out);
-    if (p.n > 0) {
-        weight_table(s, p.px, p.n, dy_o, x_c, &a);
+    if (s->out_h * s->out_w <= TABLE) {
+        load_taps(&a, g_out);
+        weight_small(s, dy_o, x_c, &a);
+    } else if (geometry(s, &g)) {
+        load_taps(&a, g_out);
+        weight_map(s, &g, dy_o, x_c, &a);
     } else {
-        weight_map(s, &p.g, dy_o, x_c, &a);
+        return 0;
     }
     store_taps(&a, g_out);
     return 1;
