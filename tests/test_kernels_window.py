@@ -5,8 +5,12 @@ the general bounded loops run. The fast paths keep the general loops' operations
 order, so forward, input error (overwrite and accumulate) and weight gradient must agree bit
 for bit, on many shapes: maps 1x1 to 9x11, strides 1 and 2, pads 0/1 and asymmetric, depthwise,
 grouped and regular with odd channel counts, and non-3x3 kernels (1x3, 10x4) that must fall
-through to the general loops. The demo's shapes are also checked against PyTorch autograd in
-float64 with the tolerance of tests/test_kernels_c.py (max |c - ref| <= 1e-4 max |ref| + 1e-6).
+through to the general loops. Depthwise layers run whole (one call per layer), maps of at most
+16 output pixels from a pixel table (the 4x4 / 4x5 cases sit either side of that bound; the
+258x1788 case has 16 pixels whose offsets overflow the table's 16 bits), and the stride-1
+input error as a gather (the forward of the transposed shape). The demo's shapes are also
+checked against PyTorch autograd in float64 with the tolerance of tests/test_kernels_c.py
+(max |c - ref| <= 1e-4 max |ref| + 1e-6).
 """
 
 from __future__ import annotations
@@ -58,7 +62,10 @@ def cases() -> list[Conv]:
             case = Conv(in_c, h, w, out_c, (3, 3), stride, pads, groups)
             if min(case.out_hw) >= 1:
                 found.append(case)
-    found += [Conv(3, 5, 6, 4, (1, 3), pads=(0, 1, 0, 1)),
+    found += [Conv(5, 4, 4, 5, (3, 3), pads=(1, 1, 1, 1), groups=5),  # 16 pixels: a table
+              Conv(5, 4, 5, 5, (3, 3), pads=(1, 1, 1, 1), groups=5),  # 20: the rows
+              Conv(2, 258, 1788, 2, (3, 3), (255, 255), groups=2),  # offsets past 16 bits
+              Conv(3, 5, 6, 4, (1, 3), pads=(0, 1, 0, 1)),
               Conv(2, 13, 6, 3, (10, 4), (2, 1), (4, 2, 5, 1)),
               Conv(1, 49, 10, 3, (10, 4), (2, 2), (4, 1, 5, 1))]
     return found
@@ -157,6 +164,8 @@ DEMO = {
     "stem 3x3 s2 3->16 on 32x32": Conv(3, 32, 32, 16, (3, 3), (2, 2), (0, 0, 1, 1)),
     "depthwise 3x3 s1 on 48x16x16": Conv(48, 16, 16, 48, (3, 3), pads=(1, 1, 1, 1), groups=48),
     "depthwise 3x3 s2 on 48x16x16": Conv(48, 16, 16, 48, (3, 3), (2, 2), (0, 0, 1, 1), 48),
+    "depthwise 3x3 s2 on 96x8x8": Conv(96, 8, 8, 96, (3, 3), (2, 2), (0, 0, 1, 1), 96),
+    "depthwise 3x3 s1 on 160x4x4": Conv(160, 4, 4, 160, (3, 3), pads=(1, 1, 1, 1), groups=160),
 }
 
 
