@@ -5,8 +5,16 @@
  * whole map. Interior pixels take all nine taps without a test, in blocks that load each input
  * cell once for several pixels (stride 1: three pixels, and for the forward two rows; stride 2:
  * two pixels, which share a cell); the top and bottom rows' runs test their window rows, border
- * pixels a 9-bit mask of their taps inside the input. Every pixel, cell or accumulator still
- * takes its terms in the general loops' order.
+ * pixels a 9-bit mask of their taps inside the input (the masks of a padding of one switched
+ * to unrolled code). The geometry (interior bounds, border masks) is computed once per call, and
+ * a depthwise layer is one call. Maps of at most 16 output pixels, where rows and blocks cost
+ * more than the taps, run instead from a table of each pixel's tap offset and mask (built once
+ * per call, so once per depthwise layer; the weight gradient, one call per map, combines row
+ * and column masks as it goes).
+ * The stride-1 input error is a gather: the forward of the transposed shape with the filter
+ * rotated, each dx cell taking the scatter's terms (the output pixels in raster order, that is
+ * its taps ky, kx descending) in a register. Every pixel, cell or accumulator still takes its
+ * terms in the general loops' order.
  */
 #include "conv_window.h"
 

@@ -10,8 +10,8 @@
  * weight gradient: per tap, the output pixels in raster order from the existing value), so
  * the results equal the general loops of conv.c bit for bit.
  *
- * Each function returns 1 when it computed its output channel (a 3x3 kernel) and 0, touching
- * nothing, otherwise. Built with MDY_CONV_WINDOW_OFF they always return 0: the reference build
+ * Each function returns 1 when it computed its output channel (or, for the depthwise entries,
+ * its whole layer; a 3x3 kernel) and 0, touching nothing, otherwise. Built with MDY_CONV_WINDOW_OFF they always return 0: the reference build
  * of the tests, which runs the general loops only.
  */
 #ifndef MDY_CONV_WINDOW_H
