@@ -48,6 +48,11 @@ Region = _enum("Region", "MDY_REGION_")  # CANDIDATE + candidate layer index
 SAMPLE_FORMATS = {sample_format_code(fmt): fmt for fmt in SampleFormat}
 
 
+def samples_text(format_name: str, sample_bytes: int) -> str:
+    """How a frame's samples are described: "int8 samples, 490 B a frame"."""
+    return f"{format_name} samples, {sample_bytes:,} B a frame"
+
+
 class ProtocolError(MedyateError):
     """A reply that does not decode as the protocol says (a bug or a different firmware)."""
 
@@ -205,7 +210,7 @@ class Ready:
     def describe_samples(self) -> str:
         """e.g. "int8 samples, 490 B a frame"."""
         name = self.sample_format.value if self.sample_format else f"format {self.sample_code}"
-        return f"{name} samples, {self.sample_bytes:,} B a frame"
+        return samples_text(name, self.sample_bytes)
 
 
 @dataclass(frozen=True)

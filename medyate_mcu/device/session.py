@@ -138,7 +138,7 @@ class TrainSession:
 
 def describe_samples(encoding: SampleEncoding, size: int) -> str:
     """e.g. "int8 samples, 490 B a frame" (as :meth:`protocol.Ready.describe_samples`)."""
-    return f"{encoding.format.value} samples, {encoding.format.bytes * size:,} B a frame"
+    return p.samples_text(encoding.format.value, encoding.format.bytes * size)
 
 
 def check_samples(ready: p.Ready, encoding: SampleEncoding, size: int, port: str,

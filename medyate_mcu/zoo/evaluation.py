@@ -33,6 +33,8 @@ from medyate_mcu.errors import MedyateError
 from medyate_mcu.graph import OpType, ReferenceNet, load_onnx
 from medyate_mcu.method.sgd import accuracy
 from medyate_mcu.zoo import datasets, speech
+from medyate_mcu.zoo.samples import SampleEncoding, SampleFormat
+from medyate_mcu.zoo.tasks import model_normalisation
 from medyate_mcu.zoo.training import EVAL_BATCH, META_PREFIX, fit, normalise
 
 MODES = ("classifier", "full")
@@ -133,13 +135,11 @@ def _features_as_taken(net: ReferenceNet, split: datasets.Split
                        ) -> tuple[torch.Tensor, torch.Tensor]:
     """Float features as the model takes them: standardised by its ``input_mean`` /
     ``input_std`` when it records them, else as they are."""
-    meta = net.graph.metadata
-    if META_PREFIX + "input_mean" not in meta:
+    stated = model_normalisation(net.graph)
+    if stated is None:
         return torch.from_numpy(split.train.x), torch.from_numpy(split.test.x)
-    shape = (1, -1, 1, 1)
-    mean = np.array(json.loads(meta[META_PREFIX + "input_mean"]), np.float32).reshape(shape)
-    std = np.array(json.loads(meta[META_PREFIX + "input_std"]), np.float32).reshape(shape)
-    train, test = ((x - mean) / std for x in (split.train.x, split.test.x))
+    encoding = SampleEncoding(SampleFormat.FLOAT32, 1.0, tuple(stated[0]), tuple(stated[1]))
+    train, test = (encoding.decode(x) for x in (split.train.x, split.test.x))
     return torch.from_numpy(train), torch.from_numpy(test)
 
 
