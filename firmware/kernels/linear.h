@@ -4,6 +4,9 @@
  *
  * Layouts (float32, one sample): x is in_f, y is out_f, w is out_f x in_f row-major
  * (PyTorch nn.Linear / ONNX Gemm with transB = 1), b is out_f.
+ *
+ * Register-blocked (linear.c), each sum in the plain loops' order, so the results are those of
+ * the row-by-row loops bit for bit (tests/test_kernels_linear.py).
  */
 #ifndef MDY_LINEAR_H
 #define MDY_LINEAR_H
@@ -32,7 +35,8 @@ void mdy_linear_backward_input_w8(uint16_t in_f, uint16_t out_f, const float *dy
                                   int accumulate, float *scratch);
 
 /* gw[o][i] += dy[o] * x[i] ; gb[o] += dy[o] (gb may be NULL). Always accumulates (the
-   gradients sum over the samples of a mini-batch; clear them with mdy_zero). */
+   gradients sum over the samples of a mini-batch; clear them with mdy_zero). gw and gb must not
+   overlap x or dy. */
 void mdy_linear_backward_weight(uint16_t in_f, uint16_t out_f, const float *dy, const float *x,
                                 float *gw, float *gb);
 
