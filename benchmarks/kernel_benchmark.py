@@ -12,8 +12,13 @@ SysTick cycle counter counts instructions), on the Cortex-M4F (qemu-mps2-an386) 
    10 epochs), per inference (mdy_predict on 8 embedded samples, benchmarks/predict_bench.c) and
    their ratio, next to the figures before the kernel work (issue 13).
 
-Run: .venv/bin/python benchmarks/kernel_benchmark.py   (about 2 minutes; needs arm-none-eabi-gcc
-and qemu-system-arm). Figures only: nothing here is asserted by the tests.
+3. the int8 frozen forward of the paper-scale model (`mbv2-w0.35-128 --backbone int8`): every int8
+   call (stem, in-place depthwise, pointwise, fused blocks) on its own shapes, instructions per
+   MAC next to the figures of the portable loops (benchmarks/qkernel_bench.c).
+
+Run: .venv/bin/python benchmarks/kernel_benchmark.py   (about 3 minutes; needs arm-none-eabi-gcc
+and qemu-system-arm); `--int8` runs section 3 alone.
+Figures only: nothing here is asserted by the tests.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from medyate_mcu.run.qemu import instructions, run_qemu, step_instructions
 from medyate_mcu.toolchain.arm import build_firmware
 from medyate_mcu.toolchain.compile import CompileOptions, compile_project
 from medyate_mcu.units import parse_size
+from medyate_mcu.zoo import bundled_model_path
 
 HERE = Path(__file__).resolve().parent
 BOARDS = ("qemu-mps2-an386", "qemu-mps2-an500")
@@ -166,6 +172,9 @@ def measure(board_name: str, root: Path) -> dict:
 
 
 def main() -> None:
+    if sys.argv[1:] == ["--int8"]:
+        int8_section()
+        return
     with tempfile.TemporaryDirectory(prefix="medyate-kernel-bench-") as folder:
         results = {board: measure(board, Path(folder)) for board in BOARDS}
     m4, m7 = (results[b] for b in BOARDS)
@@ -192,6 +201,160 @@ def main() -> None:
           "10 epochs)\n   whole bw: the same built with MDY_FULL_BACKWARD (every backward pass "
           "down to the lowest\n   candidate layer, as before the stop)\n"
           "   inference: mdy_predict, mean over 8 embedded samples")
+    int8_section()
+
+
+
+# ---- 3. int8 frozen forward (issue 13, second half) ------------------------------------------
+PAPER_MODEL = "mbv2-w0.35-128"
+INT8_BUDGET = "64kB"  # the demo engine beside the int8 buffers (x, y, acc: ~160 KB) in 256 KiB
+Q8_STRUCT = re.compile(r"static const (mdy_q8_conv_t|mdy_q8_block_t) (\w+) = \{(.*?)\};", re.S)
+Q8_FIELD = re.compile(r"\.(\w+) = &?(-?\w+)")
+Q8_CALL = re.compile(r"(mdy_q8_conv2d_forward|mdy_q8_depthwise_inplace_forward|"
+                     r"mdy_q8_block_forward)\(&(\w+)(?:, &(\w+))?")
+Q8_LINE = re.compile(r"^q8 (\d+) (\d+)$", re.M)
+Q8_KINDS = {"mdy_q8_conv2d_forward": "conv", "mdy_q8_depthwise_inplace_forward": "in-place dw",
+            "mdy_q8_block_forward": "block"}
+# Before the DSP kernels (the portable loops of 36b0b44's qconv.c/qblock.c, measured with this
+# section): instructions per MAC, M4 / M7, by layer name.
+INT8_BEFORE: dict[str, tuple[float, float]] = {
+    "features_0_1": (15.86, 15.84), "features_1_body_0_1": (24.97, 24.93),
+    "features_1_body_1_1": (12.58, 12.61), "features_2_body_2_1": (17.66, 17.69),
+    "features_3_body_2_1": (17.33, 17.33), "features_4_body_2_1": (16.41, 16.44),
+    "features_5_body_2_1": (13.29, 13.30), "features_6_body_2_1": (13.29, 13.30)}
+
+
+@dataclass(frozen=True)
+class Q8Case:
+    """One int8 call of the generated forward: its kind, its convs' shapes and zero points."""
+    name: str
+    kind: str
+    shapes: tuple[ConvShape, ...]
+    zeros: tuple[tuple[int, int, int, int], ...]  # (in_zero, out_zero, act_min, act_max)
+
+    @property
+    def macs(self) -> int:
+        return sum(shape.macs for shape in self.shapes)
+
+    @property
+    def text(self) -> str:
+        return " | ".join(f"{s.family} {s.text}" for s in self.shapes)
+
+
+def int8_cases(model_c: str) -> list[Q8Case]:
+    """The int8 convs, in-place depthwise convs and blocks of a generated model.c, in order."""
+    shapes = {name: ConvShape({k: int(v) for k, v in FIELD.findall(body)})
+              for name, body in SHAPE.findall(model_c)}
+    structs = {name: dict(Q8_FIELD.findall(body)) for _, name, body in Q8_STRUCT.findall(model_c)}
+
+    def zeros(q: str) -> tuple[int, int, int, int]:
+        f = structs[q]
+        return tuple(int(f[k]) for k in ("in_zero", "out_zero", "act_min", "act_max"))
+
+    cases = []
+    for function, first, second in Q8_CALL.findall(model_c):
+        if function == "mdy_q8_block_forward":
+            b = structs[first]
+            assert b["expand"] != "NULL", "a block without expansion: not in the paper model"
+            parts = ("expand", "depthwise", "project")
+            cases.append(Q8Case(first.removeprefix("block_"), "block",
+                                tuple(shapes[b[p]] for p in parts),
+                                tuple(zeros(b[p + "_q"]) for p in parts)))
+        else:
+            cases.append(Q8Case(first.removeprefix("shape_"), Q8_KINDS[function],
+                                (shapes[first],), (zeros(second),)))
+    return cases
+
+
+def int8_header(cases: list[Q8Case]) -> str:
+    """qbench_cases.h: the cases and the buffer sizes they need."""
+    def size(s: ConvShape, side: str) -> int:
+        f = s.fields
+        return f[f"{side}_c"] * f[f"{side}_h"] * f[f"{side}_w"]
+
+    every = [s for case in cases for s in case.shapes]
+    blocks = [case for case in cases if case.kind == "block"]
+    sizes = {"X": max(size(c.shapes[0], "in") for c in cases),
+             "Y": max(size(c.shapes[-1], "out") for c in cases),
+             "W": 3 * max(s.macs // (s.fields["out_h"] * s.fields["out_w"]) for s in every),
+             "SCRATCH": max([size(s, "in") // s.fields["in_c"] for s in every]
+                            + [size(c.shapes[0], "out") // c.shapes[0].fields["out_c"]
+                               + size(c.shapes[1], "out") // c.shapes[1].fields["out_c"]
+                               for c in blocks]),
+             "ACC_WORDS": max([1] + [size(c.shapes[2], "out") for c in blocks]),
+             "CHANNELS": max(s.fields["out_c"] for s in every)}
+    lines = ["/* Generated by benchmarks/kernel_benchmark.py: the int8 calls of "
+             f"{PAPER_MODEL}. */", "#include \"conv.h\"", "",
+             *(f"#define QBENCH_{name}{'' if name.endswith('WORDS') else '_BYTES'} {value}u"
+               if name != "CHANNELS" else f"#define QBENCH_CHANNELS {value}u"
+               for name, value in sizes.items()),
+             f"#define QBENCH_CASES {len(cases)}u",
+             "enum { QBENCH_CONV, QBENCH_INPLACE, QBENCH_BLOCK };",
+             "typedef struct { int32_t in_zero, out_zero; int8_t act_min, act_max; } qbench_q_t;",
+             "typedef struct { int kind; const mdy_conv_shape_t *shape[3]; qbench_q_t q[3]; }"
+             " qbench_case_t;", ""]
+    entries = []
+    for i, case in enumerate(cases):
+        names = []
+        for j, shape in enumerate(case.shapes):
+            body = ", ".join(f".{k} = {v}" for k, v in shape.fields.items())
+            lines.append(f"static const mdy_conv_shape_t qbench_{i}_{j} = {{{body}}};")
+            names.append(f"&qbench_{i}_{j}")
+        kind = {"conv": "QBENCH_CONV", "in-place dw": "QBENCH_INPLACE"}.get(case.kind,
+                                                                         "QBENCH_BLOCK")
+        qs = ", ".join("{" + ", ".join(map(str, z)) + "}" for z in case.zeros)
+        entries.append(f"    {{{kind}, {{{', '.join(names)}}}, {{{qs}}}}},")
+    lines += ["static const qbench_case_t qbench_cases[] = {", *entries, "};", ""]
+    return "\n".join(lines)
+
+
+def paper_int8_model_c(root: Path) -> str:
+    """model.c of the paper-scale model compiled with its int8 backbone (test_paper_scale's
+    options, on the M7 board: the int8 layers do not depend on the board)."""
+    folder = root / "paper"
+    compile_project(CompileOptions(model=bundled_model_path(PAPER_MODEL), data="digits",
+                                   budget="auto", board="qemu-mps2-an500", backbone="int8",
+                                   calibration_samples=16, epochs=1), folder,
+                    say=lambda _: None)
+    return (folder / "model.c").read_text()
+
+
+def measure_int8(board_name: str, root: Path, cases: list[Q8Case]) -> dict[str, float]:
+    """Instructions of every int8 call on ``board_name``, by case name."""
+    board = get_board(board_name)
+    build = root / f"int8-{board_name}"
+    compile_project(CompileOptions(budget=parse_size(INT8_BUDGET), board=board_name), build,
+                    say=lambda _: None)
+    (build / "qbench_cases.h").write_text(int8_header(cases))
+    output = run(board, build_app(build, "qkernels", [HERE / "qkernel_bench.c"], []), build)
+    found = {int(i): instructions(int(c), board) for i, c in Q8_LINE.findall(output)}
+    assert len(found) == len(cases), output[-2000:]
+    return {case.name: found[i] for i, case in enumerate(cases)}
+
+
+def int8_section() -> None:
+    """Prints section 3: the int8 calls of the paper-scale model, before and now."""
+    with tempfile.TemporaryDirectory(prefix="medyate-int8-bench-") as folder:
+        root = Path(folder)
+        cases = int8_cases(paper_int8_model_c(root))
+        m4, m7 = (measure_int8(board, root, cases) for board in BOARDS)
+    print(f"\n3. int8 frozen forward of {PAPER_MODEL} (--backbone int8), every int8 call, "
+          "QEMU -icount (instructions per MAC; before: the portable loops)")
+    print(f"{'layer':22s} {'kind':11s} {'MACs':>10s} {'M4 /MAC':>8s} {'before':>7s} "
+          f"{'M7 /MAC':>8s} {'before':>7s}  shape")
+    for case in cases:
+        before = INT8_BEFORE.get(case.name)
+        old = [f"{b:7.2f}" for b in before] if before else ["      -"] * 2
+        print(f"{case.name:22s} {case.kind:11s} {case.macs:10,d} {m4[case.name] / case.macs:8.2f} "
+              f"{old[0]} {m7[case.name] / case.macs:8.2f} {old[1]}  {case.text}")
+    macs = sum(case.macs for case in cases)
+    total4, total7 = sum(m4.values()), sum(m7.values())
+    old4, old7 = (sum(INT8_BEFORE.get(c.name, (0.0, 0.0))[k] * c.macs for c in cases)
+                  for k in (0, 1))
+    print(f"{'int8 forward':22s} {'total':11s} {macs:10,d} {total4 / macs:8.2f} "
+          f"{old4 / macs:7.2f} {total7 / macs:8.2f} {old7 / macs:7.2f}  instructions: M4 "
+          f"{total4 / 1e6:.2f}M (before {old4 / 1e6:.2f}M), M7 {total7 / 1e6:.2f}M (before "
+          f"{old7 / 1e6:.2f}M); the int8 adds between blocks not counted")
 
 
 if __name__ == "__main__":
