@@ -57,18 +57,7 @@ void mdy_linear_forward(uint16_t in_f, uint16_t out_f, const float *x, const flo
             a2 = b[o + 2u];
             a3 = b[o + 3u];
         }
-        for (i = 0u; i + 2u <= in_f; i += 2u) {
-            const float v = x[i], u = x[i + 1u];
-            a0 += w0[i] * v;
-            a1 += w1[i] * v;
-            a2 += w2[i] * v;
-            a3 += w3[i] * v;
-            a0 += w0[i + 1u] * u;
-            a1 += w1[i + 1u] * u;
-            a2 += w2[i + 1u] * u;
-            a3 += w3[i + 1u] * u;
-        }
-        if (i < in_f) {
+        for (i = 0u; i < in_f; ++i) {
             const float v = x[i];
             a0 += w0[i] * v;
             a1 += w1[i] * v;
@@ -175,18 +164,7 @@ void mdy_linear_backward_weight(uint16_t in_f, uint16_t out_f, const float *dy, 
     for (; o + 4u <= out_f; o += 4u) {
         float *g0 = gw + o * in_f, *g1 = g0 + in_f, *g2 = g1 + in_f, *g3 = g2 + in_f;
         const float d0 = dy[o], d1 = dy[o + 1u], d2 = dy[o + 2u], d3 = dy[o + 3u];
-        for (i = 0u; i + 2u <= in_f; i += 2u) {
-            const float v = x[i], u = x[i + 1u];
-            g0[i] += d0 * v;
-            g1[i] += d1 * v;
-            g2[i] += d2 * v;
-            g3[i] += d3 * v;
-            g0[i + 1u] += d0 * u;
-            g1[i + 1u] += d1 * u;
-            g2[i + 1u] += d2 * u;
-            g3[i + 1u] += d3 * u;
-        }
-        if (i < in_f) {
+        for (i = 0u; i < in_f; ++i) {
             const float v = x[i];
             g0[i] += d0 * v;
             g1[i] += d1 * v;
