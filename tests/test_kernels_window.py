@@ -11,6 +11,12 @@ through to the general loops. Depthwise layers run whole (one call per layer), m
 input error as a gather (the forward of the transposed shape). The demo's shapes are also
 checked against PyTorch autograd in float64 with the tolerance of tests/test_kernels_c.py
 (max |c - ref| <= 1e-4 max |ref| + 1e-6).
+
+The engine's multi-channel weight gradient (mdy_conv2d_backward_weight_channels: several selected
+channels' slots in a pool, one call per layer) must equal the reference build's per-channel calls
+bit for bit on the same shapes and on shapes either side of its thresholds (a padded copy of at
+most 100 floats: 8x8 s1 = 10x10 in, 8x9 out; 4x4 s2 = 9x9 in, 5x5 out, and 4x4 s3 = 12x12 out
+of the pixel table's reach), for several channel sets (none, one, all, unsorted with gaps).
 """
 
 from __future__ import annotations
@@ -30,6 +36,9 @@ PROTOTYPES: dict[str, tuple[type | None, list[type]]] = {
     "mdy_conv2d_backward_weight_channel": (None, [ConvP, FloatP, FloatP, ctypes.c_uint16,
                                                   FloatP]),
     "mdy_conv3x3_forward": (ctypes.c_int, [ConvP, FloatP, FloatP, ctypes.c_float, FloatP]),
+    "mdy_conv2d_backward_weight_channels": (None, [
+        ConvP, FloatP, ctypes.c_uint32, ctypes.POINTER(ctypes.c_uint16), ctypes.c_uint32, FloatP,
+        ctypes.POINTER(ctypes.c_uint32), ctypes.c_uint32]),
 }
 
 
@@ -178,3 +187,107 @@ def test_demo_shapes_against_autograd(libs: tuple[ctypes.CDLL, ctypes.CDLL], nam
     assert_close(forward(fast, case, x, w, b), y)
     assert_close(backward_input(fast, case, dy, w, None), dx)
     assert_close(backward_weight(fast, case, dy, x, np.zeros_like(w)), dw)
+
+
+FIRST = 7  # the layer's first canonical channel: channels[j] - FIRST is the layer's channel
+
+
+def channel_sets(in_c: int) -> list[list[int]]:
+    """None, one, all, and an unsorted set with gaps (canonical numbers from FIRST)."""
+    unsorted = list(range(in_c - 1, -1, -2)) + list(range(0, in_c, 4))
+    picked = list(dict.fromkeys(unsorted))
+    return [[], [in_c - 1], list(range(in_c)), picked]
+
+
+def backward_weights(lib: ctypes.CDLL, case: Conv, dy: np.ndarray, x: np.ndarray,
+                     base: np.ndarray, channels: list[int]) -> np.ndarray:
+    """The selected channels' slices (len(channels) x opg x k), accumulated into copies of base's
+    slices: one multi-channel call, the slots in a pool in reverse order with gaps between."""
+    cpg, opg = case.in_c // case.groups, case.out_c // case.groups
+    k_hw, in_hw = case.k[0] * case.k[1], case.in_h * case.in_w
+    slot = opg * k_hw + in_hw + 3
+    pool = np.full(slot * len(channels) + 5, np.nan, np.float32)
+    offsets = np.array([5 + slot * (len(channels) - 1 - j) for j in range(len(channels))],
+                       np.uint32)
+    for j, c in enumerate(channels):
+        g = c // cpg
+        pool[offsets[j]:offsets[j] + opg * k_hw] = base[g * opg:(g + 1) * opg, c % cpg].ravel()
+        pool[offsets[j] + opg * k_hw:offsets[j] + opg * k_hw + in_hw] = x[c].ravel()
+    numbers = np.array([FIRST + c for c in channels], np.uint16)
+    lib.mdy_conv2d_backward_weight_channels(
+        ctypes.byref(case.shape()), fp(dy), len(channels),
+        numbers.ctypes.data_as(ctypes.POINTER(ctypes.c_uint16)), FIRST, fp(pool),
+        offsets.ctypes.data_as(ctypes.POINTER(ctypes.c_uint32)), opg * k_hw)
+    return np.stack([pool[o:o + opg * k_hw] for o in offsets]) if channels else \
+        np.zeros((0, opg * k_hw), np.float32)
+
+
+def per_channel(lib: ctypes.CDLL, case: Conv, dy: np.ndarray, x: np.ndarray,
+                base: np.ndarray, channels: list[int]) -> np.ndarray:
+    """The same slices from one mdy_conv2d_backward_weight_channel call each."""
+    cpg, opg = case.in_c // case.groups, case.out_c // case.groups
+    out = []
+    for c in channels:
+        g = c // cpg
+        slice_ = np.ascontiguousarray(base[g * opg:(g + 1) * opg, c % cpg])
+        lib.mdy_conv2d_backward_weight_channel(ctypes.byref(case.shape()), fp(dy),
+                                               fp(np.ascontiguousarray(x[c])), c, fp(slice_))
+        out.append(slice_.ravel())
+    return np.stack(out) if out else np.zeros((0, opg * case.k[0] * case.k[1]), np.float32)
+
+
+THRESHOLDS = [Conv(3, 8, 8, 3, (3, 3), pads=(1, 1, 1, 1), groups=3),  # 10x10: padded
+              Conv(3, 8, 9, 3, (3, 3), pads=(1, 1, 1, 1), groups=3),  # 10x11: the geometry
+              Conv(2, 8, 8, 2, (3, 3), (2, 2), (0, 0, 1, 1), 2),  # 9x9 windows: padded
+              Conv(2, 10, 10, 2, (3, 3), (2, 2), (1, 1, 1, 1), 2),  # 5x5 out, 11x11: geometry
+              Conv(2, 12, 12, 2, (3, 3), (3, 3), (1, 1, 1, 1), 2),  # 4x4 s3, 12x12: table
+              Conv(3, 7, 5, 6, (3, 3), pads=(2, 1, 0, 2), groups=3)]  # odd, asymmetric
+
+
+def test_multi_channel_weight_gradient_equals_per_channel_calls(
+        libs: tuple[ctypes.CDLL, ctypes.CDLL]) -> None:
+    """Bytes equal to the reference build's per-channel general loops, onto random bases and
+    onto +0 (the engine's slots), dy with zeros of both signs (products -0 and +0)."""
+    fast, general = libs
+    for i, case in enumerate(CASES + THRESHOLDS):
+        x, w, _, dy = conv_data(case, i)
+        dy.flat[::5] = 0.0
+        dy.flat[1::7] = -0.0
+        bases = (np.random.default_rng(3000 + i).standard_normal(w.shape).astype(np.float32),
+                 np.zeros_like(w))
+        for n, channels in enumerate(channel_sets(case.in_c)):
+            base = bases[n % 2]
+            assert_bits_equal(backward_weights(fast, case, dy, x, base, channels),
+                              per_channel(general, case, dy, x, base, channels),
+                              f"weight gradients {case} channels {channels}")
+
+
+def test_multi_channel_bit_check_sees_a_reordered_sum(
+        libs: tuple[ctypes.CDLL, ctypes.CDLL]) -> None:
+    """The check catches the pixels summed in another order (the map and dy transposed)."""
+    fast, _ = libs
+    case = Conv(4, 8, 8, 4, (3, 3), pads=(1, 1, 1, 1), groups=4)
+    x, w, _, dy = conv_data(case, 11)
+    base = np.zeros_like(w)
+    got = backward_weights(fast, case, dy, x, base, [0, 1, 2, 3])
+    swapped = backward_weights(fast, case, dy.transpose(0, 2, 1).copy(),
+                               x.transpose(0, 2, 1).copy(), base.transpose(0, 1, 3, 2).copy(),
+                               [0, 1, 2, 3]).reshape(4, 1, 3, 3).transpose(0, 1, 3, 2)
+    with pytest.raises(AssertionError):
+        assert_bits_equal(got, np.ascontiguousarray(swapped).reshape(4, 9), "reordered")
+    np.testing.assert_allclose(got, np.ascontiguousarray(swapped).reshape(4, 9), rtol=1e-5,
+                               atol=1e-6)
+
+
+@pytest.mark.parametrize("name", DEMO)
+def test_multi_channel_demo_shapes_against_autograd(libs: tuple[ctypes.CDLL, ctypes.CDLL],
+                                                    name: str) -> None:
+    fast, _ = libs
+    case = DEMO[name]
+    x, w, b, dy = conv_data(case, 4)
+    dw = conv_reference(case, x, w, b, dy)[2]
+    channels = list(range(case.in_c))[::-3]
+    got = backward_weights(fast, case, dy, x, np.zeros_like(w), channels)
+    cpg, opg = case.in_c // case.groups, case.out_c // case.groups
+    ref = np.stack([dw[(c // cpg) * opg:(c // cpg + 1) * opg, c % cpg].ravel() for c in channels])
+    assert_close(got, ref)

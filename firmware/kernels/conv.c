@@ -241,3 +241,22 @@ void mdy_conv2d_backward_weight_channel(const mdy_conv_shape_t *s, const float *
         }
     }
 }
+
+void mdy_conv2d_backward_weight_channels(const mdy_conv_shape_t *s, const float *dy, uint32_t n,
+                                         const uint16_t *channels, uint32_t first_channel,
+                                         float *pool, const uint32_t *offsets,
+                                         uint32_t x_offset)
+{
+    uint32_t j;
+    if (mdy_conv_pointwise_backward_weights(s, dy, n, channels, first_channel, pool, offsets,
+                                            x_offset)
+        || mdy_conv3x3_backward_weights(s, dy, n, channels, first_channel, pool, offsets,
+                                        x_offset)) {
+        return;
+    }
+    for (j = 0; j < n; ++j) {
+        float *slot = pool + offsets[j];
+        mdy_conv2d_backward_weight_channel(s, dy, slot + x_offset,
+                                           (uint16_t)(channels[j] - first_channel), slot);
+    }
+}

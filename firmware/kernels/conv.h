@@ -69,4 +69,19 @@ void mdy_conv2d_backward_input_w8(const mdy_conv_shape_t *s, const float *dy, co
 void mdy_conv2d_backward_weight_channel(const mdy_conv_shape_t *s, const float *dy,
                                         const float *x_channel, uint16_t c, float *grad_slice);
 
+/*
+ * The weight gradients of n selected input channels in one call (the engine's, once per
+ * candidate layer): for j < n, channel c = channels[j] - first_channel, whose slot at
+ * pool + offsets[j] holds its grad_slice and, x_offset floats further, its x_channel. The same
+ * results, bit for bit, as n calls of mdy_conv2d_backward_weight_channel in the order of j,
+ * provided no slot's gradient holds -0 on entry and dy is finite (the engine's: slots start at
+ * +0, a round-to-nearest sum is -0 only when both its terms are, and a step whose logits are
+ * not finite stops before the backward pass); the shape's geometry is computed once per call.
+ * Slots must not overlap each other or dy.
+ */
+void mdy_conv2d_backward_weight_channels(const mdy_conv_shape_t *s, const float *dy, uint32_t n,
+                                         const uint16_t *channels, uint32_t first_channel,
+                                         float *pool, const uint32_t *offsets,
+                                         uint32_t x_offset);
+
 #endif /* MDY_CONV_H */

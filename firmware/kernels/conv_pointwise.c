@@ -349,16 +349,43 @@ void mdy_conv_pointwise_backward_input(const mdy_conv_shape_t *s, const float *d
     }
 }
 
+/* A 1x1 kernel without padding whose every output pixel reads inside the input. */
+static int inside(const mdy_conv_shape_t *s)
+{
+    return s->k_h == 1 && s->k_w == 1 && s->pad_top == 0 && s->pad_left == 0
+        && (s->out_h - 1) * s->stride_h < s->in_h && (s->out_w - 1) * s->stride_w < s->in_w;
+}
+
 int mdy_conv_pointwise_backward_weight(const mdy_conv_shape_t *s, const float *dy,
                                        const float *x_channel, uint16_t c, float *grad_slice)
 {
     const int32_t cpg = s->in_c / s->groups, opg = s->out_c / s->groups;
     const int32_t out_hw = s->out_h * s->out_w;
-    if (s->k_h != 1 || s->k_w != 1 || s->pad_top != 0 || s->pad_left != 0
-        || (s->out_h - 1) * s->stride_h >= s->in_h || (s->out_w - 1) * s->stride_w >= s->in_w) {
+    if (!inside(s)) {
         return 0;
     }
     mdy_pointwise_backward_weight(opg, s->out_h, s->out_w, dy + (c / cpg) * opg * out_hw,
                                   x_channel, s->stride_h * s->in_w, s->stride_w, grad_slice);
+    return 1;
+}
+
+int mdy_conv_pointwise_backward_weights(const mdy_conv_shape_t *s, const float *dy, uint32_t n,
+                                        const uint16_t *channels, uint32_t first_channel,
+                                        float *pool, const uint32_t *offsets,
+                                        uint32_t x_offset)
+{
+    const int32_t cpg = s->in_c / s->groups, opg = s->out_c / s->groups;
+    const int32_t out_hw = s->out_h * s->out_w;
+    const int32_t row_step = s->stride_h * s->in_w, col_step = s->stride_w;
+    uint32_t j;
+    if (!inside(s)) {
+        return 0;
+    }
+    for (j = 0; j < n; ++j) {
+        const int32_t c = (int32_t)(channels[j] - first_channel);
+        float *slot = pool + offsets[j];
+        mdy_pointwise_backward_weight(opg, s->out_h, s->out_w, dy + (c / cpg) * opg * out_hw,
+                                      slot + x_offset, row_step, col_step, slot);
+    }
     return 1;
 }

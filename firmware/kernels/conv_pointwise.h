@@ -32,6 +32,15 @@ int mdy_conv_pointwise_backward_weight(const mdy_conv_shape_t *s, const float *d
                                        const float *x_channel, uint16_t c, float *grad_slice);
 
 /*
+ * mdy_conv2d_backward_weight_channels (conv.h) for the shapes above; returns 0, doing nothing,
+ * for any other shape.
+ */
+int mdy_conv_pointwise_backward_weights(const mdy_conv_shape_t *s, const float *dy, uint32_t n,
+                                        const uint16_t *channels, uint32_t first_channel,
+                                        float *pool, const uint32_t *offsets,
+                                        uint32_t x_offset);
+
+/*
  * y[o][p] = b[o] + sum_ic w[o][ic] x[ic][p] for o < n_out, p < hw: x is cpg x hw, w is
  * n_out x cpg, b n_out floats or NULL (no bias), y n_out x hw (not overlapping x).
  */

@@ -755,3 +755,110 @@ int mdy_conv3x3_backward_weight(const mdy_conv_shape_t *s, const float *dy_o,
     store_taps(&a, g_out);
     return 1;
 }
+
+/* A padded copy of an input map, on the stack, holds at most PADDED floats (400 B). */
+#define PADDED 100
+
+/*
+ * *acc += the weight gradient of dy and a padded map xp (pw columns, every tap of every
+ * output pixel inside it), in raster order: interior blocks only. Adding a padded tap's
+ * d * 0 leaves an accumulator unchanged: d finite makes it +-0, and an accumulator that is
+ * not -0 does not change by adding +-0 (x + 0 == x for x != 0, +0 + -0 == +0); it is never -0
+ * when it is not -0 on entry, since a round-to-nearest sum is -0 only when both terms are. So
+ * every accumulator takes the general loops' non-zero terms in their order, bit for bit.
+ */
+static void weight_padded(const mdy_conv_shape_t *s, int32_t pw, const float *dy,
+                          const float *xp, taps_t *acc)
+{
+    const int32_t out_w = s->out_w, sw = s->stride_w, row_step = s->stride_h * pw;
+    taps_t a = *acc;
+    int32_t oy, ox;
+    for (oy = 0; oy < s->out_h; ++oy, dy += out_w, xp += row_step) {
+        const float *x0 = xp, *x1 = xp + pw, *x2 = x1 + pw;
+        ox = 0;
+        for (; sw == 1 && ox + 3 <= out_w; ox += 3, x0 += 3, x1 += 3, x2 += 3) {
+            const float d0 = dy[ox], d1 = dy[ox + 1], d2 = dy[ox + 2];
+            WEIGHT3_ROW(0);
+            WEIGHT3_ROW(1);
+            WEIGHT3_ROW(2);
+        }
+        for (; sw == 2 && ox + 2 <= out_w; ox += 2, x0 += 4, x1 += 4, x2 += 4) {
+            const float d0 = dy[ox], d1 = dy[ox + 1];
+            WEIGHT2_ROW(0);
+            WEIGHT2_ROW(1);
+            WEIGHT2_ROW(2);
+        }
+        for (; ox < out_w; ++ox, x0 += sw, x1 += sw, x2 += sw) {
+            const float d = dy[ox];
+            EACH_ROW(ALL, WEIGHT_REGISTERS);
+        }
+    }
+    *acc = a;
+}
+
+/* The input map x_c into the padded map xp (ph x pw, its padding already zero): input cell
+   (iy, ix) at (pad_top + iy, pad_left + ix), the cells no window reaches left out. */
+static void pad_copy(const mdy_conv_shape_t *s, int32_t ph, int32_t pw, const float *x_c,
+                     float *xp)
+{
+    const int32_t in_w = s->in_w;
+    const int32_t rows = s->in_h < ph - s->pad_top ? s->in_h : ph - s->pad_top;
+    const int32_t cols = in_w < pw - s->pad_left ? in_w : pw - s->pad_left;
+    int32_t iy, ix;
+    xp += s->pad_top * pw + s->pad_left;
+    for (iy = 0; iy < rows; ++iy, x_c += in_w, xp += pw) {
+        for (ix = 0; ix + 2 <= cols; ix += 2) {
+            const float v0 = x_c[ix], v1 = x_c[ix + 1];
+            xp[ix] = v0;
+            xp[ix + 1] = v1;
+        }
+        if (ix < cols) {
+            xp[ix] = x_c[ix];
+        }
+    }
+}
+
+int mdy_conv3x3_backward_weights(const mdy_conv_shape_t *s, const float *dy, uint32_t n,
+                                 const uint16_t *channels, uint32_t first_channel, float *pool,
+                                 const uint32_t *offsets, uint32_t x_offset)
+{
+    const int32_t cpg = s->in_c / s->groups, opg = s->out_c / s->groups;
+    const int32_t out_hw = s->out_h * s->out_w;
+    const int32_t ph = (s->out_h - 1) * s->stride_h + K, pw = (s->out_w - 1) * s->stride_w + K;
+    const int padded = ph * pw <= PADDED && s->pad_top < ph && s->pad_left < pw;
+    float xp[PADDED];
+    geom_t g;
+    taps_t a;
+    uint32_t j;
+    int32_t m, i;
+    if (!FAST_PATHS || s->k_h != K || s->k_w != K) {
+        return 0;
+    }
+    if (padded) {
+        for (i = 0; i < ph * pw; ++i) {
+            xp[i] = 0.0f;
+        }
+    } else if (out_hw > TABLE && !geometry(s, &g)) {
+        return 0;
+    }
+    for (j = 0; j < n; ++j) {
+        const int32_t c = (int32_t)(channels[j] - first_channel);
+        float *slot = pool + offsets[j];
+        const float *x_c = slot + x_offset, *dy_m = dy + (c / cpg) * opg * out_hw;
+        if (padded) {
+            pad_copy(s, ph, pw, x_c, xp);
+        }
+        for (m = 0; m < opg; ++m, slot += K * K, dy_m += out_hw) {
+            load_taps(&a, slot);
+            if (padded) {
+                weight_padded(s, pw, dy_m, xp, &a);
+            } else if (out_hw <= TABLE) {
+                weight_small(s, dy_m, x_c, &a);
+            } else {
+                weight_map(s, &g, dy_m, x_c, &a);
+            }
+            store_taps(&a, slot);
+        }
+    }
+    return 1;
+}
