@@ -622,6 +622,22 @@ def test_add(lib: ctypes.CDLL) -> None:
         check_backward(run, grad, rng)
 
 
+def test_add_bits_and_the_in_place_error(lib: ctypes.CDLL) -> None:
+    """The unrolled forward is numpy's float32 a + b bit for bit (every tail of its blocks of
+    4), and the error onto itself (dx == dy, accumulate 0) leaves dy's bytes as they are."""
+    rng = np.random.default_rng(12)
+    for n in range(1, 10):
+        a, b = rand(rng, n), rand(rng, n)
+        y = np.full(n, np.nan, dtype=np.float32)
+        lib.mdy_add_forward(n, fp(a), fp(b), fp(y))
+        assert y.tobytes() == (a + b).tobytes()
+        dy = rand(rng, n)
+        before = dy.tobytes()
+        lib.mdy_add_backward(n, fp(dy), fp(dy), 0)
+        lib.mdy_flatten_backward(n, fp(dy), fp(dy), 0)
+        assert dy.tobytes() == before
+
+
 def test_flatten(lib: ctypes.CDLL) -> None:
     rng = np.random.default_rng(13)
     x = rand(rng, 3, 4, 5)

@@ -5,13 +5,19 @@
 
 void mdy_add_forward(uint32_t n, const float *a, const float *b, float *y)
 {
-    uint32_t i;
-    for (i = 0; i < n; ++i) {
+    uint32_t i = 0u;
+    for (; i + 4u <= n; i += 4u) {
+        y[i] = a[i] + b[i];
+        y[i + 1u] = a[i + 1u] + b[i + 1u];
+        y[i + 2u] = a[i + 2u] + b[i + 2u];
+        y[i + 3u] = a[i + 3u] + b[i + 3u];
+    }
+    for (; i < n; ++i) {
         y[i] = a[i] + b[i];
     }
 }
 
-/* dst = src (accumulate 0) or dst += src (accumulate 1). */
+/* dst = src (accumulate 0; nothing to do when dst is src) or dst += src (accumulate 1). */
 static void copy_or_accumulate(uint32_t n, const float *src, float *dst, int accumulate)
 {
     uint32_t i;
@@ -19,7 +25,7 @@ static void copy_or_accumulate(uint32_t n, const float *src, float *dst, int acc
         for (i = 0; i < n; ++i) {
             dst[i] += src[i];
         }
-    } else {
+    } else if (dst != src) {
         for (i = 0; i < n; ++i) {
             dst[i] = src[i];
         }
