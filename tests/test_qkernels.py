@@ -589,19 +589,23 @@ def test_linear_w8_equals_the_float_kernel_on_dequantized_weights(lib: ctypes.CD
 # injected errors, builds
 
 
-MUTANTS = {  # one rounding detail of quant.c changed: (original text, mutant text)
-    "RDBPOT rounds negative ties up": ("(x < 0 ? 1 : 0)", "0"),
-    "SRDHM nudges negatives up": ("1 - ((int64_t)1 << 30)", "((int64_t)1 << 30)"),
+MUTANTS = {  # one rounding detail of quant.c/.h changed: (original text, mutant text)
+    "RDBPOT rounds negative ties up": ("(v < 0 ? 1 : 0)", "0"),
+    "SRDHM floors (no nudge)": ("+ ((int64_t)1 << 30)) >> 31", ") >> 31"),
     "quantize rounds ties up": ("(frac == 0.5f && odd)", "frac == 0.5f"),
 }
 
 
 def mutant_library(tmp_path: Path, original: str, mutant: str) -> ctypes.CDLL:
-    source = (KERNELS / "quant.c").read_text()
-    assert source.count(original) == 1, original
-    path = tmp_path / "quant.c"
-    path.write_text(source.replace(original, mutant))
-    return load([path, *QSOURCES[1:]], tmp_path, "mutant")
+    """The int8 kernels built from a copy of their sources and quant.h (which the kernels'
+    requantization inlines) with ``original`` replaced in the one file holding it."""
+    files = [*QSOURCES, KERNELS / "quant.h"]
+    holders = [f for f in files if original in f.read_text()]
+    assert len(holders) == 1 and holders[0].read_text().count(original) == 1, original
+    for file in files:
+        text = file.read_text()
+        (tmp_path / file.name).write_text(text.replace(original, mutant))
+    return load([tmp_path / f.name for f in QSOURCES], tmp_path, "mutant")
 
 
 def mismatches(library: ctypes.CDLL) -> dict[str, bool]:

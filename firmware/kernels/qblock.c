@@ -110,9 +110,9 @@ void mdy_q8_block_forward(const mdy_q8_block_t *b, const int8_t *x, int8_t *y,
        already (j / 4 <= j) */
     for (o = 0; o < ps->out_c; ++o) {
         for (i = 0; i < hw; ++i) {
-            y[o * hw + i] = mdy_q8_output(
-                pq->out_zero, mdy_requantize(acc[o * hw + i], pq->multiplier[o], pq->shift[o]),
-                pq->act_min, pq->act_max);
+            y[o * hw + i] = mdy_q8_requantized(acc[o * hw + i], pq->multiplier[o],
+                                               pq->shift[o], pq->out_zero, pq->act_min,
+                                               pq->act_max);
         }
     }
 }

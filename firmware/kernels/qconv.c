@@ -36,9 +36,8 @@ static void pointwise_forward(const mdy_conv_shape_t *s, const mdy_q8_conv_t *p,
             for (ic = 0; ic < cpg; ++ic) {
                 acc += x_g[ic * hw + i] * w_o[ic];
             }
-            y_o[i] = mdy_q8_output(p->out_zero, mdy_requantize(acc, p->multiplier[o],
-                                                               p->shift[o]),
-                                   p->act_min, p->act_max);
+            y_o[i] = mdy_q8_requantized(acc, p->multiplier[o], p->shift[o], p->out_zero,
+                                        p->act_min, p->act_max);
         }
     }
 }
@@ -84,9 +83,8 @@ void mdy_q8_conv2d_forward(const mdy_conv_shape_t *s, const mdy_q8_conv_t *p, co
                         }
                     }
                 }
-                y_o[oy * out_w + ox] = mdy_q8_output(
-                    p->out_zero, mdy_requantize(acc, p->multiplier[o], p->shift[o]),
-                    p->act_min, p->act_max);
+                y_o[oy * out_w + ox] = mdy_q8_requantized(acc, p->multiplier[o], p->shift[o],
+                                                          p->out_zero, p->act_min, p->act_max);
             }
         }
     }

@@ -1,46 +1,16 @@
 /* The int8 scheme's arithmetic (see quant.h, docs/quantization.md §2-3). No libm. */
 #include "quant.h"
 
-/* The requantization's right shift must be arithmetic on negative values (implementation-
-   defined in C99; true on gcc, clang and arm-none-eabi-gcc): a compiler where it is not fails
-   here, at compile time. */
+/* The requantization's right shifts (quant.h) must be arithmetic on negative values
+   (implementation-defined in C99; true on gcc, clang and arm-none-eabi-gcc): a compiler where
+   it is not fails here, at compile time. */
 typedef char mdy_arithmetic_shift_check[((int32_t)-1 >> 1) == -1
-                                        && ((int32_t)INT32_MIN >> 31) == -1 ? 1 : -1];
-
-/* SRDHM: a * b / 2^31 rounded to nearest, ties up (away from zero for a positive product,
-   toward it for a negative one: gemmlowp's nudge); the one overflow gives INT32_MAX. */
-static int32_t mul_high_rounded(int32_t a, int32_t b)
-{
-    int64_t ab;
-    if (a == INT32_MIN && b == INT32_MIN) {
-        return INT32_MAX;
-    }
-    ab = (int64_t)a * (int64_t)b;
-    /* C99 division truncates toward zero */
-    return (int32_t)((ab + (ab >= 0 ? (int64_t)1 << 30 : 1 - ((int64_t)1 << 30)))
-                     / ((int64_t)1 << 31));
-}
-
-/* RDBPOT: x / 2^e rounded half away from zero, e in [0, 31]. */
-static int32_t shift_right_rounded(int32_t x, int32_t e)
-{
-    const int32_t mask = (int32_t)(((uint32_t)1 << e) - 1u);
-    const int32_t remainder = x & mask;
-    const int32_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
-    return (x >> e) + (remainder > threshold ? 1 : 0);
-}
+                                        && ((int32_t)INT32_MIN >> 31) == -1
+                                        && ((int64_t)-1 >> 1) == -1 ? 1 : -1];
 
 int32_t mdy_requantize(int32_t x, int32_t multiplier, int32_t shift)
 {
-    int32_t left = shift > 0 ? shift : 0;
-    int64_t shifted = (int64_t)x * ((int64_t)1 << left);  /* |x| 2^30 < 2^62: no overflow */
-    if (shifted > INT32_MAX) {
-        shifted = INT32_MAX;
-    } else if (shifted < INT32_MIN) {
-        shifted = INT32_MIN;
-    }
-    return shift_right_rounded(mul_high_rounded((int32_t)shifted, multiplier),
-                               shift < 0 ? -shift : 0);
+    return mdy_requantize_inline(x, multiplier, shift);
 }
 
 /* round_half_even(v) for v in [-256, 256], by truncation and a fix-up (IEEE operations only:
