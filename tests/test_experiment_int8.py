@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from medyate_mcu.experiments import budget_sweep
+from medyate_mcu.experiments import prepare
 from medyate_mcu.experiments.budget_sweep import RunResult, SweepConfig, run_sweep
 from medyate_mcu.graph import load_onnx
 from medyate_mcu.graph.ir import Graph
@@ -66,7 +66,7 @@ def _small_test_split(source: str, graph: Graph, seed: int = 0,
 def sweeps(tmp_path_factory: pytest.TempPathFactory):
     """(float-only results, both-backbone results, the both-backbone output folder)."""
     patch = pytest.MonkeyPatch()
-    patch.setattr(budget_sweep, "load_task", _small_test_split)
+    patch.setattr(prepare, "load_task", _small_test_split)
     try:
         graph = load_onnx(default_model_path())
         floats = tmp_path_factory.mktemp("float32")

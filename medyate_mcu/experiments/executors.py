@@ -1,0 +1,184 @@
+"""Where a sweep's cells run: in this process one after the other (:class:`SerialExecutor`), or as
+Ray tasks on a local Ray over every core or on an existing Ray cluster (:class:`RayExecutor`).
+Each executor prepares every task with pending cells, reports each new LaRa ranking through
+``on_ranking`` and yields each finished cell as it finishes."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import ray
+
+from medyate_mcu.errors import MedyateError
+from medyate_mcu.experiments.cells import Cell, PreparedTask, RunResult, SweepConfig, run_cell
+from medyate_mcu.experiments.prepare import TaskInputs, prepare_task
+from medyate_mcu.graph.ir import Graph
+from medyate_mcu.method.lara import LayerRanking
+
+START_TIMEOUT = 60.0  # seconds for Ray to start or connect before giving up
+CONNECT_TIMEOUT = 5.0  # seconds for a cluster's address to accept a TCP connection
+
+
+@dataclass(frozen=True)
+class TaskJob:
+    """A task's inputs and its cells still to compute."""
+
+    inputs: TaskInputs
+    cells: tuple[Cell, ...]
+
+
+OnRanking = Callable[[TaskJob, LayerRanking], None]
+
+
+class Executor(Protocol):
+    """Runs the cells of ``jobs``; ``threads`` is each cell's thread count (part of the key)."""
+
+    @property
+    def threads(self) -> int: ...
+
+    def run(self, graph: Graph, config: SweepConfig, jobs: Sequence[TaskJob],
+            on_ranking: OnRanking) -> Iterator[tuple[Cell, RunResult]]: ...
+
+
+@dataclass(frozen=True)
+class SerialExecutor:
+    """Every task and cell in this process, in the canonical order (for debugging)."""
+
+    threads: int = 1
+
+    def run(self, graph: Graph, config: SweepConfig, jobs: Sequence[TaskJob],
+            on_ranking: OnRanking) -> Iterator[tuple[Cell, RunResult]]:
+        for job in jobs:
+            prepared = prepare_task(graph, config, job.inputs, self.threads)
+            on_ranking(job, prepared.ranking)
+            for cell in job.cells:
+                yield cell, run_cell(prepared, cell, config, self.threads)
+
+
+def _prepare(graph: Graph, config: SweepConfig, inputs: TaskInputs,
+             threads: int) -> tuple[LayerRanking, PreparedTask]:
+    prepared = prepare_task(graph, config, inputs, threads)
+    return prepared.ranking, prepared
+
+
+_prepare_remote = ray.remote(_prepare)
+_cell_remote = ray.remote(run_cell)
+
+
+class RayExecutor:
+    """Cells as Ray tasks of ``threads_per_cell`` CPUs each. ``address`` (or ``RAY_ADDRESS``):
+    join that cluster; neither: start a local Ray on ``cpus`` cores (default: every core), shut
+    down when the sweep ends, however it ends."""
+
+    def __init__(self, address: str | None = None, cpus: int | None = None,
+                 threads_per_cell: int = 1) -> None:
+        self.address = address or os.environ.get("RAY_ADDRESS") or None
+        self.cpus = cpus
+        self.threads_per_cell = threads_per_cell
+
+    @property
+    def threads(self) -> int:
+        return self.threads_per_cell
+
+    def run(self, graph: Graph, config: SweepConfig, jobs: Sequence[TaskJob],
+            on_ranking: OnRanking) -> Iterator[tuple[Cell, RunResult]]:
+        if not jobs:
+            return
+        started = self._connect()
+        try:
+            yield from self._run(graph, config, jobs, on_ranking)
+        finally:
+            if started:
+                self._disconnect()
+
+    def _run(self, graph: Graph, config: SweepConfig, jobs: Sequence[TaskJob],
+             on_ranking: OnRanking) -> Iterator[tuple[Cell, RunResult]]:
+        threads = self.threads_per_cell
+        graph_ref = ray.put(graph)
+        pending: dict[Any, TaskJob | Cell] = {}
+        for job in jobs:  # every task's preparation in parallel, its cells as soon as it is done
+            ranking, prepared = _prepare_remote.options(num_cpus=threads, num_returns=2).remote(
+                graph_ref, config, ray.put(job.inputs), threads)
+            pending[ranking] = job
+            for cell in job.cells:
+                pending[_cell_remote.options(num_cpus=threads).remote(
+                    prepared, cell, config, threads)] = cell
+        while pending:
+            [ref], _ = ray.wait(list(pending), num_returns=1)
+            what = pending.pop(ref)
+            if isinstance(what, TaskJob):
+                on_ranking(what, ray.get(ref))
+            else:
+                yield what, ray.get(ref)
+
+    def _connect(self) -> bool:
+        """Start or join Ray within :data:`START_TIMEOUT`; True if this call started it."""
+        if ray.is_initialized():
+            return False
+        if self.address:
+            _check_reachable(self.address)
+            options: dict[str, Any] = {"address": self.address}
+        else:
+            options = {"num_cpus": self.cpus or os.cpu_count() or 1, "include_dashboard": False}
+        where = f"the Ray cluster at {self.address}" if self.address else "a local Ray"
+        self._session = _RaySession(options)
+        failure = self._session.start()
+        if failure is not None:
+            self._session.stop()
+            raise MedyateError(f"could not start or join {where}: {failure}")
+        return True
+
+    def _disconnect(self) -> None:
+        ray.shutdown()
+        self._session.stop()
+
+
+class _RaySession(threading.Thread):
+    """Calls ``ray.init`` in a daemon thread that lives until :meth:`stop`: a hung start is
+    abandoned after :data:`START_TIMEOUT`, and the processes a local Ray forks (which die with
+    the thread that forked them) live as long as the sweep."""
+
+    def __init__(self, options: dict[str, Any]) -> None:
+        super().__init__(daemon=True, name="ray-session")
+        self.options = options
+        self.ready = threading.Event()
+        self.done = threading.Event()
+        self.failure: str | None = None
+
+    def start(self) -> str | None:  # type: ignore[override]
+        """None once Ray runs, else why not (one line)."""
+        super().start()
+        if not self.ready.wait(START_TIMEOUT):
+            return f"no answer within {START_TIMEOUT:.0f} s"
+        return self.failure
+
+    def run(self) -> None:
+        try:
+            ray.init(**self.options, log_to_driver=False, logging_level=logging.ERROR)
+        except Exception as exc:  # reported by start()
+            self.failure = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        self.ready.set()
+        if self.failure is None:
+            self.done.wait()
+
+    def stop(self) -> None:
+        self.done.set()
+
+
+def _check_reachable(address: str) -> None:
+    """Fail in seconds, not after Ray's minutes of retries, if ``host:port`` takes no
+    connection (other forms, e.g. "auto", are left to Ray)."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT).close()
+    except OSError as exc:
+        raise MedyateError(f"no Ray cluster at {address} ({exc.strerror or exc}); start one "
+                           "with `ray start --head` or give its address") from None
