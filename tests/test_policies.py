@@ -117,7 +117,8 @@ def test_experiment_quick(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("MEDYATE_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "exp"
     result = CliRunner().invoke(main, ["experiment", "--quick", "--tasks", "shapes,digits",
-                                       "--budgets", "250kB,300kB", "-o", str(out)])
+                                       "--budgets", "250kB,300kB", "--boards", "none", "--serial",
+                                       "-o", str(out)])
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader((out / "results.csv").open()))
     policies = {row["policy"] for row in rows}
@@ -128,3 +129,4 @@ def test_experiment_quick(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
             assert int(row["engine_bytes"]) <= int(row["budget_bytes"])
     assert (out / "accuracy_vs_budget.png").stat().st_size > 1000
     assert "| shapes |" in (out / "results.md").read_text()
+    assert "# Recommendation" in (out / "recommendation.md").read_text()

@@ -31,12 +31,9 @@ from medyate_mcu.cli.boards_command import boards_command  # noqa: E402
 from medyate_mcu.cli.build_commands import build_command, simulate_command  # noqa: E402
 from medyate_mcu.cli.compile_command import compile_command  # noqa: E402
 from medyate_mcu.cli.device_commands import flash_command, train_command  # noqa: E402
+from medyate_mcu.cli.experiment_command import experiment_command  # noqa: E402
 from medyate_mcu.cli.inspect_command import inspect_command  # noqa: E402
-from medyate_mcu.cli.method_commands import (  # noqa: E402
-    experiment_command,
-    lara_command,
-    plan_command,
-)
+from medyate_mcu.cli.method_commands import lara_command, plan_command  # noqa: E402
 from medyate_mcu.cli.verify_command import verify_command  # noqa: E402
 from medyate_mcu.cli.zoo_commands import zoo  # noqa: E402
 

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
 from pathlib import Path
-from typing import TypeVar
 
 import click
-import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -20,11 +17,10 @@ from medyate_mcu.method.planner import DEFAULT_ALPHA, BudgetPlan, KRule, plan_bu
 from medyate_mcu.method.trainer import replace_classifier
 from medyate_mcu.planning.memory import Backbone
 from medyate_mcu.toolchain.compile import (
-    DEFAULT_CALIBRATION_SAMPLES,
     default_ranking_path,
     rank_layers,
 )
-from medyate_mcu.units import format_size, parse_size
+from medyate_mcu.units import format_size
 
 K_RULE_OPTION = click.option(
     "--k-rule", type=click.Choice([rule.value for rule in KRule]), default=KRule.CLOSEST.value,
@@ -37,8 +33,6 @@ ALPHA_OPTION = click.option("--alpha", type=click.FloatRange(0, 1, min_open=True
                             default=DEFAULT_ALPHA, show_default=True,
                             help="alpha_opt: the largest channel pool / search space ratio.")
 
-
-E = TypeVar("E", bound=StrEnum)
 
 
 def progress_bar() -> Progress:
@@ -154,97 +148,3 @@ def print_plan(plan: BudgetPlan, ranking: LayerRanking) -> None:
               f"alpha_K = B / M_K = {plan.alpha_k:.3f} (alpha_opt {plan.alpha}); "
               f"arena {plan.memory.arena.size:,} B (lower bound "
               f"{plan.memory.arena.lower_bound:,} B)")
-
-
-@click.command("experiment")
-@MODEL_ARGUMENT
-@click.option("--tasks", default=None,
-              help="Comma-separated target tasks: downstream panel tasks, keyword sets, folders "
-                   "or .npz files [default: every downstream task; kws-newvoice for a model "
-                   "pre-trained on kws].")
-@click.option("--budgets", default="150kB,225kB,300kB", show_default=True,
-              help="Comma-separated RAM budgets.")
-@click.option("--seeds", type=click.IntRange(1), default=3, show_default=True)
-@click.option("--epochs", type=click.IntRange(1), default=15, show_default=True)
-@click.option("--lr", type=click.FloatRange(0, min_open=True), default=0.1, show_default=True,
-              help="Peak learning rate of every policy (warm-up 1 epoch, then cosine).")
-@click.option("--policies", default=None,
-              help="Comma-separated policies [default: every one]: "
-                   "medyate, trady, static, random, classifier, last-k, full.")
-@click.option("--backbone", "backbones", default="float32", show_default=True,
-              help="Comma-separated backbones to compare at equal budget: float32 and/or int8. "
-                   "int8 plans the int8 engine's RAM and trains with the frozen part in int8 "
-                   "(the numpy integer reference, what the C engine computes), calibrated on "
-                   f"{DEFAULT_CALIBRATION_SAMPLES} training samples of each task. Full "
-                   "fine-tuning runs in float32 only.")
-@click.option("--train-per-class", type=click.IntRange(1), default=None,
-              help="Training samples per class [default: the panel's size].")
-@click.option("--quick", is_flag=True,
-              help="A smoke run for CI: 2 tasks, 2 budgets, 1 seed, 2 epochs, 10 samples per "
-                   "class.")
-@K_RULE_OPTION
-@click.option("-o", "--output", type=click.Path(path_type=Path, file_okay=False),
-              default=Path("build/experiment"), show_default=True)
-def experiment_command(model: Path | None, tasks: str | None, budgets: str, seeds: int,
-                       epochs: int, lr: float, policies: str | None, backbones: str,
-                       train_per_class: int | None, quick: bool, k_rule: str,
-                       output: Path) -> None:
-    """Accuracy versus RAM budget of MeDyate and the baselines (TraDy, static LaRa channels,
-    random channels, classifier only, last-k layers, full fine-tune) with the host reference
-    trainer, with a float32 and/or an int8 frozen backbone. Writes results.csv, results.md and
-    accuracy_vs_budget.png to OUTPUT."""
-    from medyate_mcu.experiments.budget_sweep import SweepConfig, run_sweep
-    from medyate_mcu.method.policies import Policy
-    from medyate_mcu.method.trainer import TrainSettings
-    from medyate_mcu.zoo import DOWNSTREAM_TASKS
-    from medyate_mcu.zoo.speech import SPEECH_SETS
-    from medyate_mcu.zoo.tasks import default_tasks
-
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    graph = load_model(model)
-    task_list = tuple(tasks.split(",")) if tasks else default_tasks(graph)
-    unknown = [t for t in task_list if t not in (*DOWNSTREAM_TASKS, *SPEECH_SETS)
-               and not Path(t).exists()]
-    if unknown:
-        raise MedyateError(f"unknown task(s) {unknown}; give downstream tasks "
-                           f"({', '.join(DOWNSTREAM_TASKS)}), keyword sets "
-                           f"({', '.join(SPEECH_SETS)}), folders or .npz files")
-    budget_list = tuple(parse_size(b, "budget") for b in budgets.split(","))
-    policy_list = tuple(_choices(policies, Policy, "policy")) if policies else tuple(Policy)
-    backbone_list = tuple(_choices(backbones, Backbone, "backbone"))
-    config = SweepConfig(task_list, budget_list, policy_list, seeds=tuple(range(seeds)),
-                         train=TrainSettings(epochs=epochs, batch_size=16, lr=lr, warmup=1),
-                         k_rule=KRule(k_rule), train_per_class=train_per_class,
-                         backbones=backbone_list)
-    if quick:
-        config = SweepConfig(task_list[:2], budget_list[-2:], policy_list, seeds=(0,),
-                             train=TrainSettings(epochs=2, batch_size=16, lr=0.05, warmup=1),
-                             lara=LaraSettings(epochs=1), k_rule=KRule(k_rule),
-                             train_per_class=10, backbones=backbone_list)
-    with progress_bar() as bar:
-        task = bar.add_task("experiment", total=None, status="")
-
-        def on_run(result, done: int, total: int) -> None:
-            accuracy = "infeasible" if result.test_accuracy is None \
-                else f"{100 * result.test_accuracy:.1f}%"
-            status = f"{result.task} {result.policy} {result.backbone} {accuracy}"
-            bar.update(task, completed=done, total=total, status=status)
-            if not bar.console.is_terminal:  # logs get one line per run
-                bar.console.print(f"[{done}/{total}] {status} budget {result.budget} "
-                                  f"seed {result.seed}")
-
-        run_sweep(graph, config, DOWNSTREAM_TASKS, output, on_run)
-    console().print((output / "results.md").read_text())
-    console().print(f"wrote {output}/results.csv, results.md, accuracy_vs_budget.png")
-
-
-def _choices(values: str, kind: type[E], what: str) -> list[E]:
-    """A comma-separated list of ``kind``'s values, each once, in the order given."""
-    chosen: list[E] = []
-    for value in (v.strip() for v in values.split(",")):
-        if value not in {member.value for member in kind}:
-            raise MedyateError(f"unknown {what} {value!r}; choose among "
-                               f"{', '.join(member.value for member in kind)}")
-        if kind(value) not in chosen:
-            chosen.append(kind(value))
-    return chosen

@@ -182,8 +182,10 @@ def task_line(answer: TaskRecommendation, within_pp: float) -> str:
     size = format_size(answer.budget).split(" (")[0]
     assert answer.gap_pp is not None
     if answer.within:
+        gap = f"gap {answer.gap_pp:.1f} pp" if answer.gap_pp >= 0 \
+            else f"medyate {-answer.gap_pp:.1f} pp above"
         return (f"{head}: {size}: medyate {_accuracy(answer.medyate)}, full fine-tuning "
-                f"{answer.full:.1f}% (gap {answer.gap_pp:.1f} pp, within {within_pp:g} pp)")
+                f"{answer.full:.1f}% ({gap}, within {within_pp:g} pp)")
     return (f"{head}: no budget given is within {within_pp:g} pp; best reachable {size}: "
             f"medyate {_accuracy(answer.medyate)}, full fine-tuning {answer.full:.1f}% "
             f"(gap {answer.gap_pp:.1f} pp)")
