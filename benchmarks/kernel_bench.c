@@ -2,7 +2,7 @@
  * Kernel benchmark firmware (benchmarks/kernel_benchmark.py builds and runs it under QEMU
  * -icount, where the SysTick cycle counter counts instructions). For every conv shape of the
  * generated bench_cases.h: forward, input gradient, and the weight gradient of every input channel
- * (one mdy_conv2d_backward_weight_channel call each, as the engine makes them); then the linear
+ * (one mdy_conv2d_backward_weight_channels call, as the engine makes it per layer); then the linear
  * layer's three kernels. Prints one line per measurement over semihosting:
  *   <kind> <case> <kernel> <cycles>
  * with the counter's own cost (two reads back to back) subtracted.
@@ -22,6 +22,9 @@ static float y[BENCH_Y_FLOATS];
 static float w[BENCH_W_FLOATS];
 static float b[BENCH_B_FLOATS];
 static float grad[BENCH_G_FLOATS];
+static float pool[BENCH_POOL_FLOATS];         /* each channel's slot: gradient, input map */
+static uint16_t channels[BENCH_CHANNELS];
+static uint32_t offsets[BENCH_CHANNELS];
 static char line[96];
 static uint64_t overhead;
 
@@ -44,7 +47,9 @@ static void report(const char *kind, uint32_t index, const char *kernel, uint64_
 
 static void conv_case(uint32_t index, const mdy_conv_shape_t *s)
 {
+    const uint32_t g_units = (uint32_t)(s->out_c / s->groups) * s->k_h * s->k_w;
     uint64_t start;
+    uint32_t i;
     uint16_t c;
     fill(x, BENCH_X_FLOATS, 1u);
     fill(w, BENCH_W_FLOATS, 2u);
@@ -56,11 +61,16 @@ static void conv_case(uint32_t index, const mdy_conv_shape_t *s)
     start = mdy_cycles_now();
     mdy_conv2d_backward_input(s, y, w, x, 0);
     report("conv", index, "input_gradient", mdy_cycles_now() - start);
-    fill(x, BENCH_X_FLOATS, 5u);
-    start = mdy_cycles_now();
+    fill(pool, BENCH_POOL_FLOATS, 5u);
     for (c = 0; c < s->in_c; ++c) {
-        mdy_conv2d_backward_weight_channel(s, y, x + (uint32_t)c * s->in_h * s->in_w, c, grad);
+        channels[c] = c;
+        offsets[c] = (uint32_t)c * (g_units + (uint32_t)s->in_h * s->in_w);
+        for (i = 0; i < g_units; ++i) {
+            pool[offsets[c] + i] = 0.0f;  /* the engine's slots start at +0 */
+        }
     }
+    start = mdy_cycles_now();
+    mdy_conv2d_backward_weight_channels(s, y, s->in_c, channels, 0u, pool, offsets, g_units);
     report("conv", index, "weight_gradient", mdy_cycles_now() - start);
 }
 

@@ -150,14 +150,11 @@ void mdy_accumulate_selected_gradients(const mdy_model_t *model, uint16_t index,
                                        const float *dy)
 {
     const mdy_candidate_t *cand = &model->candidates[index];
-    uint32_t first, last, j;
+    uint32_t first, last;
     layer_range(model, index, &first, &last);
-    for (j = first; j < last; ++j) {
-        float *slot = model->pool + model->pool_offsets[j];
-        mdy_conv2d_backward_weight_channel(cand->shape, dy, slot + cand->weight_units,
-                                           (uint16_t)(model->selected[j] - cand->first_channel),
-                                           slot);
-    }
+    mdy_conv2d_backward_weight_channels(cand->shape, dy, last - first, model->selected + first,
+                                        cand->first_channel, model->pool,
+                                        model->pool_offsets + first, cand->weight_units);
 }
 
 int mdy_selected_below(const mdy_model_t *model, uint16_t index)
