@@ -88,3 +88,15 @@ def test_sweep_on_a_user_npz_recommends_by_the_definition(
     (fit,) = answer["boards"]["float32"]
     assert fit["fits"] is (expected < 128 * K)
     assert (out / "recommendation.md").read_text().splitlines()[2] in result.output
+    # resuming: two cells deleted are the only ones recomputed; --fresh recomputes all
+    cells = sorted((out / "cells").glob("*.json"))
+    for cell in cells[:2]:
+        cell.unlink()
+    again = CliRunner().invoke(main, [
+        "experiment", "ds-cnn-kws", "--data", str(data), "--budgets", "76kB,90kB,200kB",
+        "--policies", "medyate,full", "--seeds", "2", "--epochs", "1", "--lr", "0.02",
+        "--within", "1pp", "--boards", "none", "--serial", "-o", str(out)])
+    assert again.exit_code == 0, again.output
+    assert f"resuming: {len(cells) - 2} of {len(cells)} cells cached" in again.output
+    assert again.output.count("] ") == 2  # one log line per computed cell
+    assert not (out / "recommendation.json").read_text().count('"fits"')  # no board asked

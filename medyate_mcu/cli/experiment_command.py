@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import re
 import shutil
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 
@@ -17,7 +18,7 @@ from medyate_mcu.cli.common import MODEL_ARGUMENT, console, load_model
 from medyate_mcu.cli.method_commands import K_RULE_OPTION, progress_bar
 from medyate_mcu.errors import MedyateError
 from medyate_mcu.experiments import recommend as rec
-from medyate_mcu.experiments.budget_sweep import RunResult, SweepConfig, run_sweep
+from medyate_mcu.experiments.cells import RunResult, SweepConfig
 from medyate_mcu.graph import Graph
 from medyate_mcu.method.lara import LaraSettings
 from medyate_mcu.method.planner import KRule
@@ -29,6 +30,10 @@ from medyate_mcu.units import parse_size
 from medyate_mcu.zoo import DOWNSTREAM_TASKS, SPECS
 from medyate_mcu.zoo.speech import SPEECH_SETS
 from medyate_mcu.zoo.tasks import default_tasks, proxy_task_for
+
+if TYPE_CHECKING:  # the executors import Ray, which the other commands need not load
+    from medyate_mcu.experiments.cells import Cell
+    from medyate_mcu.experiments.executors import Executor, OnRanking, TaskJob
 
 CELLS = "cells"  # OUTPUT/cells: the finished cells, one file each (the cache)
 _ADDRESS = re.compile(r"^[A-Za-z0-9.\-]+:(\d{1,5})$")
@@ -184,20 +189,54 @@ def _boards(names: str | None) -> list[Board]:
 
 
 def _run(graph: Graph, config: SweepConfig, output: Path, where: Where) -> list[RunResult]:
-    """The sweep with one progress bar: cells done / total, ETA."""
+    """The sweep on ``where`` with one progress bar (cells done / total, ETA) and a line
+    telling how many cells come from the cache."""
+    from medyate_mcu.experiments.budget_sweep import run_sweep  # Ray: imported when used
+    from medyate_mcu.experiments.executors import RayExecutor, SerialExecutor
+
+    inner: Executor = SerialExecutor(where.threads_per_cell) if where.serial else \
+        RayExecutor(where.address, where.cpus, where.threads_per_cell)
     with progress_bar() as bar:
         task = bar.add_task("cells", total=None, status="")
+        cached: list[int] = [0, 0]  # cells from the cache, cells in all
+        running: list[bool] = []  # set once the cached cells are reported
 
         def on_run(result: RunResult, done: int, total: int) -> None:
             accuracy = "infeasible" if result.test_accuracy is None \
                 else f"{100 * result.test_accuracy:.1f}%"
             status = f"{result.task} {result.policy} {result.backbone} {accuracy}"
             bar.update(task, completed=done, total=total, status=status)
-            if not bar.console.is_terminal:  # logs get one line per run
+            if running and not bar.console.is_terminal:  # logs get one line per computed cell
                 bar.console.print(f"[{done}/{total}] {status} budget {result.budget} "
                                   f"seed {result.seed}")
+            cached[:] = [done, total]
 
-        return run_sweep(graph, config, DOWNSTREAM_TASKS, output, on_run)
+        def announce() -> None:  # run_sweep reports the cached cells before it runs the rest
+            running.append(True)
+            if cached[0]:
+                bar.console.print(f"resuming: {cached[0]} of {cached[1]} cells cached in "
+                                  f"{output / CELLS}")
+                bar.reset(task, total=cached[1], completed=cached[0], status="")
+
+        return run_sweep(graph, config, DOWNSTREAM_TASKS, output, on_run,
+                         _Announcing(inner, announce))
+
+
+@dataclass(frozen=True)
+class _Announcing:
+    """``inner``, calling ``announce`` when the sweep hands it the cells left to run."""
+
+    inner: Executor
+    announce: Callable[[], None]
+
+    @property
+    def threads(self) -> int:
+        return self.inner.threads
+
+    def run(self, graph: Graph, config: SweepConfig, jobs: Sequence[TaskJob],
+            on_ranking: OnRanking) -> Iterator[tuple[Cell, RunResult]]:
+        self.announce()
+        return self.inner.run(graph, config, jobs, on_ranking)
 
 
 def _recommendation(model: Path | None, graph: Graph, results: list[RunResult],

@@ -18,7 +18,7 @@ import numpy as np
 
 from medyate_mcu.boards import Board
 from medyate_mcu.errors import MedyateError
-from medyate_mcu.experiments.budget_sweep import RunResult, SweepConfig
+from medyate_mcu.experiments.cells import RunResult, SweepConfig
 from medyate_mcu.method.policies import Policy
 from medyate_mcu.planning.memory import Backbone
 from medyate_mcu.toolchain.compile import CompileOptions, compile_project
