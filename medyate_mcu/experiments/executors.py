@@ -125,7 +125,8 @@ class RayExecutor:
             _check_reachable(self.address)
             options: dict[str, Any] = {"address": self.address}
         else:
-            options = {"num_cpus": self.cpus or os.cpu_count() or 1, "include_dashboard": False}
+            options = {"address": "local", "num_cpus": self.cpus or os.cpu_count() or 1,
+                       "include_dashboard": False}  # "local": never another user's Ray
         where = f"the Ray cluster at {self.address}" if self.address else "a local Ray"
         self._session = _RaySession(options)
         failure = self._session.start()
@@ -162,13 +163,18 @@ class _RaySession(threading.Thread):
         try:
             ray.init(**self.options, log_to_driver=False, logging_level=logging.ERROR)
         except Exception as exc:  # reported by start()
-            self.failure = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            self.failure = _first_line(exc) + (f" ({_first_line(exc.__cause__)})"
+                                               if exc.__cause__ else "")
         self.ready.set()
         if self.failure is None:
             self.done.wait()
 
     def stop(self) -> None:
         self.done.set()
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def _check_reachable(address: str) -> None:
