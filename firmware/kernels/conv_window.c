@@ -756,67 +756,204 @@ int mdy_conv3x3_backward_weight(const mdy_conv_shape_t *s, const float *dy_o,
     return 1;
 }
 
-/* A padded copy of an input map, on the stack, holds at most PADDED floats (400 B). */
-#define PADDED 100
+/* The widest input map whose window rows outside the input a zero row stands for (the stack:
+   4 bytes each). */
+#define ZERO_ROW 64
+
+/* Output columns of the weight gradient from zero rows: interior [lo, hi) and the kx mask
+   (bit kx: that window column inside the input) of each border column. */
+typedef struct {
+    int32_t lo, hi;
+    uint8_t left[EDGE], right[EDGE];
+} columns_t;
+
+/* Taps (ky, kx) of window column kx of all three window rows, at cell o of rows x0 .. x2. */
+#define COLUMN_TAP(kx) \
+    a.t[kx] += d * x0[o + kx]; a.t[3 + kx] += d * x1[o + kx]; a.t[6 + kx] += d * x2[o + kx];
+
+/* A border pixel (error d, window at cell o) with the window columns of mask m, kx ascending
+   within each window row, the padding-of-one masks unrolled. Accumulators are independent,
+   so only each one's order (the pixels') matters. */
+#define COLUMN_TAPS(m) switch (m) { \
+        case 0x6u: COLUMN_TAP(1) COLUMN_TAP(2) break; \
+        case 0x3u: COLUMN_TAP(0) COLUMN_TAP(1) break; \
+        default: \
+            if ((m) & 1u) { COLUMN_TAP(0) } \
+            if ((m) & 2u) { COLUMN_TAP(1) } \
+            if ((m) & 4u) { COLUMN_TAP(2) } \
+            break; \
+    }
+
+/* The kx mask of an output column whose window starts at input column start. */
+static inline uint8_t column_mask(int32_t start, int32_t in_w)
+{
+    return (uint8_t)axis_mask(start, in_w);
+}
+
+/* The columns of s; 0 when a side has more than EDGE border columns. */
+static int columns(const mdy_conv_shape_t *s, columns_t *c)
+{
+    int32_t ox;
+    interior(s->in_w, s->out_w, s->stride_w, s->pad_left, &c->lo, &c->hi);
+    if (c->lo > EDGE || s->out_w - c->hi > EDGE) {
+        return 0;
+    }
+    for (ox = 0; ox < c->lo; ++ox) {
+        c->left[ox] = column_mask(ox * s->stride_w - s->pad_left, s->in_w);
+    }
+    for (ox = c->hi; ox < s->out_w; ++ox) {
+        c->right[ox - c->hi] = column_mask(ox * s->stride_w - s->pad_left, s->in_w);
+    }
+    return 1;
+}
+
+/* Input row iy of x_c, or the zero row when it lies in the padding. */
+static inline const float *input_row(const float *x_c, const float *zero, int32_t iy,
+                                     int32_t in_h, int32_t in_w)
+{
+    return iy >= 0 && iy < in_h ? x_c + iy * in_w : zero;
+}
 
 /*
- * *acc += the weight gradient of dy and a padded map xp (pw columns, every tap of every
- * output pixel inside it), in raster order: interior blocks only. Adding a padded tap's
- * d * 0 leaves an accumulator unchanged: d finite makes it +-0, and an accumulator that is
- * not -0 does not change by adding +-0 (x + 0 == x for x != 0, +0 + -0 == +0); it is never -0
- * when it is not -0 on entry, since a round-to-nearest sum is -0 only when both terms are. So
- * every accumulator takes the general loops' non-zero terms in their order, bit for bit.
+ * *acc += the weight gradient of dy and x_c, in raster order, the window rows outside the
+ * input read from zero (a zero row of in_w floats), border columns through their kx masks.
+ * A tap on a zero row adds d * 0, which leaves its accumulator unchanged: d finite makes it
+ * +-0, and an accumulator that is not -0 does not change by adding +-0 (x + 0 == x for
+ * x != 0, +0 + -0 == +0); it is never -0 if it is not -0 on entry, since a round-to-nearest
+ * sum is -0 only when both terms are. So every accumulator takes the general loops' terms in
+ * their order, bit for bit.
  */
-static void weight_padded(const mdy_conv_shape_t *s, int32_t pw, const float *dy,
-                          const float *xp, taps_t *acc)
+static void weight_zero_rows(const mdy_conv_shape_t *s, const columns_t *c, const float *zero,
+                             const float *dy, const float *x_c, taps_t *acc)
 {
-    const int32_t out_w = s->out_w, sw = s->stride_w, row_step = s->stride_h * pw;
+    const int32_t sw = s->stride_w, in_h = s->in_h, in_w = s->in_w, out_w = s->out_w, out_h = s->out_h;
+    const int32_t lo = c->lo, hi = c->hi, pad_left = s->pad_left, sh = s->stride_h;
+    const int32_t first = lo < hi ? lo * sw - pad_left : 0;
     taps_t a = *acc;
-    int32_t oy, ox;
-    for (oy = 0; oy < s->out_h; ++oy, dy += out_w, xp += row_step) {
-        const float *x0 = xp, *x1 = xp + pw, *x2 = x1 + pw;
-        ox = 0;
-        for (; sw == 1 && ox + 3 <= out_w; ox += 3, x0 += 3, x1 += 3, x2 += 3) {
+    int32_t oy, ox, o, iy = -s->pad_top;
+    for (oy = 0; oy < out_h; ++oy, dy += out_w, iy += sh) {
+        const float *r0 = input_row(x_c, zero, iy, in_h, in_w);
+        const float *r1 = input_row(x_c, zero, iy + 1, in_h, in_w);
+        const float *r2 = input_row(x_c, zero, iy + 2, in_h, in_w);
+        const float *x0 = r0, *x1 = r1, *x2 = r2;
+        for (ox = 0, o = -pad_left; ox < lo; ++ox, o += sw) {
+            const uint32_t m = c->left[ox];
+            const float d = dy[ox];
+            COLUMN_TAPS(m)
+        }
+        x0 = r0 + first;
+        x1 = r1 + first;
+        x2 = r2 + first;
+        for (; sw == 1 && ox + 3 <= hi; ox += 3, x0 += 3, x1 += 3, x2 += 3) {
             const float d0 = dy[ox], d1 = dy[ox + 1], d2 = dy[ox + 2];
             WEIGHT3_ROW(0);
             WEIGHT3_ROW(1);
             WEIGHT3_ROW(2);
         }
-        for (; sw == 2 && ox + 2 <= out_w; ox += 2, x0 += 4, x1 += 4, x2 += 4) {
+        for (; sw == 2 && ox + 2 <= hi; ox += 2, x0 += 4, x1 += 4, x2 += 4) {
             const float d0 = dy[ox], d1 = dy[ox + 1];
             WEIGHT2_ROW(0);
             WEIGHT2_ROW(1);
             WEIGHT2_ROW(2);
         }
-        for (; ox < out_w; ++ox, x0 += sw, x1 += sw, x2 += sw) {
+        for (; ox < hi; ++ox, x0 += sw, x1 += sw, x2 += sw) {
             const float d = dy[ox];
             EACH_ROW(ALL, WEIGHT_REGISTERS);
+        }
+        x0 = r0;
+        x1 = r1;
+        x2 = r2;
+        for (o = hi * sw - pad_left; ox < out_w; ++ox, o += sw) {
+            const uint32_t m = c->right[ox - hi];
+            const float d = dy[ox];
+            COLUMN_TAPS(m)
         }
     }
     *acc = a;
 }
 
-/* The input map x_c into the padded map xp (ph x pw, its padding already zero): input cell
-   (iy, ix) at (pad_top + iy, pad_left + ix), the cells no window reaches left out. */
-static void pad_copy(const mdy_conv_shape_t *s, int32_t ph, int32_t pw, const float *x_c,
-                     float *xp)
-{
-    const int32_t in_w = s->in_w;
-    const int32_t rows = s->in_h < ph - s->pad_top ? s->in_h : ph - s->pad_top;
-    const int32_t cols = in_w < pw - s->pad_left ? in_w : pw - s->pad_left;
-    int32_t iy, ix;
-    xp += s->pad_top * pw + s->pad_left;
-    for (iy = 0; iy < rows; ++iy, x_c += in_w, xp += pw) {
-        for (ix = 0; ix + 2 <= cols; ix += 2) {
-            const float v0 = x_c[ix], v1 = x_c[ix + 1];
-            xp[ix] = v0;
-            xp[ix + 1] = v1;
-        }
-        if (ix < cols) {
-            xp[ix] = x_c[ix];
-        }
-    }
+/* Stride 1, interior: pixels ox .. ox + 3 (errors d0 .. d3) on window row ky, its six cells
+   loaded once; each accumulator still takes the pixels in order. */
+#define WEIGHT4_ROW(ky) do { \
+        const float c0 = x##ky[0], c1 = x##ky[1], c2 = x##ky[2], c3 = x##ky[3]; \
+        const float c4 = x##ky[4], c5 = x##ky[5]; \
+        a.t[3 * ky] += d0 * c0; a.t[3 * ky] += d1 * c1; \
+        a.t[3 * ky] += d2 * c2; a.t[3 * ky] += d3 * c3; \
+        a.t[3 * ky + 1] += d0 * c1; a.t[3 * ky + 1] += d1 * c2; \
+        a.t[3 * ky + 1] += d2 * c3; a.t[3 * ky + 1] += d3 * c4; \
+        a.t[3 * ky + 2] += d0 * c2; a.t[3 * ky + 2] += d1 * c3; \
+        a.t[3 * ky + 2] += d2 * c4; a.t[3 * ky + 2] += d3 * c5; \
+    } while (0)
+
+/* Stride 1, interior: pixels ox, ox + 1 on window row ky, its four cells loaded once. */
+#define WEIGHT_PAIR_ROW(ky) do { \
+        const float c0 = x##ky[0], c1 = x##ky[1], c2 = x##ky[2], c3 = x##ky[3]; \
+        a.t[3 * ky] += d0 * c0; a.t[3 * ky] += d1 * c1; \
+        a.t[3 * ky + 1] += d0 * c1; a.t[3 * ky + 1] += d1 * c2; \
+        a.t[3 * ky + 2] += d0 * c2; a.t[3 * ky + 2] += d1 * c3; \
+    } while (0)
+
+/*
+ * weight_zero_rows for a padding of at most one column per side (lo <= 1 with the left mask
+ * kx 1, 2; at most one right border column, with kx 0, 1), the column stride a constant SW
+ * (1 or 2): the border pixels unrolled, the interior in blocks of 4, 2 and 1 pixels (stride 1)
+ * or 2 and 1 (stride 2).
+ */
+#define WEIGHT_EDGES(name, SW) \
+static void name(const mdy_conv_shape_t *s, int32_t lo, int32_t hi, const float *zero, \
+                 const float *dy, const float *x_c, taps_t *acc) \
+{ \
+    const int32_t in_h = s->in_h, in_w = s->in_w, out_w = s->out_w, sh = s->stride_h; \
+    const int32_t first = lo < hi ? lo * SW - s->pad_left : 0, o = hi * SW - s->pad_left; \
+    const int right = hi < out_w; \
+    taps_t a = *acc; \
+    int32_t oy, ox, iy = -s->pad_top; \
+    for (oy = 0; oy < s->out_h; ++oy, dy += out_w, iy += sh) { \
+        const float *r0 = input_row(x_c, zero, iy, in_h, in_w); \
+        const float *r1 = input_row(x_c, zero, iy + 1, in_h, in_w); \
+        const float *r2 = input_row(x_c, zero, iy + 2, in_h, in_w); \
+        const float *x0 = r0 + first, *x1 = r1 + first, *x2 = r2 + first; \
+        if (lo) { \
+            const float d = dy[0]; \
+            a.t[1] += d * r0[0]; a.t[2] += d * r0[1]; \
+            a.t[4] += d * r1[0]; a.t[5] += d * r1[1]; \
+            a.t[7] += d * r2[0]; a.t[8] += d * r2[1]; \
+        } \
+        ox = lo; \
+        for (; SW == 1 && ox + 4 <= hi; ox += 4, x0 += 4, x1 += 4, x2 += 4) { \
+            const float d0 = dy[ox], d1 = dy[ox + 1], d2 = dy[ox + 2], d3 = dy[ox + 3]; \
+            WEIGHT4_ROW(0); \
+            WEIGHT4_ROW(1); \
+            WEIGHT4_ROW(2); \
+        } \
+        if (SW == 1 && ox + 2 <= hi) { \
+            const float d0 = dy[ox], d1 = dy[ox + 1]; \
+            WEIGHT_PAIR_ROW(0); \
+            WEIGHT_PAIR_ROW(1); \
+            WEIGHT_PAIR_ROW(2); \
+            ox += 2; x0 += 2; x1 += 2; x2 += 2; \
+        } \
+        for (; SW == 2 && ox + 2 <= hi; ox += 2, x0 += 4, x1 += 4, x2 += 4) { \
+            const float d0 = dy[ox], d1 = dy[ox + 1]; \
+            WEIGHT2_ROW(0); \
+            WEIGHT2_ROW(1); \
+            WEIGHT2_ROW(2); \
+        } \
+        if (ox < hi) { \
+            const float d = dy[ox]; \
+            EACH_ROW(ALL, WEIGHT_REGISTERS); \
+        } \
+        if (right) { \
+            const float d = dy[hi]; \
+            a.t[0] += d * r0[o]; a.t[1] += d * r0[o + 1]; \
+            a.t[3] += d * r1[o]; a.t[4] += d * r1[o + 1]; \
+            a.t[6] += d * r2[o]; a.t[7] += d * r2[o + 1]; \
+        } \
+    } \
+    *acc = a; \
 }
+WEIGHT_EDGES(weight_edges_1, 1)
+WEIGHT_EDGES(weight_edges_2, 2)
 
 int mdy_conv3x3_backward_weights(const mdy_conv_shape_t *s, const float *dy, uint32_t n,
                                  const uint16_t *channels, uint32_t first_channel, float *pool,
@@ -824,38 +961,32 @@ int mdy_conv3x3_backward_weights(const mdy_conv_shape_t *s, const float *dy, uin
 {
     const int32_t cpg = s->in_c / s->groups, opg = s->out_c / s->groups;
     const int32_t out_hw = s->out_h * s->out_w;
-    const int32_t ph = (s->out_h - 1) * s->stride_h + K, pw = (s->out_w - 1) * s->stride_w + K;
-    const int padded = ph * pw <= PADDED && s->pad_top < ph && s->pad_left < pw;
-    float xp[PADDED];
-    geom_t g;
+    float zero[ZERO_ROW];
+    int edges;
+    columns_t c;
     taps_t a;
     uint32_t j;
     int32_t m, i;
-    if (!FAST_PATHS || s->k_h != K || s->k_w != K) {
+    if (!FAST_PATHS || s->k_h != K || s->k_w != K || s->in_w > ZERO_ROW || !columns(s, &c)) {
         return 0;
     }
-    if (padded) {
-        for (i = 0; i < ph * pw; ++i) {
-            xp[i] = 0.0f;
-        }
-    } else if (out_hw > TABLE && !geometry(s, &g)) {
-        return 0;
+    for (i = 0; i < s->in_w; ++i) {
+        zero[i] = 0.0f;
     }
+    edges = c.lo <= 1 && s->out_w - c.hi <= 1 && (c.lo == 0 || c.left[0] == 0x6u)
+        && (c.hi == s->out_w || c.right[0] == 0x3u) && (s->stride_w == 1 || s->stride_w == 2);
     for (j = 0; j < n; ++j) {
-        const int32_t c = (int32_t)(channels[j] - first_channel);
+        const int32_t ch = (int32_t)(channels[j] - first_channel);
         float *slot = pool + offsets[j];
-        const float *x_c = slot + x_offset, *dy_m = dy + (c / cpg) * opg * out_hw;
-        if (padded) {
-            pad_copy(s, ph, pw, x_c, xp);
-        }
+        const float *x_c = slot + x_offset, *dy_m = dy + (ch / cpg) * opg * out_hw;
         for (m = 0; m < opg; ++m, slot += K * K, dy_m += out_hw) {
             load_taps(&a, slot);
-            if (padded) {
-                weight_padded(s, pw, dy_m, xp, &a);
-            } else if (out_hw <= TABLE) {
-                weight_small(s, dy_m, x_c, &a);
+            if (edges && s->stride_w == 1) {
+                weight_edges_1(s, c.lo, c.hi, zero, dy_m, x_c, &a);
+            } else if (edges) {
+                weight_edges_2(s, c.lo, c.hi, zero, dy_m, x_c, &a);
             } else {
-                weight_map(s, &g, dy_m, x_c, &a);
+                weight_zero_rows(s, &c, zero, dy_m, x_c, &a);
             }
             store_taps(&a, slot);
         }

@@ -43,9 +43,9 @@ int mdy_conv3x3_depthwise_forward(const mdy_conv_shape_t *s, const float *x, con
 int mdy_conv3x3_depthwise_backward_input(const mdy_conv_shape_t *s, const float *dy,
                                          const float *w, float *dx);
 
-/* mdy_conv2d_backward_weight_channels (conv.h) for a 3x3 kernel: the geometry computed once;
-   maps whose windows fit in PADDED floats (conv_window.c) from a zero-padded copy of each
-   input map, every tap then inside it (bit-identity conditions: conv.h). */
+/* mdy_conv2d_backward_weight_channels (conv.h) for a 3x3 kernel on input maps at most 64
+   wide: the border columns' masks computed once per call, the window rows in the padding read
+   from a zero row (bit-identity conditions: conv.h). */
 int mdy_conv3x3_backward_weights(const mdy_conv_shape_t *s, const float *dy, uint32_t n,
                                  const uint16_t *channels, uint32_t first_channel, float *pool,
                                  const uint32_t *offsets, uint32_t x_offset);
