@@ -2,8 +2,8 @@
  * Kernel benchmark firmware (benchmarks/kernel_benchmark.py builds and runs it under QEMU
  * -icount, where the SysTick cycle counter counts instructions). For every conv shape of the
  * generated bench_cases.h: forward, input gradient, and the weight gradient of every input channel
- * (one mdy_conv2d_backward_weight_channels call, as the engine makes it per layer); then the linear
- * layer's three kernels. Prints one line per measurement over semihosting:
+ * (one mdy_conv2d_backward_weight_channels call, as the engine makes it per layer); then the three
+ * kernels of each linear layer of bench_linears. Prints one line per measurement over semihosting:
  *   <kind> <case> <kernel> <cycles>
  * with the counter's own cost (two reads back to back) subtracted.
  */
@@ -74,22 +74,21 @@ static void conv_case(uint32_t index, const mdy_conv_shape_t *s)
     report("conv", index, "weight_gradient", mdy_cycles_now() - start);
 }
 
-static void linear_case(void)
+static void linear_case(uint32_t index, uint16_t in_f, uint16_t out_f)
 {
     uint64_t start;
-    fill(x, BENCH_LINEAR_IN, 6u);
-    fill(w, (uint32_t)BENCH_LINEAR_IN * BENCH_LINEAR_OUT, 7u);
-    fill(b, BENCH_LINEAR_OUT, 8u);
+    fill(x, in_f, 6u);
+    fill(w, (uint32_t)in_f * out_f, 7u);
+    fill(b, out_f, 8u);
     start = mdy_cycles_now();
-    mdy_linear_forward(BENCH_LINEAR_IN, BENCH_LINEAR_OUT, x, w, b, y);
-    report("linear", 0u, "forward", mdy_cycles_now() - start);
+    mdy_linear_forward(in_f, out_f, x, w, b, y);
+    report("linear", index, "forward", mdy_cycles_now() - start);
     start = mdy_cycles_now();
-    mdy_linear_backward_input(BENCH_LINEAR_IN, BENCH_LINEAR_OUT, y, w, x, 0);
-    report("linear", 0u, "input_gradient", mdy_cycles_now() - start);
+    mdy_linear_backward_input(in_f, out_f, y, w, x, 0);
+    report("linear", index, "input_gradient", mdy_cycles_now() - start);
     start = mdy_cycles_now();
-    mdy_linear_backward_weight(BENCH_LINEAR_IN, BENCH_LINEAR_OUT, y, x, grad,
-                               grad + (uint32_t)BENCH_LINEAR_IN * BENCH_LINEAR_OUT);
-    report("linear", 0u, "weight_gradient", mdy_cycles_now() - start);
+    mdy_linear_backward_weight(in_f, out_f, y, x, grad, grad + (uint32_t)in_f * out_f);
+    report("linear", index, "weight_gradient", mdy_cycles_now() - start);
 }
 
 int main(void)
@@ -102,7 +101,9 @@ int main(void)
     for (i = 0; i < BENCH_CONVS; ++i) {
         conv_case(i, bench_convs[i]);
     }
-    linear_case();
+    for (i = 0; i < BENCH_LINEARS; ++i) {
+        linear_case(i, bench_linears[i][0], bench_linears[i][1]);
+    }
     snprintf(line, sizeof line, "clock %lu\n", (unsigned long)MDY_CPU_HZ);
     mdy_semi_write0(line);
     return 0;
