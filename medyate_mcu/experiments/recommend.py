@@ -91,7 +91,7 @@ def _mean_percent(results: Sequence[RunResult], task: str, budget: int | None, p
               == (task, budget, policy, backbone)]
     if not values or any(v is None for v in values):
         return None
-    return 100 * float(np.mean(np.array(values, dtype=float)))
+    return float(np.mean(np.array(values, dtype=float) * 100))  # as the results table
 
 
 def recommend_task(results: Sequence[RunResult], task: str, budgets: Sequence[int],
