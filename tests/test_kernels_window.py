@@ -291,3 +291,24 @@ def test_multi_channel_demo_shapes_against_autograd(libs: tuple[ctypes.CDLL, cty
     cpg, opg = case.in_c // case.groups, case.out_c // case.groups
     ref = np.stack([dw[(c // cpg) * opg:(c // cpg + 1) * opg, c % cpg].ravel() for c in channels])
     assert_close(got, ref)
+
+
+def test_forward_keeps_signed_zeros_and_padded_infinities(
+        libs: tuple[ctypes.CDLL, ctypes.CDLL]) -> None:
+    """Cases where reading the padding as zeros would change bits, which the depthwise forward
+    must route to the masked path: a bias of -0 with every product -0 (a padded +0 * w would
+    turn a -0 sum into +0), and an infinite weight whose tap is padded for the border pixels
+    (0 * inf would be NaN). Checked against the reference build, and the -0 is really there."""
+    fast, general = libs
+    for case in (Conv(3, 4, 4, 3, (3, 3), pads=(1, 1, 1, 1), groups=3),
+                 Conv(3, 8, 8, 3, (3, 3), (2, 2), (0, 0, 1, 1), 3),
+                 Conv(2, 7, 9, 2, (3, 3), pads=(1, 1, 1, 1), groups=2)):
+        x, w, b, _ = conv_data(case, 5)
+        x[0] = -0.0
+        w[0] = np.abs(w[0]) + 0.25
+        b[0] = -0.0
+        w[1, 0, 0, 0] = np.inf
+        y = forward(fast, case, x, w, b)
+        assert_bits_equal(y, forward(general, case, x, w, b), f"forward {case}")
+        assert np.all(np.signbit(y[0])) and not np.any(y[0])
+        assert np.all(np.isfinite(y[1, 0, :])) or case.pads[0] == 0

@@ -464,20 +464,33 @@ int mdy_conv3x3_forward(const mdy_conv_shape_t *s, const float *x_g, const float
     return 1;
 }
 
+/* y (one output map) = bias + x_c * w_c by plan p. */
+static void forward_channel(const mdy_conv_shape_t *s, const plan_t *p, const float *x_c,
+                            const float *w_c, float bias, float *y)
+{
+    taps_t f;
+    fill(s->out_h * s->out_w, bias, y);
+    load_taps(&f, w_c);
+    forward_plan(s, p, x_c, &f, y);
+}
+
+static int forward_edges(const mdy_conv_shape_t *s, const plan_t *p, const float *x,
+                         const float *w, const float *b, float *y);
+
 int mdy_conv3x3_depthwise_forward(const mdy_conv_shape_t *s, const float *x, const float *w,
                                   const float *b, float *y)
 {
     const int32_t in_hw = s->in_h * s->in_w, out_hw = s->out_h * s->out_w;
     plan_t p;
-    taps_t f;
     int32_t c;
     if (s->groups != s->in_c || s->out_c != s->in_c || !plan(s, &p)) {
         return 0;
     }
+    if (forward_edges(s, &p, x, w, b, y)) {
+        return 1;
+    }
     for (c = 0; c < s->out_c; ++c, x += in_hw, w += K * K, y += out_hw) {
-        fill(out_hw, b != NULL ? b[c] : 0.0f, y);
-        load_taps(&f, w);
-        forward_plan(s, &p, x, &f, y);
+        forward_channel(s, &p, x, w, b != NULL ? b[c] : 0.0f, y);
     }
     return 1;
 }
@@ -893,103 +906,253 @@ static void weight_zero_rows(const mdy_conv_shape_t *s, const columns_t *c, cons
         a.t[3 * ky + 2] += d0 * c2; a.t[3 * ky + 2] += d1 * c3; \
     } while (0)
 
+/* The selected channels of a multi-channel weight gradient (mdy_conv3x3_backward_weights). */
+typedef struct {
+    const float *dy;
+    uint32_t n;
+    const uint16_t *channels;
+    uint32_t first_channel;
+    float *pool;
+    const uint32_t *offsets;
+    uint32_t x_offset;
+} slots_t;
+
+/* For each output channel m of each selected slot j: its nine gradients in registers (a),
+   its error map dy_m and input map x_c, then the statements given. */
+#define EACH_SLOT(s, job, ...) do { \
+        const int32_t cpg_ = (s)->in_c / (s)->groups, opg_ = (s)->out_c / (s)->groups; \
+        const int32_t out_hw_ = (s)->out_h * (s)->out_w; \
+        uint32_t j_; \
+        int32_t m_; \
+        for (j_ = 0; j_ < (job)->n; ++j_) { \
+            const int32_t ch_ = (int32_t)((job)->channels[j_] - (job)->first_channel); \
+            float *slot_ = (job)->pool + (job)->offsets[j_]; \
+            const float *x_c = slot_ + (job)->x_offset; \
+            const float *dy_m = (job)->dy + (ch_ / cpg_) * opg_ * out_hw_; \
+            for (m_ = 0; m_ < opg_; ++m_, slot_ += K * K, dy_m += out_hw_) { \
+                taps_t a; \
+                load_taps(&a, slot_); \
+                __VA_ARGS__ \
+                store_taps(&a, slot_); \
+            } \
+        } \
+    } while (0)
+
 /*
- * weight_zero_rows for a padding of at most one column per side (lo <= 1 with the left mask
- * kx 1, 2; at most one right border column, with kx 0, 1), the column stride a constant SW
- * (1 or 2): the border pixels unrolled, the interior in blocks of 4, 2 and 1 pixels (stride 1)
- * or 2 and 1 (stride 2).
+ * weight_zero_rows over every slot for a padding of at most one column per side (lo <= 1 with
+ * the left mask kx 1, 2; at most one right border column, with kx 0, 1), the column stride a
+ * constant SW (1 or 2): the border pixels unrolled, the interior in blocks of 4, 2 and 1
+ * pixels (stride 1) or 2 and 1 (stride 2); the row setup computed once per call.
  */
 #define WEIGHT_EDGES(name, SW) \
-static void name(const mdy_conv_shape_t *s, int32_t lo, int32_t hi, const float *zero, \
-                 const float *dy, const float *x_c, taps_t *acc) \
+static void name(const mdy_conv_shape_t *s, const slots_t *job, int32_t lo, int32_t hi, \
+                 const float *zero) \
 { \
     const int32_t in_h = s->in_h, in_w = s->in_w, out_w = s->out_w, sh = s->stride_h; \
+    const int32_t out_h = s->out_h, top = -s->pad_top; \
     const int32_t first = lo < hi ? lo * SW - s->pad_left : 0, o = hi * SW - s->pad_left; \
     const int right = hi < out_w; \
-    taps_t a = *acc; \
-    int32_t oy, ox, iy = -s->pad_top; \
-    for (oy = 0; oy < s->out_h; ++oy, dy += out_w, iy += sh) { \
-        const float *r0 = input_row(x_c, zero, iy, in_h, in_w); \
-        const float *r1 = input_row(x_c, zero, iy + 1, in_h, in_w); \
-        const float *r2 = input_row(x_c, zero, iy + 2, in_h, in_w); \
-        const float *x0 = r0 + first, *x1 = r1 + first, *x2 = r2 + first; \
-        if (lo) { \
-            const float d = dy[0]; \
-            a.t[1] += d * r0[0]; a.t[2] += d * r0[1]; \
-            a.t[4] += d * r1[0]; a.t[5] += d * r1[1]; \
-            a.t[7] += d * r2[0]; a.t[8] += d * r2[1]; \
+    EACH_SLOT(s, job, { \
+        const float *dy = dy_m; \
+        int32_t oy, ox, iy = top; \
+        for (oy = 0; oy < out_h; ++oy, dy += out_w, iy += sh) { \
+            const float *r0 = input_row(x_c, zero, iy, in_h, in_w); \
+            const float *r1 = input_row(x_c, zero, iy + 1, in_h, in_w); \
+            const float *r2 = input_row(x_c, zero, iy + 2, in_h, in_w); \
+            const float *x0 = r0 + first, *x1 = r1 + first, *x2 = r2 + first; \
+            if (lo) { \
+                const float d = dy[0]; \
+                a.t[1] += d * r0[0]; a.t[2] += d * r0[1]; \
+                a.t[4] += d * r1[0]; a.t[5] += d * r1[1]; \
+                a.t[7] += d * r2[0]; a.t[8] += d * r2[1]; \
+            } \
+            ox = lo; \
+            for (; SW == 1 && ox + 4 <= hi; ox += 4, x0 += 4, x1 += 4, x2 += 4) { \
+                const float d0 = dy[ox], d1 = dy[ox + 1], d2 = dy[ox + 2], d3 = dy[ox + 3]; \
+                WEIGHT4_ROW(0); \
+                WEIGHT4_ROW(1); \
+                WEIGHT4_ROW(2); \
+            } \
+            if (SW == 1 && ox + 2 <= hi) { \
+                const float d0 = dy[ox], d1 = dy[ox + 1]; \
+                WEIGHT_PAIR_ROW(0); \
+                WEIGHT_PAIR_ROW(1); \
+                WEIGHT_PAIR_ROW(2); \
+                ox += 2; x0 += 2; x1 += 2; x2 += 2; \
+            } \
+            for (; SW == 2 && ox + 2 <= hi; ox += 2, x0 += 4, x1 += 4, x2 += 4) { \
+                const float d0 = dy[ox], d1 = dy[ox + 1]; \
+                WEIGHT2_ROW(0); \
+                WEIGHT2_ROW(1); \
+                WEIGHT2_ROW(2); \
+            } \
+            if (ox < hi) { \
+                const float d = dy[ox]; \
+                EACH_ROW(ALL, WEIGHT_REGISTERS); \
+            } \
+            if (right) { \
+                const float d = dy[hi]; \
+                a.t[0] += d * r0[o]; a.t[1] += d * r0[o + 1]; \
+                a.t[3] += d * r1[o]; a.t[4] += d * r1[o + 1]; \
+                a.t[6] += d * r2[o]; a.t[7] += d * r2[o + 1]; \
+            } \
         } \
-        ox = lo; \
-        for (; SW == 1 && ox + 4 <= hi; ox += 4, x0 += 4, x1 += 4, x2 += 4) { \
-            const float d0 = dy[ox], d1 = dy[ox + 1], d2 = dy[ox + 2], d3 = dy[ox + 3]; \
-            WEIGHT4_ROW(0); \
-            WEIGHT4_ROW(1); \
-            WEIGHT4_ROW(2); \
-        } \
-        if (SW == 1 && ox + 2 <= hi) { \
-            const float d0 = dy[ox], d1 = dy[ox + 1]; \
-            WEIGHT_PAIR_ROW(0); \
-            WEIGHT_PAIR_ROW(1); \
-            WEIGHT_PAIR_ROW(2); \
-            ox += 2; x0 += 2; x1 += 2; x2 += 2; \
-        } \
-        for (; SW == 2 && ox + 2 <= hi; ox += 2, x0 += 4, x1 += 4, x2 += 4) { \
-            const float d0 = dy[ox], d1 = dy[ox + 1]; \
-            WEIGHT2_ROW(0); \
-            WEIGHT2_ROW(1); \
-            WEIGHT2_ROW(2); \
-        } \
-        if (ox < hi) { \
-            const float d = dy[ox]; \
-            EACH_ROW(ALL, WEIGHT_REGISTERS); \
-        } \
-        if (right) { \
-            const float d = dy[hi]; \
-            a.t[0] += d * r0[o]; a.t[1] += d * r0[o + 1]; \
-            a.t[3] += d * r1[o]; a.t[4] += d * r1[o + 1]; \
-            a.t[6] += d * r2[o]; a.t[7] += d * r2[o + 1]; \
-        } \
-    } \
-    *acc = a; \
+    }); \
 }
 WEIGHT_EDGES(weight_edges_1, 1)
 WEIGHT_EDGES(weight_edges_2, 2)
+
+static int edges(const mdy_conv_shape_t *s, columns_t *c);
 
 int mdy_conv3x3_backward_weights(const mdy_conv_shape_t *s, const float *dy, uint32_t n,
                                  const uint16_t *channels, uint32_t first_channel, float *pool,
                                  const uint32_t *offsets, uint32_t x_offset)
 {
-    const int32_t cpg = s->in_c / s->groups, opg = s->out_c / s->groups;
-    const int32_t out_hw = s->out_h * s->out_w;
+    const slots_t job = {dy, n, channels, first_channel, pool, offsets, x_offset};
     float zero[ZERO_ROW];
-    int edges;
     columns_t c;
-    taps_t a;
-    uint32_t j;
-    int32_t m, i;
+    int32_t i;
     if (!FAST_PATHS || s->k_h != K || s->k_w != K || s->in_w > ZERO_ROW || !columns(s, &c)) {
         return 0;
     }
     for (i = 0; i < s->in_w; ++i) {
         zero[i] = 0.0f;
     }
-    edges = c.lo <= 1 && s->out_w - c.hi <= 1 && (c.lo == 0 || c.left[0] == 0x6u)
-        && (c.hi == s->out_w || c.right[0] == 0x3u) && (s->stride_w == 1 || s->stride_w == 2);
-    for (j = 0; j < n; ++j) {
-        const int32_t ch = (int32_t)(channels[j] - first_channel);
-        float *slot = pool + offsets[j];
-        const float *x_c = slot + x_offset, *dy_m = dy + (ch / cpg) * opg * out_hw;
-        for (m = 0; m < opg; ++m, slot += K * K, dy_m += out_hw) {
-            load_taps(&a, slot);
-            if (edges && s->stride_w == 1) {
-                weight_edges_1(s, c.lo, c.hi, zero, dy_m, x_c, &a);
-            } else if (edges) {
-                weight_edges_2(s, c.lo, c.hi, zero, dy_m, x_c, &a);
-            } else {
-                weight_zero_rows(s, &c, zero, dy_m, x_c, &a);
-            }
-            store_taps(&a, slot);
+    if (edges(s, &c)) {
+        if (s->stride_w == 1) {
+            weight_edges_1(s, &job, c.lo, c.hi, zero);
+        } else {
+            weight_edges_2(s, &job, c.lo, c.hi, zero);
         }
+    } else {
+        EACH_SLOT(s, &job, weight_zero_rows(s, &c, zero, dy_m, x_c, &a););
+    }
+    return 1;
+}
+
+/* 1 when v is -0. */
+static inline int negative_zero(float v)
+{
+    return v == 0.0f && 1.0f / v < 0.0f;
+}
+
+/* 1 when the nine taps of w_c are finite (then 0 * w is +-0). */
+static inline int finite_taps(const float *w_c)
+{
+    float z = w_c[0] * 0.0f;
+    z += w_c[1] * 0.0f;
+    z += w_c[2] * 0.0f;
+    z += w_c[3] * 0.0f;
+    z += w_c[4] * 0.0f;
+    z += w_c[5] * 0.0f;
+    z += w_c[6] * 0.0f;
+    z += w_c[7] * 0.0f;
+    z += w_c[8] * 0.0f;
+    return z == 0.0f;
+}
+
+/*
+ * The depthwise forward with a padding of at most one column per side (as WEIGHT_EDGES), the
+ * column stride a constant SW: window rows in the padding read from a zero row, border pixels
+ * unrolled, the interior in blocks. A zero row's tap adds x * w = +-0 (w finite) to a sum that
+ * started at a bias other than -0, so is never -0 (a round-to-nearest sum is -0 only when both
+ * terms are), which leaves it unchanged: every pixel takes the general loops' terms in their
+ * order, bit for bit. A channel whose bias is -0 or whose filter is not finite runs by plan p.
+ */
+#define FORWARD_EDGES(name, SW) \
+static void name(const mdy_conv_shape_t *s, const plan_t *p, int32_t lo, int32_t hi, \
+                 const float *zero, const float *x, const float *w, const float *b, float *y) \
+{ \
+    const int32_t in_h = s->in_h, in_w = s->in_w, out_w = s->out_w, sh = s->stride_h; \
+    const int32_t out_h = s->out_h, top = -s->pad_top, in_hw = in_h * in_w; \
+    const int32_t first = lo < hi ? lo * SW - s->pad_left : 0, o = hi * SW - s->pad_left; \
+    const int right = hi < out_w; \
+    int32_t ch; \
+    for (ch = 0; ch < s->out_c; ++ch, x += in_hw, w += K * K) { \
+        const float bias = b != NULL ? b[ch] : 0.0f; \
+        taps_t f; \
+        int32_t oy, ox, iy = top; \
+        if (negative_zero(bias) || !finite_taps(w)) { \
+            forward_channel(s, p, x, w, bias, y); \
+            y += out_h * out_w; \
+            continue; \
+        } \
+        load_taps(&f, w); \
+        for (oy = 0; oy < out_h; ++oy, y += out_w, iy += sh) { \
+            const float *r0 = input_row(x, zero, iy, in_h, in_w); \
+            const float *r1 = input_row(x, zero, iy + 1, in_h, in_w); \
+            const float *r2 = input_row(x, zero, iy + 2, in_h, in_w); \
+            const float *x0 = r0 + first, *x1 = r1 + first, *x2 = r2 + first; \
+            if (lo) { \
+                float acc = bias; \
+                acc += r0[0] * f.t[1]; acc += r0[1] * f.t[2]; \
+                acc += r1[0] * f.t[4]; acc += r1[1] * f.t[5]; \
+                acc += r2[0] * f.t[7]; acc += r2[1] * f.t[8]; \
+                y[0] = acc; \
+            } \
+            ox = lo; \
+            for (; SW == 1 && ox + 3 <= hi; ox += 3, x0 += 3, x1 += 3, x2 += 3) { \
+                float a0 = bias, a1 = bias, a2 = bias; \
+                FORWARD3_ROW(0); \
+                FORWARD3_ROW(1); \
+                FORWARD3_ROW(2); \
+                y[ox] = a0; \
+                y[ox + 1] = a1; \
+                y[ox + 2] = a2; \
+            } \
+            for (; SW == 2 && ox + 2 <= hi; ox += 2, x0 += 4, x1 += 4, x2 += 4) { \
+                float a0 = bias, a1 = bias; \
+                FORWARD2_ROW(0); \
+                FORWARD2_ROW(1); \
+                FORWARD2_ROW(2); \
+                y[ox] = a0; \
+                y[ox + 1] = a1; \
+            } \
+            for (; ox < hi; ++ox, x0 += SW, x1 += SW, x2 += SW) { \
+                float acc = bias; \
+                EACH_ROW(ALL, FORWARD_REGISTERS); \
+                y[ox] = acc; \
+            } \
+            if (right) { \
+                float acc = bias; \
+                acc += r0[o] * f.t[0]; acc += r0[o + 1] * f.t[1]; \
+                acc += r1[o] * f.t[3]; acc += r1[o + 1] * f.t[4]; \
+                acc += r2[o] * f.t[6]; acc += r2[o + 1] * f.t[7]; \
+                y[hi] = acc; \
+            } \
+        } \
+    } \
+}
+FORWARD_EDGES(forward_edges_1, 1)
+FORWARD_EDGES(forward_edges_2, 2)
+
+/* The shapes of WEIGHT_EDGES: stride 1 or 2, at most one border column per side, masks of a
+   padding of one; c their columns. */
+static int edges(const mdy_conv_shape_t *s, columns_t *c)
+{
+    return s->k_h == K && s->k_w == K && s->in_w <= ZERO_ROW && columns(s, c) && c->lo <= 1
+        && s->out_w - c->hi <= 1 && (c->lo == 0 || c->left[0] == 0x6u)
+        && (c->hi == s->out_w || c->right[0] == 0x3u)
+        && (s->stride_w == 1 || s->stride_w == 2);
+}
+
+/* The depthwise forward by FORWARD_EDGES; 0, touching nothing, for other shapes. */
+static int forward_edges(const mdy_conv_shape_t *s, const plan_t *p, const float *x,
+                         const float *w, const float *b, float *y)
+{
+    float zero[ZERO_ROW];
+    columns_t c;
+    int32_t i;
+    if (!edges(s, &c)) {
+        return 0;
+    }
+    for (i = 0; i < s->in_w; ++i) {
+        zero[i] = 0.0f;
+    }
+    if (s->stride_w == 1) {
+        forward_edges_1(s, p, c.lo, c.hi, zero, x, w, b, y);
+    } else {
+        forward_edges_2(s, p, c.lo, c.hi, zero, x, w, b, y);
     }
     return 1;
 }
