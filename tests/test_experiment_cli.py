@@ -52,6 +52,18 @@ def test_bad_values_one_line_nothing_written(tmp_path: Path, args: list[str],
     assert not out.exists()
 
 
+def test_ray_address_from_the_environment(tmp_path: Path) -> None:
+    out = tmp_path / "exp"
+    bad = CliRunner().invoke(main, ["experiment", "-o", str(out)],
+                             env={"RAY_ADDRESS": "nowhere"})
+    assert bad.exit_code == 1 and "RAY_ADDRESS 'nowhere' is not host:port" in bad.output
+    # --serial ignores it (a debugging run in a shell set up for a cluster)
+    serial = CliRunner().invoke(main, ["experiment", "--serial", "--data", "no-such-set",
+                                       "-o", str(out)], env={"RAY_ADDRESS": "nowhere"})
+    assert "unknown data no-such-set" in serial.output  # past the address check
+    assert not out.exists()
+
+
 def test_help_explains_the_cache() -> None:
     text = CliRunner().invoke(main, ["experiment", "--help"]).output
     assert "OUTPUT/cells" in text and "--fresh" in text and "ray start --head" in text

@@ -49,13 +49,13 @@ class Where:
     threads_per_cell: int
 
 
-def parse_address(address: str | None) -> str | None:
+def parse_address(address: str | None, source: str = "--address") -> str | None:
     """A Ray cluster's ``host:port`` (as ``ray start --head`` prints it), checked."""
     if address is None or address == "":
         return None
     match = _ADDRESS.match(address.strip())
     if not match or not 0 < int(match.group(1)) < 65536:
-        raise MedyateError(f"--address {address!r} is not host:port (e.g. 127.0.0.1:6379, as "
+        raise MedyateError(f"{source} {address!r} is not host:port (e.g. 127.0.0.1:6379, as "
                            "`ray start --head` prints it)")
     return address.strip()
 
@@ -147,12 +147,14 @@ def experiment_command(model: Path | None, tasks: str | None, budgets: str, seed
     """
     # every value is checked before anything is written
     margin = rec.parse_within(within)
+    given = click.get_current_context().get_parameter_source("address")
+    from_env = given is click.core.ParameterSource.ENVIRONMENT
     if serial:  # a RAY_ADDRESS in the environment does not stop a debugging run
-        given = click.get_current_context().get_parameter_source("address")
-        if given is click.core.ParameterSource.COMMANDLINE or cpus:
+        if (address and not from_env) or cpus:
             raise MedyateError("--serial runs without Ray: drop --address and --cpus")
         address = None
-    where = Where(serial, parse_address(address), cpus, threads_per_cell)
+    where = Where(serial, parse_address(address, "RAY_ADDRESS" if from_env else "--address"),
+                  cpus, threads_per_cell)
     if where.address and cpus:
         raise MedyateError("--cpus sizes a local Ray; a cluster (--address) has its own CPUs")
     graph = load_model(model)
