@@ -642,6 +642,8 @@ int mdy_conv3x3_backward_input(const mdy_conv_shape_t *s, const float *dy_o, con
     return 1;
 }
 
+static int input_edges(const mdy_conv_shape_t *s, const float *dy, const float *w, float *dx);
+
 int mdy_conv3x3_depthwise_backward_input(const mdy_conv_shape_t *s, const float *dy,
                                          const float *w, float *dx)
 {
@@ -650,6 +652,9 @@ int mdy_conv3x3_depthwise_backward_input(const mdy_conv_shape_t *s, const float 
     int32_t c;
     if (s->groups != s->in_c || s->out_c != s->in_c || !input_plan(s, &p)) {
         return 0;
+    }
+    if (!p.gather && input_edges(s, dy, w, dx)) {
+        return 1;
     }
     for (c = 0; c < s->out_c; ++c, dy += out_hw, w += K * K, dx += in_hw) {
         input_channel(s, &p, dy, w, dx);
@@ -1154,5 +1159,78 @@ static int forward_edges(const mdy_conv_shape_t *s, const plan_t *p, const float
     } else {
         forward_edges_2(s, p, c.lo, c.hi, zero, x, w, b, y);
     }
+    return 1;
+}
+
+/* Input row iy of dx_c, or the trash row (whose sums are discarded) when it lies in the
+   padding. */
+static inline float *output_row(float *dx_c, float *trash, int32_t iy, int32_t in_h,
+                                int32_t in_w)
+{
+    return iy >= 0 && iy < in_h ? dx_c + iy * in_w : trash;
+}
+
+/*
+ * The stride-2 depthwise input error with a padding of at most one column per side (as
+ * WEIGHT_EDGES): the scatter in raster order, window rows in the padding written to a trash
+ * row, border pixels unrolled, the interior in blocks of two pixels. Every cell of dx takes
+ * the same terms in the same order as in the general loops: the same bits, with no condition.
+ */
+static void input_edges_2(const mdy_conv_shape_t *s, int32_t lo, int32_t hi, float *trash,
+                          const float *dy, const float *w, float *dx)
+{
+    const int32_t in_h = s->in_h, in_w = s->in_w, out_w = s->out_w, sh = s->stride_h;
+    const int32_t out_h = s->out_h, top = -s->pad_top, in_hw = in_h * in_w;
+    const int32_t first = lo < hi ? lo * 2 - s->pad_left : 0, o = hi * 2 - s->pad_left;
+    const int right = hi < out_w;
+    int32_t ch;
+    for (ch = 0; ch < s->out_c; ++ch, dx += in_hw, w += K * K) {
+        taps_t f;
+        int32_t oy, ox, iy = top;
+        load_taps(&f, w);
+        for (oy = 0; oy < out_h; ++oy, dy += out_w, iy += sh) {
+            float *r0 = output_row(dx, trash, iy, in_h, in_w);
+            float *r1 = output_row(dx, trash, iy + 1, in_h, in_w);
+            float *r2 = output_row(dx, trash, iy + 2, in_h, in_w);
+            float *dx0 = r0 + first, *dx1 = r1 + first, *dx2 = r2 + first;
+            if (lo) {
+                const float d = dy[0];
+                r0[0] += d * f.t[1]; r0[1] += d * f.t[2];
+                r1[0] += d * f.t[4]; r1[1] += d * f.t[5];
+                r2[0] += d * f.t[7]; r2[1] += d * f.t[8];
+            }
+            for (ox = lo; ox + 2 <= hi; ox += 2, dx0 += 4, dx1 += 4, dx2 += 4) {
+                const float d0 = dy[ox], d1 = dy[ox + 1];
+                INPUT2_ROW(0);
+                INPUT2_ROW(1);
+                INPUT2_ROW(2);
+            }
+            for (; ox < hi; ++ox, dx0 += 2, dx1 += 2, dx2 += 2) {
+                const float d = dy[ox];
+                EACH_ROW(ALL, INPUT_REGISTERS);
+            }
+            if (right) {
+                const float d = dy[hi];
+                r0[o] += d * f.t[0]; r0[o + 1] += d * f.t[1];
+                r1[o] += d * f.t[3]; r1[o + 1] += d * f.t[4];
+                r2[o] += d * f.t[6]; r2[o + 1] += d * f.t[7];
+            }
+        }
+    }
+}
+
+/* The depthwise input error by input_edges_2 (stride 2); 0, touching nothing, otherwise. */
+static int input_edges(const mdy_conv_shape_t *s, const float *dy, const float *w, float *dx)
+{
+    float trash[ZERO_ROW];
+    columns_t c;
+    int32_t i;
+    if (s->stride_w != 2 || !edges(s, &c)) {
+        return 0;
+    }
+    for (i = 0; i < s->in_w; ++i) {
+        trash[i] = 0.0f;
+    }
+    input_edges_2(s, c.lo, c.hi, trash, dy, w, dx);
     return 1;
 }
