@@ -113,9 +113,9 @@ class RayExecutor:
             [ref], _ = ray.wait(list(pending), num_returns=1)
             what = pending.pop(ref)
             if isinstance(what, TaskJob):
-                on_ranking(what, ray.get(ref))
+                on_ranking(what, _get(ref))
             else:
-                yield what, ray.get(ref)
+                yield what, _get(ref)
 
     def _connect(self) -> bool:
         """Start or join Ray within :data:`START_TIMEOUT`; True if this call started it."""
@@ -129,14 +129,19 @@ class RayExecutor:
                        "include_dashboard": False}  # "local": never another user's Ray
         where = f"the Ray cluster at {self.address}" if self.address else "a local Ray"
         self._session = _RaySession(options)
-        failure = self._session.start()
+        try:
+            failure = self._session.start()
+        except BaseException:  # Ctrl-C while Ray starts
+            self._disconnect()
+            raise
         if failure is not None:
-            self._session.stop()
+            self._disconnect()
             raise MedyateError(f"could not start or join {where}: {failure}")
         return True
 
     def _disconnect(self) -> None:
-        ray.shutdown()
+        if self._session.ready.is_set():  # a start still hanging is left to its daemon thread
+            ray.shutdown()
         self._session.stop()
 
 
@@ -171,6 +176,19 @@ class _RaySession(threading.Thread):
 
     def stop(self) -> None:
         self.done.set()
+
+
+def _get(ref: Any) -> Any:
+    """A task's value; its exception as raised in the task (not Ray's traceback text), or a
+    one-line MedyateError for Ray's own failures (a worker killed, out of memory, ...)."""
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as error:
+        if isinstance(error.cause, Exception):
+            raise error.cause from None
+        raise MedyateError(f"a sweep task failed on Ray: {_first_line(error)}") from None
+    except ray.exceptions.RayError as error:
+        raise MedyateError(f"a sweep task failed on Ray: {_first_line(error)}") from None
 
 
 def _first_line(error: BaseException) -> str:
