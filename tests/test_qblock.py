@@ -311,13 +311,16 @@ def test_depthwise_in_place_equals_out_of_place(lib: ctypes.CDLL, name: str,
 
 
 MUTANTS = {  # (original text, mutant text, the check that must fail)
-    "acc starts without the bias": ("pq->bias != NULL ? pq->bias[o] : 0", "0", "block"),
-    "project reads the wrong zero point": ("z = b->project_q->in_zero",
-                                           "z = b->depthwise_q->in_zero", "block"),
+    "acc starts without the bias": ("pq->bias != NULL ? pq->bias[o] : 0",
+                                    "pq->bias != NULL ? 0 * pq->bias[o] : 0", "block"),
+    "project reads the wrong zero point": ("return b->project_q->in_zero;",
+                                           "return b->depthwise_q->in_zero;", "block"),
     "y written in decreasing order": (
-        "for (o = 0; o < ps->out_c; ++o) {\n        for (i = 0; i < hw; ++i) {\n            y[",
-        "for (o = ps->out_c - 1; o >= 0; --o) {\n        for (i = hw - 1; i >= 0; --i) {\n"
-        "            y[", "y in acc"),
+        "for (o = 0; o < ps->out_c; ++o) {\n        const mdy_q8_requant_t rq = "
+        "mdy_q8_conv_requant(pq, o);\n        for (i = 0; i < hw; ++i) {\n            y[",
+        "for (o = ps->out_c - 1; o >= 0; --o) {\n        const mdy_q8_requant_t rq = "
+        "mdy_q8_conv_requant(pq, o);\n        for (i = hw - 1; i >= 0; --i) {\n            y[",
+        "y in acc"),
     "in place in decreasing order": ("for (c = 0; c < s->out_c; ++c)",
                                      "for (c = s->out_c - 1; c >= 0; --c)", "stride 2"),
     "in place without the copy": ("mdy_q8_conv2d_forward(&one, &q, scratch,",

@@ -597,9 +597,10 @@ MUTANTS = {  # one rounding detail of quant.c/.h changed: (original text, mutant
 
 
 def mutant_library(tmp_path: Path, original: str, mutant: str) -> ctypes.CDLL:
-    """The int8 kernels built from a copy of their sources and quant.h (which the kernels'
-    requantization inlines) with ``original`` replaced in the one file holding it."""
-    files = [*QSOURCES, KERNELS / "quant.h"]
+    """The int8 kernels built from a copy of their sources and every kernel header (quant.h's
+    requantization is inlined, also through qconv.h) with ``original`` replaced in the one file
+    holding it."""
+    files = [*QSOURCES, *sorted(KERNELS.glob("*.h"))]
     holders = [f for f in files if original in f.read_text()]
     assert len(holders) == 1 and holders[0].read_text().count(original) == 1, original
     for file in files:

@@ -237,9 +237,9 @@ def test_a_wrong_rotation_is_caught(cases: list[Call], builds: dict[str, Path],
     shutil.copytree(builds[BOARDS[0]], build, ignore=shutil.ignore_patterns("arm*"))
     header_path = build / "medyate" / "kernels" / "qdsp.h"
     source = header_path.read_text()
-    original = "((uint32_t)v >> 8) | ((uint32_t)v << 24)"
+    original = "sxtb16 %0, %1, ror #8"
     assert source.count(original) == 1 and (KERNELS / "qdsp.h").read_text() == source
-    header_path.write_text(source.replace(original, "((uint32_t)v >> 16) | ((uint32_t)v << 16)"))
+    header_path.write_text(source.replace(original, "sxtb16 %0, %1, ror #16"))
     bad = differing(run_firmware(build, BOARDS[0], "arm-mutant"), cases)
     assert any(name.startswith("pointwise") for name in bad), bad
     assert any(name.startswith("depthwise 3x3") for name in bad), bad

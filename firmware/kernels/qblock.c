@@ -2,11 +2,14 @@
  * The channel-at-a-time inverted-residual block and the in-place depthwise conv (qblock.h).
  * Every expand and depthwise channel goes through mdy_q8_conv2d_forward on a one-channel shape
  * with the params of that channel, so those bytes are the layer-by-layer ones by construction.
+ * With the DSP extension the projection folds its zero point into the accumulators' start and
+ * adds four pixels' d * w per word of d (SXTB16, SMLABB/SMLATB; qdsp.h).
  */
 #include "qblock.h"
 
 #include <stddef.h>
 
+#include "qdsp.h"
 #include "quant.h"
 
 /* The params of output channel c alone: per-channel arrays offset by c. */
@@ -52,11 +55,17 @@ uint32_t mdy_q8_block_acc_words(const mdy_q8_block_t *b)
  * bound the compiler checks for the project conv (qconv.h) and is below 2^31. Integer sums
  * being exact, the final acc equals the layer-by-layer one whatever the order.
  */
+/* The project conv's input zero point: the depthwise's output zero point. */
+static int32_t project_zero(const mdy_q8_block_t *b)
+{
+    return b->project_q->in_zero;
+}
+
 static void project_accumulate(const mdy_q8_block_t *b, int32_t e, const int8_t *d,
                                int32_t *acc)
 {
     const mdy_conv_shape_t *s = b->project;
-    const int32_t hw = map_cells(s), hidden = s->in_c, z = b->project_q->in_zero;
+    const int32_t hw = map_cells(s), hidden = s->in_c;
     int32_t o, i;
     for (o = 0; o < s->out_c; ++o) {
         const int32_t w = b->project_w[o * hidden + e];
@@ -64,10 +73,42 @@ static void project_accumulate(const mdy_q8_block_t *b, int32_t e, const int8_t 
         if (w == 0) {
             continue;
         }
-        for (i = 0; i < hw; ++i) {
-            acc_o[i] += (d[i] - z) * w;
+#if defined(__ARM_FEATURE_DSP)
+        /* the zero point's share is in the accumulators' start (project_start) */
+        for (i = 0; i + 4 <= hw; i += 4) {
+            const int32_t u = mdy_dsp_load4(d + i);
+            const int32_t u02 = mdy_dsp_even(u), u13 = mdy_dsp_odd(u);
+            acc_o[i] = __smlabb(u02, w, acc_o[i]);
+            acc_o[i + 1] = __smlabb(u13, w, acc_o[i + 1]);
+            acc_o[i + 2] = __smlatb(u02, w, acc_o[i + 2]);
+            acc_o[i + 3] = __smlatb(u13, w, acc_o[i + 3]);
         }
+        for (; i < hw; ++i) {
+            acc_o[i] = __smlabb(d[i], w, acc_o[i]);
+        }
+#else
+        for (i = 0; i < hw; ++i) {
+            acc_o[i] += (d[i] - project_zero(b)) * w;
+        }
+#endif
     }
+}
+
+/* Output channel o's accumulators' start: its bias; with the DSP extension also the zero
+   point's share, -in_zero * sum_e w[o][e] (SMLAxy wraps modulo 2^32, so a partial sum past
+   int32 cannot change the exact final value, bounded as above). */
+static int32_t project_start(const mdy_q8_block_t *b, int32_t o)
+{
+    const mdy_q8_conv_t *pq = b->project_q;
+    int32_t start = pq->bias != NULL ? pq->bias[o] : 0;
+#if defined(__ARM_FEATURE_DSP)
+    const int32_t hidden = b->project->in_c, z = project_zero(b);
+    int32_t e;
+    for (e = 0; e < hidden; ++e) {
+        start -= z * b->project_w[o * hidden + e];
+    }
+#endif
+    return start;
 }
 
 void mdy_q8_block_forward(const mdy_q8_block_t *b, const int8_t *x, int8_t *y,
@@ -89,9 +130,9 @@ void mdy_q8_block_forward(const mdy_q8_block_t *b, const int8_t *x, int8_t *y,
         ex_one.out_c = 1;
     }
     for (o = 0; o < ps->out_c; ++o) {
-        const int32_t bias = pq->bias != NULL ? pq->bias[o] : 0;
+        const int32_t start = project_start(b, o);
         for (i = 0; i < hw; ++i) {
-            acc[o * hw + i] = bias;
+            acc[o * hw + i] = start;
         }
     }
     for (e = 0; e < hidden; ++e) {
@@ -109,10 +150,9 @@ void mdy_q8_block_forward(const mdy_q8_block_t *b, const int8_t *x, int8_t *y,
     /* in increasing order, so that y may start at acc: byte j of y lands in acc[j / 4], read
        already (j / 4 <= j) */
     for (o = 0; o < ps->out_c; ++o) {
+        const mdy_q8_requant_t rq = mdy_q8_conv_requant(pq, o);
         for (i = 0; i < hw; ++i) {
-            y[o * hw + i] = mdy_q8_requantized(acc[o * hw + i], pq->multiplier[o],
-                                               pq->shift[o], pq->out_zero, pq->act_min,
-                                               pq->act_max);
+            y[o * hw + i] = mdy_q8_requant_apply(&rq, acc[o * hw + i]);
         }
     }
 }

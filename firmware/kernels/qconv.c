@@ -34,12 +34,6 @@ static int32_t folded_offset(const mdy_q8_conv_t *p, int32_t o, const int8_t *w_
     return offset;
 }
 
-static int8_t output(const mdy_q8_conv_t *p, int32_t o, int32_t acc)
-{
-    return mdy_q8_requantized(acc, p->multiplier[o], p->shift[o], p->out_zero, p->act_min,
-                              p->act_max);
-}
-
 #if defined(__ARM_FEATURE_DSP)
 /* Pixels [i, i + 4) of one output channel: input channels in pairs (the two channels' words
    SXTB16-split into (p0, p2) and (p1, p3), PKHBT/PKHTB into per-pixel channel pairs, one SMLAD
@@ -84,16 +78,17 @@ static void pointwise_forward(const mdy_conv_shape_t *s, const mdy_q8_conv_t *p,
         const int8_t *x_g = x + (o / opg) * cpg * hw;  /* the group's inputs: cpg x hw */
         const int8_t *w_o = w + o * cpg;
         const int32_t offset = folded_offset(p, o, w_o, cpg);
+        const mdy_q8_requant_t rq = mdy_q8_conv_requant(p, o);
         int8_t *y_o = y + o * hw;
         i = 0;
 #if defined(__ARM_FEATURE_DSP)
         for (; i + 4 <= hw; i += 4) {
             int32_t acc[4];
             pointwise_quad(x_g + i, hw, cpg, w_o, offset, acc);
-            y_o[i] = output(p, o, acc[0]);
-            y_o[i + 1] = output(p, o, acc[1]);
-            y_o[i + 2] = output(p, o, acc[2]);
-            y_o[i + 3] = output(p, o, acc[3]);
+            y_o[i] = mdy_q8_requant_apply(&rq, acc[0]);
+            y_o[i + 1] = mdy_q8_requant_apply(&rq, acc[1]);
+            y_o[i + 2] = mdy_q8_requant_apply(&rq, acc[2]);
+            y_o[i + 3] = mdy_q8_requant_apply(&rq, acc[3]);
         }
 #endif
         for (; i < hw; ++i) {
@@ -101,7 +96,7 @@ static void pointwise_forward(const mdy_conv_shape_t *s, const mdy_q8_conv_t *p,
             for (ic = 0; ic < cpg; ++ic) {
                 acc += x_g[ic * hw + i] * w_o[ic];
             }
-            y_o[i] = output(p, o, acc);
+            y_o[i] = mdy_q8_requant_apply(&rq, acc);
         }
     }
 }
@@ -173,6 +168,7 @@ static void conv3x3_dsp(const mdy_conv_shape_t *s, const mdy_q8_conv_t *p, const
         const int8_t *x_g = x + (o / opg) * cpg * in_h * in_w;
         const int8_t *w_o = w + o * cpg * 9;
         const int32_t offset = folded_offset(p, o, w_o, cpg * 9);
+        const mdy_q8_requant_t rq = mdy_q8_conv_requant(p, o);
         int8_t *y_o = y + o * out_h * out_w;
         for (oy = 0; oy < out_h; ++oy) {
             const int32_t iy0 = oy * s->stride_h - s->pad_top;
@@ -183,13 +179,14 @@ static void conv3x3_dsp(const mdy_conv_shape_t *s, const mdy_q8_conv_t *p, const
                     const int32_t n = s->stride_w == 1 && ox + 1 < out_w ? 2 : 1;
                     int32_t acc[2];
                     window3x3_dsp(s, x_g, w_o, cpg, offset, iy0, ix0, n, acc);
-                    y_o[oy * out_w + ox] = output(p, o, acc[0]);
+                    y_o[oy * out_w + ox] = mdy_q8_requant_apply(&rq, acc[0]);
                     if (n == 2) {
-                        y_o[oy * out_w + ox + 1] = output(p, o, acc[1]);
+                        y_o[oy * out_w + ox + 1] = mdy_q8_requant_apply(&rq, acc[1]);
                     }
                     ox += n;
                 } else {
-                    y_o[oy * out_w + ox] = output(p, o, window_acc(s, p, o, x_g, w_o, oy, ox));
+                    y_o[oy * out_w + ox] = mdy_q8_requant_apply(
+                        &rq, window_acc(s, p, o, x_g, w_o, oy, ox));
                     ++ox;
                 }
             }
@@ -219,10 +216,12 @@ void mdy_q8_conv2d_forward(const mdy_conv_shape_t *s, const mdy_q8_conv_t *p, co
     for (o = 0; o < s->out_c; ++o) {
         const int8_t *x_g = x + (o / opg) * cpg * s->in_h * s->in_w;  /* cpg x in_h x in_w */
         const int8_t *w_o = w + o * cpg * k_hw;                       /* cpg x k_h x k_w */
+        const mdy_q8_requant_t rq = mdy_q8_conv_requant(p, o);
         int8_t *y_o = y + o * out_h * out_w;
         for (oy = 0; oy < out_h; ++oy) {
             for (ox = 0; ox < out_w; ++ox) {
-                y_o[oy * out_w + ox] = output(p, o, window_acc(s, p, o, x_g, w_o, oy, ox));
+                y_o[oy * out_w + ox] = mdy_q8_requant_apply(
+                    &rq, window_acc(s, p, o, x_g, w_o, oy, ox));
             }
         }
     }

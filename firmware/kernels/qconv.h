@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "conv.h"
+#include "quant.h"
 
 /* The fields of medyate_mcu/quant/lowering.py QConvParams, in its order. */
 typedef struct {
@@ -25,6 +26,12 @@ typedef struct {
     int32_t in_zero, out_zero;
     int8_t act_min, act_max;    /* -128/127, or a fused ReLU/ReLU6's range */
 } mdy_q8_conv_t;
+
+/* Output channel o's requantization (quant.h), prepared once per channel. */
+static inline mdy_q8_requant_t mdy_q8_conv_requant(const mdy_q8_conv_t *p, int32_t o)
+{
+    return mdy_q8_requant(p->multiplier[o], p->shift[o], p->out_zero, p->act_min, p->act_max);
+}
 
 /* y = the int8 convolution above. y must not overlap x. */
 void mdy_q8_conv2d_forward(const mdy_conv_shape_t *s, const mdy_q8_conv_t *p, const int8_t *x,

@@ -30,22 +30,29 @@ static inline int32_t mdy_dsp_even(int32_t v)
     return __sxtb16(v);
 }
 
-/* Bytes 1 and 3 of v, sign-extended, as the pair (b1, b3) (SXTB16 of v rotated by 8). */
+/* Bytes 1 and 3 of v, sign-extended, as the pair (b1, b3): SXTB16 with its rotation by 8
+   (gcc 12 has no intrinsic for the rotated form and does not fold the rotation itself). */
 static inline int32_t mdy_dsp_odd(int32_t v)
 {
-    return __sxtb16((int32_t)(((uint32_t)v >> 8) | ((uint32_t)v << 24)));
+    int32_t r;
+    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(v));
+    return r;
 }
 
-/* The pair (low half of a, low half of b): PKHBT. */
+/* The pair (low half of a, low half of b): PKHBT (gcc 12 builds it from two instructions). */
 static inline int32_t mdy_dsp_low(int32_t a, int32_t b)
 {
-    return (int32_t)(((uint32_t)a & 0xFFFFu) | ((uint32_t)b << 16));
+    int32_t r;
+    __asm__("pkhbt %0, %1, %2, lsl #16" : "=r"(r) : "r"(a), "r"(b));
+    return r;
 }
 
 /* The pair (high half of a, high half of b): PKHTB. */
 static inline int32_t mdy_dsp_high(int32_t a, int32_t b)
 {
-    return (int32_t)(((uint32_t)a >> 16) | ((uint32_t)b & 0xFFFF0000u));
+    int32_t r;
+    __asm__("pkhtb %0, %2, %1, asr #16" : "=r"(r) : "r"(a), "r"(b));
+    return r;
 }
 
 #endif /* __ARM_FEATURE_DSP */

@@ -34,29 +34,60 @@ typedef struct {
 int32_t mdy_requantize(int32_t x, int32_t multiplier, int32_t shift);
 
 /*
- * mdy_requantize inline, for the kernels' inner loops (quant.c's mdy_requantize is this).
+ * mdy_requantize with the shift split into left = max(shift, 0) and right = max(-shift, 0),
+ * inline for the kernels' inner loops (quant.c's mdy_requantize is it).
  * SRDHM: gemmlowp's (ab + nudge) / 2^31, nudge 2^30 for ab >= 0 and 1 - 2^30 below, truncated
  * toward zero, is floor((ab + 2^30) / 2^31) for either sign (ab < 0: the quotient's ceiling,
  * ceil(n / d) = floor((n + d - 1) / d)): one 64-bit multiply-add and an arithmetic shift (quant.c
  * checks that >> is arithmetic). The left shift saturates by comparison (x * 2^left leaves int32
- * exactly when x > INT32_MAX >> left or x < INT32_MIN >> left). RDBPOT: as quant.h says.
+ * exactly when x > INT32_MAX >> left or x < INT32_MIN >> left). RDBPOT as mdy_requantize says.
  */
-static inline int32_t mdy_requantize_inline(int32_t x, int32_t multiplier, int32_t shift)
+static inline int32_t mdy_requantize_split(int32_t x, int32_t multiplier, int32_t left,
+                                           int32_t right)
 {
-    int32_t e = 0, mask, v;
-    if (shift > 0) {
-        x = x > (INT32_MAX >> shift) ? INT32_MAX
-            : x < (INT32_MIN >> shift) ? INT32_MIN : x * ((int32_t)1 << shift);
-    } else {
-        e = -shift;
+    int32_t mask, v;
+    if (left > 0) {
+        x = x > (INT32_MAX >> left) ? INT32_MAX
+            : x < (INT32_MIN >> left) ? INT32_MIN : x * ((int32_t)1 << left);
     }
     if (x == INT32_MIN && multiplier == INT32_MIN) {
         v = INT32_MAX;  /* the one product whose doubled high half overflows */
     } else {
         v = (int32_t)(((int64_t)x * multiplier + ((int64_t)1 << 30)) >> 31);
     }
-    mask = (int32_t)(((uint32_t)1 << e) - 1u);
-    return (v >> e) + ((v & mask) > (mask >> 1) + (v < 0 ? 1 : 0) ? 1 : 0);
+    mask = (int32_t)(((uint32_t)1 << right) - 1u);
+    return (v >> right) + ((v & mask) > (mask >> 1) + (v < 0 ? 1 : 0) ? 1 : 0);
+}
+
+static inline int32_t mdy_requantize_inline(int32_t x, int32_t multiplier, int32_t shift)
+{
+    return mdy_requantize_split(x, multiplier, shift > 0 ? shift : 0, shift < 0 ? -shift : 0);
+}
+
+/* One output channel's requantization, prepared once per channel: y = clamp(zero +
+   requantize(acc), act_min, act_max) = zero + clamp(requantize(acc), lo, hi) with lo = act_min
+   - zero and hi = act_max - zero (|zero| <= 128: no int32 overflow either way). */
+typedef struct {
+    int32_t multiplier, left, right, zero, lo, hi;
+} mdy_q8_requant_t;
+
+static inline mdy_q8_requant_t mdy_q8_requant(int32_t multiplier, int32_t shift, int32_t zero,
+                                              int8_t act_min, int8_t act_max)
+{
+    mdy_q8_requant_t r;
+    r.multiplier = multiplier;
+    r.left = shift > 0 ? shift : 0;
+    r.right = shift < 0 ? -shift : 0;
+    r.zero = zero;
+    r.lo = act_min - zero;
+    r.hi = act_max - zero;
+    return r;
+}
+
+static inline int8_t mdy_q8_requant_apply(const mdy_q8_requant_t *r, int32_t acc)
+{
+    const int32_t v = mdy_requantize_split(acc, r->multiplier, r->left, r->right);
+    return (int8_t)(r->zero + (v < r->lo ? r->lo : v > r->hi ? r->hi : v));
 }
 
 /*
@@ -82,13 +113,6 @@ static inline int8_t mdy_q8_output(int32_t zero, int32_t v, int8_t lo, int8_t hi
        changes nothing and keeps zero + v inside int32 */
     const int32_t w = zero + (v > 512 ? 512 : v < -512 ? -512 : v);
     return (int8_t)(w < lo ? lo : w > hi ? hi : w);
-}
-
-/* clamp(zero + requantize(acc, multiplier, shift), lo, hi): an int8 kernel's output. */
-static inline int8_t mdy_q8_requantized(int32_t acc, int32_t multiplier, int32_t shift,
-                                        int32_t zero, int8_t lo, int8_t hi)
-{
-    return mdy_q8_output(zero, mdy_requantize_inline(acc, multiplier, shift), lo, hi);
 }
 
 #endif /* MDY_QUANT_H */
