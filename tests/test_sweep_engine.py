@@ -11,10 +11,12 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -123,9 +125,13 @@ def ray_cluster() -> Iterator[str]:
     if not ray_binary.is_file():
         pytest.fail(f"{ray_binary} is missing: the ray package is a dependency")
     port = _free_port()
+    # its own temporary folder (short: Unix socket paths live there), not /tmp/ray where other
+    # Ray instances of this machine find "the current cluster"
+    temporary = tempfile.mkdtemp(prefix="ray-test-", dir="/tmp")
     process = subprocess.Popen(
         [str(ray_binary), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
-         "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats", "--block"],
+         "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats",
+         f"--temp-dir={temporary}", "--block"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         env=dict(os.environ, RAY_AUTH_MODE="disabled"))  # loopback only, no token to share
     try:
@@ -142,6 +148,7 @@ def ray_cluster() -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        shutil.rmtree(temporary, ignore_errors=True)
 
 
 def _free_port() -> int:
