@@ -298,7 +298,8 @@ def test_forward_keeps_signed_zeros_and_padded_infinities(
     """Cases where reading the padding as zeros would change bits, which the depthwise forward
     must route to the masked path: a bias of -0 with every product -0 (a padded +0 * w would
     turn a -0 sum into +0), and an infinite weight whose tap is padded for the border pixels
-    (0 * inf would be NaN). Checked against the reference build, and the -0 is really there."""
+    (0 * inf would be NaN; the stride-1 input error's gather too). Checked against the
+    reference build, and the -0 is really there."""
     fast, general = libs
     for case in (Conv(3, 4, 4, 3, (3, 3), pads=(1, 1, 1, 1), groups=3),
                  Conv(3, 8, 8, 3, (3, 3), (2, 2), (0, 0, 1, 1), 3),
@@ -312,3 +313,6 @@ def test_forward_keeps_signed_zeros_and_padded_infinities(
         assert_bits_equal(y, forward(general, case, x, w, b), f"forward {case}")
         assert np.all(np.signbit(y[0])) and not np.any(y[0])
         assert np.all(np.isfinite(y[1, 0, :])) or case.pads[0] == 0
+        dy = conv_data(case, 6)[3]
+        assert_bits_equal(backward_input(fast, case, dy, w, None),
+                          backward_input(general, case, dy, w, None), f"input error {case}")

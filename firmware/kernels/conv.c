@@ -158,6 +158,9 @@ static void backward_input(const mdy_conv_shape_t *s, const float *dy, const flo
 {
     const int pointwise = is_pointwise(s);
     int32_t o;
+    if (!accumulate && w8 == NULL && mdy_conv3x3_depthwise_backward_input_fresh(s, dy, w, dx)) {
+        return;
+    }
     if (!accumulate) {
         mdy_zero((uint32_t)s->in_c * (uint32_t)(s->in_h * s->in_w), dx);
     }

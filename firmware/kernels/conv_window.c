@@ -464,18 +464,22 @@ int mdy_conv3x3_forward(const mdy_conv_shape_t *s, const float *x_g, const float
     return 1;
 }
 
-/* y (one output map) = bias + x_c * w_c by plan p. */
+/* y (one output map) = bias + x_c * w_c by plan p (w_c rotated by half a turn: rotated). */
 static void forward_channel(const mdy_conv_shape_t *s, const plan_t *p, const float *x_c,
-                            const float *w_c, float bias, float *y)
+                            const float *w_c, float bias, float *y, int rotated)
 {
     taps_t f;
     fill(s->out_h * s->out_w, bias, y);
-    load_taps(&f, w_c);
+    if (rotated) {
+        load_rotated(&f, w_c);
+    } else {
+        load_taps(&f, w_c);
+    }
     forward_plan(s, p, x_c, &f, y);
 }
 
 static int forward_edges(const mdy_conv_shape_t *s, const plan_t *p, const float *x,
-                         const float *w, const float *b, float *y);
+                         const float *w, const float *b, float *y, int rotated);
 
 int mdy_conv3x3_depthwise_forward(const mdy_conv_shape_t *s, const float *x, const float *w,
                                   const float *b, float *y)
@@ -486,11 +490,11 @@ int mdy_conv3x3_depthwise_forward(const mdy_conv_shape_t *s, const float *x, con
     if (s->groups != s->in_c || s->out_c != s->in_c || !plan(s, &p)) {
         return 0;
     }
-    if (forward_edges(s, &p, x, w, b, y)) {
+    if (forward_edges(s, &p, x, w, b, y, 0)) {
         return 1;
     }
     for (c = 0; c < s->out_c; ++c, x += in_hw, w += K * K, y += out_hw) {
-        forward_channel(s, &p, x, w, b != NULL ? b[c] : 0.0f, y);
+        forward_channel(s, &p, x, w, b != NULL ? b[c] : 0.0f, y, 0);
     }
     return 1;
 }
@@ -1066,7 +1070,8 @@ static inline int finite_taps(const float *w_c)
  */
 #define FORWARD_EDGES(name, SW) \
 static void name(const mdy_conv_shape_t *s, const plan_t *p, int32_t lo, int32_t hi, \
-                 const float *zero, const float *x, const float *w, const float *b, float *y) \
+                 const float *zero, const float *x, const float *w, const float *b, float *y, \
+                 int rotated) \
 { \
     const int32_t in_h = s->in_h, in_w = s->in_w, out_w = s->out_w, sh = s->stride_h; \
     const int32_t out_h = s->out_h, top = -s->pad_top, in_hw = in_h * in_w; \
@@ -1078,11 +1083,15 @@ static void name(const mdy_conv_shape_t *s, const plan_t *p, int32_t lo, int32_t
         taps_t f; \
         int32_t oy, ox, iy = top; \
         if (negative_zero(bias) || !finite_taps(w)) { \
-            forward_channel(s, p, x, w, bias, y); \
+            forward_channel(s, p, x, w, bias, y, rotated); \
             y += out_h * out_w; \
             continue; \
         } \
-        load_taps(&f, w); \
+        if (rotated) { \
+            load_rotated(&f, w); \
+        } else { \
+            load_taps(&f, w); \
+        } \
         for (oy = 0; oy < out_h; ++oy, y += out_w, iy += sh) { \
             const float *r0 = input_row(x, zero, iy, in_h, in_w); \
             const float *r1 = input_row(x, zero, iy + 1, in_h, in_w); \
@@ -1141,9 +1150,10 @@ static int edges(const mdy_conv_shape_t *s, columns_t *c)
         && (s->stride_w == 1 || s->stride_w == 2);
 }
 
-/* The depthwise forward by FORWARD_EDGES; 0, touching nothing, for other shapes. */
+/* The depthwise forward by FORWARD_EDGES (the filters rotated: rotated); 0, touching nothing,
+   for other shapes. */
 static int forward_edges(const mdy_conv_shape_t *s, const plan_t *p, const float *x,
-                         const float *w, const float *b, float *y)
+                         const float *w, const float *b, float *y, int rotated)
 {
     float zero[ZERO_ROW];
     columns_t c;
@@ -1155,9 +1165,9 @@ static int forward_edges(const mdy_conv_shape_t *s, const plan_t *p, const float
         zero[i] = 0.0f;
     }
     if (s->stride_w == 1) {
-        forward_edges_1(s, p, c.lo, c.hi, zero, x, w, b, y);
+        forward_edges_1(s, p, c.lo, c.hi, zero, x, w, b, y, rotated);
     } else {
-        forward_edges_2(s, p, c.lo, c.hi, zero, x, w, b, y);
+        forward_edges_2(s, p, c.lo, c.hi, zero, x, w, b, y, rotated);
     }
     return 1;
 }
@@ -1233,4 +1243,14 @@ static int input_edges(const mdy_conv_shape_t *s, const float *dy, const float *
     }
     input_edges_2(s, c.lo, c.hi, trash, dy, w, dx);
     return 1;
+}
+
+int mdy_conv3x3_depthwise_backward_input_fresh(const mdy_conv_shape_t *s, const float *dy,
+                                               const float *w, float *dx)
+{
+    input_plan_t p;
+    if (s->groups != s->in_c || s->out_c != s->in_c || !input_plan(s, &p) || !p.gather) {
+        return 0;
+    }
+    return forward_edges(&p.t, &p.p, dy, w, NULL, dx, 1);
 }

@@ -43,6 +43,13 @@ int mdy_conv3x3_depthwise_forward(const mdy_conv_shape_t *s, const float *x, con
 int mdy_conv3x3_depthwise_backward_input(const mdy_conv_shape_t *s, const float *dy,
                                          const float *w, float *dx);
 
+/* dx = the depthwise input error (overwritten, every cell written): for stride 1, the gather
+   with window rows in the padding read from a zero row, where the sums start at +0 (a
+   filter that is not finite: the masked gather). The same bits as zeroing dx and calling
+   mdy_conv3x3_depthwise_backward_input; 0, touching nothing, for shapes it does not take. */
+int mdy_conv3x3_depthwise_backward_input_fresh(const mdy_conv_shape_t *s, const float *dy,
+                                               const float *w, float *dx);
+
 /* mdy_conv2d_backward_weight_channels (conv.h) for a 3x3 kernel on input maps at most 64
    wide: the border columns' masks computed once per call, the window rows in the padding read
    from a zero row (bit-identity conditions: conv.h). */
