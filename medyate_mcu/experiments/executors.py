@@ -168,8 +168,13 @@ class _RaySession(threading.Thread):
         try:
             ray.init(**self.options, log_to_driver=False, logging_level=logging.ERROR)
         except Exception as exc:  # reported by start()
-            self.failure = _first_line(exc) + (f" ({_first_line(exc.__cause__)})"
-                                               if exc.__cause__ else "")
+            self.failure = _first_line(exc)
+            if "InvalidAuthToken" in str(exc.__cause__ or ""):
+                self.failure += (" (the cluster wants its authentication token: set "
+                                 "RAY_AUTH_MODE=token, with the cluster's token in "
+                                 "~/.ray/auth_token or RAY_AUTH_TOKEN)")
+            elif exc.__cause__:
+                self.failure += f" ({_first_line(exc.__cause__)})"
         self.ready.set()
         if self.failure is None:
             self.done.wait()
