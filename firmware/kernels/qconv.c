@@ -158,35 +158,105 @@ static void window3x3_dsp(const mdy_conv_shape_t *s, const int8_t *x_g, const in
     acc[1] = a1;
 }
 
+/* Weight pairs of a 3x3 filter for window taps: per row r, (w[r][0], w[r][2]) then w[r][1]. */
+static void weight_pairs3x3(const int8_t *w, int32_t k[6])
+{
+    int32_t r;
+    for (r = 0; r < 3; ++r) {
+        k[2 * r] = mdy_dsp_low(w[3 * r], w[3 * r + 2]);
+        k[2 * r + 1] = w[3 * r + 1];
+    }
+}
+
+/* One 3x3 row tap set: acc += (x0, x2) . (w0, w2) + x1 * w1 for the word u = x[0..3]. */
+static int32_t row_taps(int32_t u, int32_t w02, int32_t w1, int32_t acc)
+{
+    return __smlabb(mdy_dsp_odd(u), w1, __smlad(mdy_dsp_even(u), w02, acc));
+}
+
+/*
+ * n consecutive interior outputs of one single-input-channel 3x3 conv (depthwise), the first
+ * reading rows x0, x0 + in_w, x0 + 2 in_w from column 0, each next one `stride` columns on, every
+ * word load inside its row (the caller's bound); weights k from weight_pairs3x3, in registers.
+ * At stride 1 two pixels share each row's word: the right one is (x1, x3) . (w0, w2) + x2 * w1.
+ */
+static void depthwise3x3_row(const int8_t *x0, int32_t in_w, int32_t stride, int32_t n,
+                             const int32_t k[6], int32_t offset, const mdy_q8_requant_t *rq,
+                             int8_t *y)
+{
+    const int32_t k0 = k[0], k1 = k[1], k2 = k[2], k3 = k[3], k4 = k[4], k5 = k[5];
+    int32_t j = 0;
+    if (stride == 1) {
+        for (; j + 2 <= n; j += 2) {
+            const int8_t *p = x0 + j;
+            const int32_t u = mdy_dsp_load4(p), v = mdy_dsp_load4(p + in_w);
+            const int32_t t = mdy_dsp_load4(p + 2 * in_w);
+            const int32_t u02 = mdy_dsp_even(u), u13 = mdy_dsp_odd(u);
+            const int32_t v02 = mdy_dsp_even(v), v13 = mdy_dsp_odd(v);
+            const int32_t t02 = mdy_dsp_even(t), t13 = mdy_dsp_odd(t);
+            int32_t a = __smlabb(u13, k1, __smlad(u02, k0, offset));
+            int32_t b = __smlatb(u02, k1, __smlad(u13, k0, offset));
+            a = __smlabb(v13, k3, __smlad(v02, k2, a));
+            b = __smlatb(v02, k3, __smlad(v13, k2, b));
+            a = __smlabb(t13, k5, __smlad(t02, k4, a));
+            b = __smlatb(t02, k5, __smlad(t13, k4, b));
+            y[j] = mdy_q8_requant_apply(rq, a);
+            y[j + 1] = mdy_q8_requant_apply(rq, b);
+        }
+    }
+    for (; j < n; ++j) {
+        const int8_t *p = x0 + j * stride;
+        int32_t a = row_taps(mdy_dsp_load4(p), k0, k1, offset);
+        a = row_taps(mdy_dsp_load4(p + in_w), k2, k3, a);
+        a = row_taps(mdy_dsp_load4(p + 2 * in_w), k4, k5, a);
+        y[j] = mdy_q8_requant_apply(rq, a);
+    }
+}
+
 static void conv3x3_dsp(const mdy_conv_shape_t *s, const mdy_q8_conv_t *p, const int8_t *x,
                         const int8_t *w, int8_t *y)
 {
     const int32_t in_h = s->in_h, in_w = s->in_w, out_h = s->out_h, out_w = s->out_w;
     const int32_t cpg = s->in_c / s->groups, opg = s->out_c / s->groups;
-    int32_t o, oy, ox;
+    const int32_t sw = s->stride_w, pad = s->pad_left;
+    /* the columns whose word loads stay inside the row: ix0 >= 0 and ix0 + 4 <= in_w */
+    const int32_t ox_lo = (pad + sw - 1) / sw;
+    int32_t ox_hi = in_w - 4 + pad >= 0 ? (in_w - 4 + pad) / sw + 1 : 0;
+    int32_t ox_end, o, oy, ox;
+    ox_hi = ox_hi > out_w ? out_w : ox_hi < ox_lo ? ox_lo : ox_hi;
+    /* at stride 1 a pair whose left pixel is below ox_hi reads only its own taps: one more
+       pixel when that leaves whole pairs */
+    ox_end = sw == 1 && ox_hi > ox_lo && ox_hi < out_w && (ox_hi + 1 - ox_lo) % 2 == 0
+        ? ox_hi + 1 : ox_hi;
     for (o = 0; o < s->out_c; ++o) {
         const int8_t *x_g = x + (o / opg) * cpg * in_h * in_w;
         const int8_t *w_o = w + o * cpg * 9;
         const int32_t offset = folded_offset(p, o, w_o, cpg * 9);
         const mdy_q8_requant_t rq = mdy_q8_conv_requant(p, o);
+        int32_t k[6];
         int8_t *y_o = y + o * out_h * out_w;
+        weight_pairs3x3(w_o, k);
         for (oy = 0; oy < out_h; ++oy) {
             const int32_t iy0 = oy * s->stride_h - s->pad_top;
             const int rows_in = iy0 >= 0 && iy0 + 3 <= in_h;
+            int8_t *y_row = y_o + oy * out_w;
             for (ox = 0; ox < out_w;) {
-                const int32_t ix0 = ox * s->stride_w - s->pad_left;
-                if (rows_in && ix0 >= 0 && ix0 + 4 <= in_w) {
-                    const int32_t n = s->stride_w == 1 && ox + 1 < out_w ? 2 : 1;
+                const int32_t ix0 = ox * sw - pad;
+                if (rows_in && ox == ox_lo && ox_hi > ox_lo && cpg == 1) {
+                    depthwise3x3_row(x_g + iy0 * in_w + ix0, in_w, sw, ox_end - ox_lo, k,
+                                     offset, &rq, y_row + ox);
+                    ox = ox_end;
+                } else if (rows_in && ox >= ox_lo && ox < ox_hi) {
+                    const int32_t n = sw == 1 && ox + 1 < ox_hi ? 2 : 1;
                     int32_t acc[2];
                     window3x3_dsp(s, x_g, w_o, cpg, offset, iy0, ix0, n, acc);
-                    y_o[oy * out_w + ox] = mdy_q8_requant_apply(&rq, acc[0]);
+                    y_row[ox] = mdy_q8_requant_apply(&rq, acc[0]);
                     if (n == 2) {
-                        y_o[oy * out_w + ox + 1] = mdy_q8_requant_apply(&rq, acc[1]);
+                        y_row[ox + 1] = mdy_q8_requant_apply(&rq, acc[1]);
                     }
                     ox += n;
                 } else {
-                    y_o[oy * out_w + ox] = mdy_q8_requant_apply(
-                        &rq, window_acc(s, p, o, x_g, w_o, oy, ox));
+                    y_row[ox] = mdy_q8_requant_apply(&rq, window_acc(s, p, o, x_g, w_o, oy, ox));
                     ++ox;
                 }
             }

@@ -34,41 +34,58 @@ typedef struct {
 int32_t mdy_requantize(int32_t x, int32_t multiplier, int32_t shift);
 
 /*
- * mdy_requantize with the shift split into left = max(shift, 0) and right = max(-shift, 0),
- * inline for the kernels' inner loops (quant.c's mdy_requantize is it).
- * SRDHM: gemmlowp's (ab + nudge) / 2^31, nudge 2^30 for ab >= 0 and 1 - 2^30 below, truncated
- * toward zero, is floor((ab + 2^30) / 2^31) for either sign (ab < 0: the quotient's ceiling,
- * ceil(n / d) = floor((n + d - 1) / d)): one 64-bit multiply-add and an arithmetic shift (quant.c
- * checks that >> is arithmetic). The left shift saturates by comparison (x * 2^left leaves int32
- * exactly when x > INT32_MAX >> left or x < INT32_MIN >> left). RDBPOT as mdy_requantize says.
+ * The steps of mdy_requantize, inline for the kernels' inner loops (quant.c's mdy_requantize
+ * composes them). Left shift: x * 2^left saturated, by comparison (it leaves int32 exactly when
+ * x > INT32_MAX >> left or x < INT32_MIN >> left).
  */
-static inline int32_t mdy_requantize_split(int32_t x, int32_t multiplier, int32_t left,
-                                           int32_t right)
+static inline int32_t mdy_shift_left_saturated(int32_t x, int32_t left)
 {
-    int32_t mask, v;
-    if (left > 0) {
-        x = x > (INT32_MAX >> left) ? INT32_MAX
-            : x < (INT32_MIN >> left) ? INT32_MIN : x * ((int32_t)1 << left);
-    }
-    if (x == INT32_MIN && multiplier == INT32_MIN) {
-        v = INT32_MAX;  /* the one product whose doubled high half overflows */
-    } else {
-        v = (int32_t)(((int64_t)x * multiplier + ((int64_t)1 << 30)) >> 31);
-    }
-    mask = (int32_t)(((uint32_t)1 << right) - 1u);
-    return (v >> right) + ((v & mask) > (mask >> 1) + (v < 0 ? 1 : 0) ? 1 : 0);
+    return x > (INT32_MAX >> left) ? INT32_MAX
+        : x < (INT32_MIN >> left) ? INT32_MIN : x * ((int32_t)1 << left);
+}
+
+/* SRDHM but for a = b = INT32_MIN (the caller's case): gemmlowp's (ab + nudge) / 2^31, nudge
+   2^30 for ab >= 0 and 1 - 2^30 below, truncated toward zero, is floor((ab + 2^30) / 2^31) for
+   either sign (ab < 0: the quotient's ceiling, ceil(n / d) = floor((n + d - 1) / d)): one
+   64-bit multiply-add and an arithmetic shift (quant.c checks that >> is arithmetic); with the
+   DSP extension one SMLAL onto 2^30 (gcc 12 makes a 64 x 64-bit product of the C). */
+static inline int32_t mdy_srdhm_nudged(int32_t a, int32_t b)
+{
+#if defined(__ARM_FEATURE_DSP)
+    uint32_t lo = (uint32_t)1 << 30;
+    uint32_t hi = 0;
+    __asm__("smlal %0, %1, %2, %3" : "+r"(lo), "+r"(hi) : "r"(a), "r"(b));
+    return (int32_t)((lo >> 31) | (hi << 1));
+#else
+    return (int32_t)(((int64_t)a * b + ((int64_t)1 << 30)) >> 31);
+#endif
+}
+
+/* RDBPOT: v / 2^right rounded half away from zero; mask = 2^right - 1, half = mask >> 1. */
+static inline int32_t mdy_rdbpot(int32_t v, int32_t right, int32_t mask, int32_t half)
+{
+    return (v >> right) + ((v & mask) > half + (v < 0 ? 1 : 0) ? 1 : 0);
 }
 
 static inline int32_t mdy_requantize_inline(int32_t x, int32_t multiplier, int32_t shift)
 {
-    return mdy_requantize_split(x, multiplier, shift > 0 ? shift : 0, shift < 0 ? -shift : 0);
+    const int32_t right = shift < 0 ? -shift : 0;
+    const int32_t mask = (int32_t)(((uint32_t)1 << right) - 1u);
+    int32_t v;
+    if (shift > 0) {
+        x = mdy_shift_left_saturated(x, shift);
+    }
+    /* the one product whose doubled high half overflows saturates */
+    v = x == INT32_MIN && multiplier == INT32_MIN ? INT32_MAX : mdy_srdhm_nudged(x, multiplier);
+    return mdy_rdbpot(v, right, mask, mask >> 1);
 }
 
 /* One output channel's requantization, prepared once per channel: y = clamp(zero +
    requantize(acc), act_min, act_max) = zero + clamp(requantize(acc), lo, hi) with lo = act_min
-   - zero and hi = act_max - zero (|zero| <= 128: no int32 overflow either way). */
+   - zero and hi = act_max - zero (|zero| <= 128: no int32 overflow either way). The multiplier
+   must be a kernel's (in [2^30, 2^31) or 0, never INT32_MIN: SRDHM needs no overflow check). */
 typedef struct {
-    int32_t multiplier, left, right, zero, lo, hi;
+    int32_t multiplier, left, right, mask, half, zero, lo, hi;
 } mdy_q8_requant_t;
 
 static inline mdy_q8_requant_t mdy_q8_requant(int32_t multiplier, int32_t shift, int32_t zero,
@@ -78,6 +95,8 @@ static inline mdy_q8_requant_t mdy_q8_requant(int32_t multiplier, int32_t shift,
     r.multiplier = multiplier;
     r.left = shift > 0 ? shift : 0;
     r.right = shift < 0 ? -shift : 0;
+    r.mask = (int32_t)(((uint32_t)1 << r.right) - 1u);
+    r.half = r.mask >> 1;
     r.zero = zero;
     r.lo = act_min - zero;
     r.hi = act_max - zero;
@@ -86,7 +105,11 @@ static inline mdy_q8_requant_t mdy_q8_requant(int32_t multiplier, int32_t shift,
 
 static inline int8_t mdy_q8_requant_apply(const mdy_q8_requant_t *r, int32_t acc)
 {
-    const int32_t v = mdy_requantize_split(acc, r->multiplier, r->left, r->right);
+    int32_t v;
+    if (r->left > 0) {
+        acc = mdy_shift_left_saturated(acc, r->left);
+    }
+    v = mdy_rdbpot(mdy_srdhm_nudged(acc, r->multiplier), r->right, r->mask, r->half);
     return (int8_t)(r->zero + (v < r->lo ? r->lo : v > r->hi ? r->hi : v));
 }
 
