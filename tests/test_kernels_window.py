@@ -16,7 +16,8 @@ The engine's multi-channel weight gradient (mdy_conv2d_backward_weight_channels:
 channels' slots in a pool, one call per layer) must equal the reference build's per-channel calls
 bit for bit on the same shapes and on shapes either side of its thresholds (a padded copy of at
 most 100 floats: 8x8 s1 = 10x10 in, 8x9 out; 4x4 s2 = 9x9 in, 5x5 out, and 4x4 s3 = 12x12 out
-of the pixel table's reach), for several channel sets (none, one, all, unsorted with gaps).
+of the pixel table's reach; rows of four output pixels, unrolled, and five), for several channel
+sets (none, one, all, unsorted with gaps). Those threshold shapes also run the first test.
 """
 
 from __future__ import annotations
@@ -123,7 +124,7 @@ def backward_weight(lib: ctypes.CDLL, case: Conv, dy: np.ndarray, x: np.ndarray,
 def test_fast_paths_equal_general_loops_bit_for_bit(libs: tuple[ctypes.CDLL, ctypes.CDLL]
                                                     ) -> None:
     fast, general = libs
-    for i, case in enumerate(CASES):
+    for i, case in enumerate(CASES + THRESHOLDS):
         x, w, b, dy = conv_data(case, i)
         base_dx = np.random.default_rng(1000 + i).standard_normal(x.shape).astype(np.float32)
         base_dw = np.random.default_rng(2000 + i).standard_normal(w.shape).astype(np.float32)
@@ -237,6 +238,10 @@ def per_channel(lib: ctypes.CDLL, case: Conv, dy: np.ndarray, x: np.ndarray,
 
 
 THRESHOLDS = [Conv(3, 8, 8, 3, (3, 3), pads=(1, 1, 1, 1), groups=3),  # 10x10: padded
+              Conv(3, 4, 4, 3, (3, 3), pads=(1, 1, 1, 1), groups=3),  # rows of four, stride 1
+              Conv(2, 6, 8, 2, (3, 3), (2, 2), (0, 0, 1, 1), 2),  # rows of four, stride 2
+              Conv(2, 6, 9, 2, (3, 3), (2, 2), (0, 0, 1, 1), 2),  # 9 wide: rows of five
+              Conv(2, 6, 7, 2, (3, 3), (2, 2), (1, 1, 1, 1), 2),  # stride 2, both sides
               Conv(3, 8, 9, 3, (3, 3), pads=(1, 1, 1, 1), groups=3),  # 10x11: the geometry
               Conv(2, 8, 8, 2, (3, 3), (2, 2), (0, 0, 1, 1), 2),  # 9x9 windows: padded
               Conv(2, 10, 10, 2, (3, 3), (2, 2), (1, 1, 1, 1), 2),  # 5x5 out, 11x11: geometry

@@ -915,6 +915,65 @@ static void weight_zero_rows(const mdy_conv_shape_t *s, const columns_t *c, cons
         a.t[3 * ky + 2] += d0 * c2; a.t[3 * ky + 2] += d1 * c3; \
     } while (0)
 
+/* Rows of four output pixels with a padding of one column per side (stride 1: windows from
+   input column -1, four input cells c0 .. c3) or on the right only (stride 2: from column 0,
+   eight cells c0 .. c7): whole rows unrolled, each window row's cells loaded once. */
+#define ROW4(SW, out_w, lo, hi) \
+    ((out_w) == 4 && (hi) == 3 && (lo) == ((SW) == 1 ? 1 : 0))
+
+/* Forward, window row ky (cells r##ky, weights w0 .. w2) into pixels a0 .. a3, each pixel's
+   taps kx ascending. */
+#define FORWARD_ROW4_1(ky) do { \
+        const float c0 = r##ky[0], c1 = r##ky[1], c2 = r##ky[2], c3 = r##ky[3]; \
+        const float w0 = f.t[3 * ky], w1 = f.t[3 * ky + 1], w2 = f.t[3 * ky + 2]; \
+        a0 += c0 * w1; a0 += c1 * w2; \
+        a1 += c0 * w0; a1 += c1 * w1; a1 += c2 * w2; \
+        a2 += c1 * w0; a2 += c2 * w1; a2 += c3 * w2; \
+        a3 += c2 * w0; a3 += c3 * w1; \
+    } while (0)
+#define FORWARD_ROW4_2(ky) do { \
+        const float c0 = r##ky[0], c1 = r##ky[1], c2 = r##ky[2], c3 = r##ky[3]; \
+        const float c4 = r##ky[4], c5 = r##ky[5], c6 = r##ky[6], c7 = r##ky[7]; \
+        const float w0 = f.t[3 * ky], w1 = f.t[3 * ky + 1], w2 = f.t[3 * ky + 2]; \
+        a0 += c0 * w0; a0 += c1 * w1; a0 += c2 * w2; \
+        a1 += c2 * w0; a1 += c3 * w1; a1 += c4 * w2; \
+        a2 += c4 * w0; a2 += c5 * w1; a2 += c6 * w2; \
+        a3 += c6 * w0; a3 += c7 * w1; \
+    } while (0)
+
+/* Weight gradient, window row ky: pixels d0 .. d3 onto its three accumulators, each taking
+   the pixels in order. */
+#define WEIGHT_ROW4_1(ky) do { \
+        const float c0 = r##ky[0], c1 = r##ky[1], c2 = r##ky[2], c3 = r##ky[3]; \
+        a.t[3 * ky] += d1 * c0; a.t[3 * ky] += d2 * c1; a.t[3 * ky] += d3 * c2; \
+        a.t[3 * ky + 1] += d0 * c0; a.t[3 * ky + 1] += d1 * c1; \
+        a.t[3 * ky + 1] += d2 * c2; a.t[3 * ky + 1] += d3 * c3; \
+        a.t[3 * ky + 2] += d0 * c1; a.t[3 * ky + 2] += d1 * c2; a.t[3 * ky + 2] += d2 * c3; \
+    } while (0)
+#define WEIGHT_ROW4_2(ky) do { \
+        const float c0 = r##ky[0], c1 = r##ky[1], c2 = r##ky[2], c3 = r##ky[3]; \
+        const float c4 = r##ky[4], c5 = r##ky[5], c6 = r##ky[6], c7 = r##ky[7]; \
+        a.t[3 * ky] += d0 * c0; a.t[3 * ky] += d1 * c2; \
+        a.t[3 * ky] += d2 * c4; a.t[3 * ky] += d3 * c6; \
+        a.t[3 * ky + 1] += d0 * c1; a.t[3 * ky + 1] += d1 * c3; \
+        a.t[3 * ky + 1] += d2 * c5; a.t[3 * ky + 1] += d3 * c7; \
+        a.t[3 * ky + 2] += d0 * c2; a.t[3 * ky + 2] += d1 * c4; a.t[3 * ky + 2] += d2 * c6; \
+    } while (0)
+
+/* Input error (stride 2), window row ky: the scatter of pixels d0 .. d3 into its eight cells,
+   each cell taking the pixels in order. */
+#define INPUT_ROW4_2(ky) do { \
+        const float w0 = f.t[3 * ky], w1 = f.t[3 * ky + 1], w2 = f.t[3 * ky + 2]; \
+        float c0 = r##ky[0], c1 = r##ky[1], c2 = r##ky[2], c3 = r##ky[3]; \
+        float c4 = r##ky[4], c5 = r##ky[5], c6 = r##ky[6], c7 = r##ky[7]; \
+        c0 += d0 * w0; c1 += d0 * w1; c2 += d0 * w2; \
+        c2 += d1 * w0; c3 += d1 * w1; c4 += d1 * w2; \
+        c4 += d2 * w0; c5 += d2 * w1; c6 += d2 * w2; \
+        c6 += d3 * w0; c7 += d3 * w1; \
+        r##ky[0] = c0; r##ky[1] = c1; r##ky[2] = c2; r##ky[3] = c3; \
+        r##ky[4] = c4; r##ky[5] = c5; r##ky[6] = c6; r##ky[7] = c7; \
+    } while (0)
+
 /* The selected channels of a multi-channel weight gradient (mdy_conv3x3_backward_weights). */
 typedef struct {
     const float *dy;
@@ -960,7 +1019,7 @@ static void name(const mdy_conv_shape_t *s, const slots_t *job, int32_t lo, int3
     const int32_t in_h = s->in_h, in_w = s->in_w, out_w = s->out_w, sh = s->stride_h; \
     const int32_t out_h = s->out_h, top = -s->pad_top; \
     const int32_t first = lo < hi ? lo * SW - s->pad_left : 0, o = hi * SW - s->pad_left; \
-    const int right = hi < out_w; \
+    const int right = hi < out_w, row4 = ROW4(SW, out_w, lo, hi); \
     EACH_SLOT(s, job, { \
         const float *dy = dy_m; \
         int32_t oy, ox, iy = top; \
@@ -969,6 +1028,13 @@ static void name(const mdy_conv_shape_t *s, const slots_t *job, int32_t lo, int3
             const float *r1 = input_row(x_c, zero, iy + 1, in_h, in_w); \
             const float *r2 = input_row(x_c, zero, iy + 2, in_h, in_w); \
             const float *x0 = r0 + first, *x1 = r1 + first, *x2 = r2 + first; \
+            if (row4) { \
+                const float d0 = dy[0], d1 = dy[1], d2 = dy[2], d3 = dy[3]; \
+                WEIGHT_ROW4_##SW(0); \
+                WEIGHT_ROW4_##SW(1); \
+                WEIGHT_ROW4_##SW(2); \
+                continue; \
+            } \
             if (lo) { \
                 const float d = dy[0]; \
                 a.t[1] += d * r0[0]; a.t[2] += d * r0[1]; \
@@ -1076,7 +1142,7 @@ static void name(const mdy_conv_shape_t *s, const plan_t *p, int32_t lo, int32_t
     const int32_t in_h = s->in_h, in_w = s->in_w, out_w = s->out_w, sh = s->stride_h; \
     const int32_t out_h = s->out_h, top = -s->pad_top, in_hw = in_h * in_w; \
     const int32_t first = lo < hi ? lo * SW - s->pad_left : 0, o = hi * SW - s->pad_left; \
-    const int right = hi < out_w; \
+    const int right = hi < out_w, row4 = ROW4(SW, out_w, lo, hi); \
     int32_t ch; \
     for (ch = 0; ch < s->out_c; ++ch, x += in_hw, w += K * K) { \
         const float bias = b != NULL ? b[ch] : 0.0f; \
@@ -1097,6 +1163,17 @@ static void name(const mdy_conv_shape_t *s, const plan_t *p, int32_t lo, int32_t
             const float *r1 = input_row(x, zero, iy + 1, in_h, in_w); \
             const float *r2 = input_row(x, zero, iy + 2, in_h, in_w); \
             const float *x0 = r0 + first, *x1 = r1 + first, *x2 = r2 + first; \
+            if (row4) { \
+                float a0 = bias, a1 = bias, a2 = bias, a3 = bias; \
+                FORWARD_ROW4_##SW(0); \
+                FORWARD_ROW4_##SW(1); \
+                FORWARD_ROW4_##SW(2); \
+                y[0] = a0; \
+                y[1] = a1; \
+                y[2] = a2; \
+                y[3] = a3; \
+                continue; \
+            } \
             if (lo) { \
                 float acc = bias; \
                 acc += r0[0] * f.t[1]; acc += r0[1] * f.t[2]; \
@@ -1192,7 +1269,7 @@ static void input_edges_2(const mdy_conv_shape_t *s, int32_t lo, int32_t hi, flo
     const int32_t in_h = s->in_h, in_w = s->in_w, out_w = s->out_w, sh = s->stride_h;
     const int32_t out_h = s->out_h, top = -s->pad_top, in_hw = in_h * in_w;
     const int32_t first = lo < hi ? lo * 2 - s->pad_left : 0, o = hi * 2 - s->pad_left;
-    const int right = hi < out_w;
+    const int right = hi < out_w, row4 = ROW4(2, out_w, lo, hi);
     int32_t ch;
     for (ch = 0; ch < s->out_c; ++ch, dx += in_hw, w += K * K) {
         taps_t f;
@@ -1203,6 +1280,13 @@ static void input_edges_2(const mdy_conv_shape_t *s, int32_t lo, int32_t hi, flo
             float *r1 = output_row(dx, trash, iy + 1, in_h, in_w);
             float *r2 = output_row(dx, trash, iy + 2, in_h, in_w);
             float *dx0 = r0 + first, *dx1 = r1 + first, *dx2 = r2 + first;
+            if (row4) {
+                const float d0 = dy[0], d1 = dy[1], d2 = dy[2], d3 = dy[3];
+                INPUT_ROW4_2(0);
+                INPUT_ROW4_2(1);
+                INPUT_ROW4_2(2);
+                continue;
+            }
             if (lo) {
                 const float d = dy[0];
                 r0[0] += d * f.t[1]; r0[1] += d * f.t[2];
