@@ -37,12 +37,37 @@ static int32_t folded_offset(const mdy_q8_conv_t *p, int32_t o, const int8_t *w_
 #if defined(__ARM_FEATURE_DSP)
 /* Pixels [i, i + 4) of one output channel: input channels in pairs (the two channels' words
    SXTB16-split into (p0, p2) and (p1, p3), PKHBT/PKHTB into per-pixel channel pairs, one SMLAD
-   per pixel and pair), an odd last channel by SMLABB/SMLATB. */
+   per pixel and pair), an odd last channel by SMLABB/SMLATB. cpg % 4 = 0, 1, 2, 3 each take
+   their own tail. */
 static void pointwise_quad(const int8_t *x, int32_t hw, int32_t cpg, const int8_t *w_o,
                            int32_t offset, int32_t acc[4])
 {
-    int32_t a0 = offset, a1 = offset, a2 = offset, a3 = offset, ic;
-    for (ic = 0; ic + 2 <= cpg; ic += 2) {
+    int32_t a0 = offset, a1 = offset, a2 = offset, a3 = offset, ic = 0;
+    /* four channels c..c+3 per step, paired (c, c+2) and (c+1, c+3) as one word of weights
+       splits: SXTB16 gives (w0, w2), rotated (w1, w3) */
+    for (; ic + 4 <= cpg; ic += 4) {
+        const int32_t ww = mdy_dsp_load4(w_o + ic);
+        const int32_t w02 = mdy_dsp_even(ww), w13 = mdy_dsp_odd(ww);
+        int32_t u = mdy_dsp_load4(x), v = mdy_dsp_load4(x + 2 * hw);
+        int32_t ue = mdy_dsp_even(u), uo = mdy_dsp_odd(u);
+        int32_t ve = mdy_dsp_even(v), vo = mdy_dsp_odd(v);
+        a0 = __smlad(mdy_dsp_low(ue, ve), w02, a0);
+        a1 = __smlad(mdy_dsp_low(uo, vo), w02, a1);
+        a2 = __smlad(mdy_dsp_high(ue, ve), w02, a2);
+        a3 = __smlad(mdy_dsp_high(uo, vo), w02, a3);
+        u = mdy_dsp_load4(x + hw);
+        v = mdy_dsp_load4(x + 3 * hw);
+        ue = mdy_dsp_even(u);
+        uo = mdy_dsp_odd(u);
+        ve = mdy_dsp_even(v);
+        vo = mdy_dsp_odd(v);
+        a0 = __smlad(mdy_dsp_low(ue, ve), w13, a0);
+        a1 = __smlad(mdy_dsp_low(uo, vo), w13, a1);
+        a2 = __smlad(mdy_dsp_high(ue, ve), w13, a2);
+        a3 = __smlad(mdy_dsp_high(uo, vo), w13, a3);
+        x += 4 * hw;
+    }
+    for (; ic + 2 <= cpg; ic += 2) {
         const int32_t u = mdy_dsp_load4(x), v = mdy_dsp_load4(x + hw);
         const int32_t u02 = mdy_dsp_even(u), u13 = mdy_dsp_odd(u);
         const int32_t v02 = mdy_dsp_even(v), v13 = mdy_dsp_odd(v);
@@ -213,6 +238,24 @@ static void depthwise3x3_row(const int8_t *x0, int32_t in_w, int32_t stride, int
     }
 }
 
+/* The most input channels per group whose weight pairs conv3x3_dsp keeps (on the stack, 24 B
+   each) for pixel_3x3; more go through window3x3_dsp, which reads them per tap. */
+#define PAIRED_CHANNELS 4
+
+/* One interior output of a 3x3 conv over cpg <= PAIRED_CHANNELS channels, its rows at x,
+   x + in_w, x + 2 in_w of each channel, the weight pairs of each channel in k. */
+static int32_t pixel_3x3(const int8_t *x, int32_t in_w, int32_t in_hw, int32_t cpg,
+                         int32_t k[PAIRED_CHANNELS][6], int32_t acc)
+{
+    int32_t ic;
+    for (ic = 0; ic < cpg; ++ic, x += in_hw) {
+        acc = row_taps(mdy_dsp_load4(x), k[ic][0], k[ic][1], acc);
+        acc = row_taps(mdy_dsp_load4(x + in_w), k[ic][2], k[ic][3], acc);
+        acc = row_taps(mdy_dsp_load4(x + 2 * in_w), k[ic][4], k[ic][5], acc);
+    }
+    return acc;
+}
+
 static void conv3x3_dsp(const mdy_conv_shape_t *s, const mdy_q8_conv_t *p, const int8_t *x,
                         const int8_t *w, int8_t *y)
 {
@@ -233,9 +276,11 @@ static void conv3x3_dsp(const mdy_conv_shape_t *s, const mdy_q8_conv_t *p, const
         const int8_t *w_o = w + o * cpg * 9;
         const int32_t offset = folded_offset(p, o, w_o, cpg * 9);
         const mdy_q8_requant_t rq = mdy_q8_conv_requant(p, o);
-        int32_t k[6];
+        int32_t k[PAIRED_CHANNELS][6], ic;
         int8_t *y_o = y + o * out_h * out_w;
-        weight_pairs3x3(w_o, k);
+        for (ic = 0; ic < cpg && ic < PAIRED_CHANNELS; ++ic) {
+            weight_pairs3x3(w_o + ic * 9, k[ic]);
+        }
         for (oy = 0; oy < out_h; ++oy) {
             const int32_t iy0 = oy * s->stride_h - s->pad_top;
             const int rows_in = iy0 >= 0 && iy0 + 3 <= in_h;
@@ -243,9 +288,13 @@ static void conv3x3_dsp(const mdy_conv_shape_t *s, const mdy_q8_conv_t *p, const
             for (ox = 0; ox < out_w;) {
                 const int32_t ix0 = ox * sw - pad;
                 if (rows_in && ox == ox_lo && ox_hi > ox_lo && cpg == 1) {
-                    depthwise3x3_row(x_g + iy0 * in_w + ix0, in_w, sw, ox_end - ox_lo, k,
+                    depthwise3x3_row(x_g + iy0 * in_w + ix0, in_w, sw, ox_end - ox_lo, k[0],
                                      offset, &rq, y_row + ox);
                     ox = ox_end;
+                } else if (rows_in && ox >= ox_lo && ox < ox_hi && cpg <= PAIRED_CHANNELS) {
+                    y_row[ox] = mdy_q8_requant_apply(&rq, pixel_3x3(
+                        x_g + iy0 * in_w + ix0, in_w, in_h * in_w, cpg, k, offset));
+                    ++ox;
                 } else if (rows_in && ox >= ox_lo && ox < ox_hi) {
                     const int32_t n = sw == 1 && ox + 1 < ox_hi ? 2 : 1;
                     int32_t acc[2];
