@@ -35,7 +35,7 @@ CASES = [*itertools.product(SIZES, [1, 2, 3, 4, 5, 8, 9, 10, 17]), (128, 10), (1
 
 @pytest.fixture(scope="module")
 def lib(tmp_path_factory: pytest.TempPathFactory) -> ctypes.CDLL:
-    library = build_library([KERNELS / "linear.c", KERNELS / "quant.c"],
+    library = build_library([KERNELS / "linear.c", KERNELS / "quant.c", KERNELS / "sgd.c"],
                             tmp_path_factory.mktemp("linear"), "libmdy_linear")
     for name, argtypes in PROTOTYPES.items():
         getattr(library, name).argtypes = argtypes

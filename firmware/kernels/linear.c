@@ -8,6 +8,7 @@
 #include <stddef.h>
 
 #include "quant.h"
+#include "sgd.h"
 
 /* acc + w[0] x[0] + ... + w[n-1] x[n-1], summed left to right (one output of the forward). */
 static float dot(uint32_t n, const float *w, const float *x, float acc)
@@ -128,9 +129,7 @@ void mdy_linear_backward_input(uint16_t in_f, uint16_t out_f, const float *dy, c
     }
     if (i < in_f) {  /* the last in_f % 8 inputs, row by row */
         if (!accumulate) {
-            for (o = i; o < in_f; ++o) {
-                dx[o] = 0.0f;
-            }
+            mdy_zero(in_f - i, dx + i);
         }
         for (o = 0u; o < out_f; ++o) {
             axpy(in_f - i, dy[o], w + o * in_f + i, dx + i);
@@ -145,9 +144,7 @@ void mdy_linear_backward_input_w8(uint16_t in_f, uint16_t out_f, const float *dy
     uint32_t o;
 
     if (!accumulate) {
-        for (o = 0u; o < in_f; ++o) {
-            dx[o] = 0.0f;
-        }
+        mdy_zero(in_f, dx);
     }
     for (o = 0u; o < out_f; ++o) {  /* row by row: dx += dy[o] * w[o][:] */
         mdy_dequantize(in_f, w + o * in_f, w_scale[o], 0, scratch);
