@@ -267,7 +267,7 @@ def _recommendation(model: Path | None, graph: Graph, results: list[RunResult],
     text = rec.markdown(answer, fits)
     (output / "recommendation.md").write_text(text)
     (output / "recommendation.json").write_text(rec.to_json(answer, fits))
-    out.print(text, markup=False)
+    out.print(text, markup=False, soft_wrap=True)
     out.print(f"wrote {output}/recommendation.md, recommendation.json")
 
 

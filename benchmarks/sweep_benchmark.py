@@ -1,0 +1,102 @@
+"""Sweep benchmark: the same panel sweep (bundled demo model, the three downstream panel tasks,
+budgets 150/225/300 kB, policies medyate, trady, static, classifier and full, 2 seeds, 3 epochs:
+78 cells) run by `medyate-mcu experiment --serial` and on a local Ray of 2 CPUs
+(`--cpus 2`), each from scratch in its own output folder (its LaRa rankings included); the panel
+data sets come from the on-disk data cache either way (built first if absent, untimed).
+
+Prints each run's wall-clock time, the ratio, whether the two results.csv are byte-identical,
+and where the time goes: the cells' own seconds (timings.csv) against the wall clock, the rest
+being start-up (imports, data loading, Ray's start), LaRa and the end's imbalance.
+
+Run: .venv/bin/python benchmarks/sweep_benchmark.py   (about 5 minutes on 2 idle cores)
+     [--cpus N] [--keep DIR: keep both output folders there]
+The figure needs an idle machine: other processes on the cores slow both runs unevenly.
+Figures only: nothing here is asserted by the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from medyate_mcu.graph import load_onnx
+from medyate_mcu.zoo import DOWNSTREAM_TASKS, default_model_path
+from medyate_mcu.zoo.tasks import load_task, proxy_task_for
+
+SWEEP = ["--budgets", "150kB,225kB,300kB", "--policies", "medyate,trady,static,classifier,full",
+         "--seeds", "2", "--epochs", "3", "--boards", "none"]
+
+
+def cli() -> list[str]:
+    """The `medyate-mcu` beside this interpreter (the venv's), else the one on PATH."""
+    beside = Path(sys.executable).with_name("medyate-mcu")
+    found = str(beside) if beside.is_file() else shutil.which("medyate-mcu")
+    if found is None:
+        sys.exit("medyate-mcu is not installed: pip install -e . first")
+    return [found]
+
+
+def warm_data_cache() -> None:
+    """Build (or find) every panel set the sweep reads, so neither timed run builds one."""
+    graph = load_onnx(default_model_path())
+    for task in DOWNSTREAM_TASKS:
+        load_task(task, graph, seed=0)
+        load_task(proxy_task_for(task, graph, DOWNSTREAM_TASKS), graph)
+
+
+def timed_sweep(where: list[str], output: Path) -> float:
+    """Wall-clock seconds of one sweep into ``output`` (its log beside it)."""
+    start = time.perf_counter()
+    with (output.parent / f"{output.name}.log").open("w") as log:
+        done = subprocess.run([*cli(), "experiment", *SWEEP, *where, "--fresh",
+                               "-o", str(output)], stdout=log, stderr=subprocess.STDOUT)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        sys.exit(f"the sweep {' '.join(where)} failed; see {log.name}")
+    return seconds
+
+
+def cell_seconds(output: Path) -> tuple[float, int]:
+    """The cells' own seconds summed (timings.csv) and their count."""
+    rows = list(csv.DictReader((output / "timings.csv").open()))
+    return sum(float(row["seconds"]) for row in rows), len(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cpus", type=int, default=2)
+    parser.add_argument("--keep", type=Path, default=None)
+    args = parser.parse_args()
+    folder = args.keep or Path(tempfile.mkdtemp(prefix="medyate-sweep-bench-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        warm_data_cache()
+        serial, ray = folder / "serial", folder / "ray"
+        serial_wall = timed_sweep(["--serial"], serial)
+        ray_wall = timed_sweep(["--cpus", str(args.cpus)], ray)
+        serial_cells, count = cell_seconds(serial)
+        ray_cells, _ = cell_seconds(ray)
+        same = (serial / "results.csv").read_bytes() == (ray / "results.csv").read_bytes()
+        print(f"sweep: demo model, {', '.join(DOWNSTREAM_TASKS)}; {' '.join(SWEEP)}; "
+              f"{count} cells")
+        print(f"serial:          {serial_wall:7.1f} s wall; cells {serial_cells:6.1f} s; "
+              f"the rest (start-up, data, LaRa) {serial_wall - serial_cells:5.1f} s")
+        print(f"Ray, {args.cpus} CPUs:     {ray_wall:7.1f} s wall; cells {ray_cells:6.1f} s "
+              f"(/{args.cpus} = {ray_cells / args.cpus:5.1f} s); the rest (start-up, data, "
+              f"Ray, LaRa, the end's imbalance) {ray_wall - ray_cells / args.cpus:5.1f} s")
+        print(f"speed-up: {serial_wall / ray_wall:.2f}x; per cell on Ray "
+              f"{ray_cells / serial_cells:.2f}x the serial time")
+        print(f"results.csv byte-identical: {'yes' if same else 'NO'}")
+    finally:
+        if args.keep is None:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
