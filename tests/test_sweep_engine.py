@@ -217,19 +217,23 @@ def test_a_changed_setting_recomputes_every_cell(graph: Graph, serial, tmp_path:
     assert len(list((tmp_path / "cells").glob("*.json"))) == 2 * TOTAL
 
 
-def test_a_corrupt_cache_file_is_recomputed_with_a_warning(
+def test_corrupt_cache_files_are_recomputed_with_a_warning(
         graph: Graph, serial, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
     folder, _ = serial
     counter = Counter(monkeypatch)
     _copy_cache(folder, tmp_path)
     broken = sorted((tmp_path / "cells").glob("*.json"))[0]
-    broken.write_text(broken.read_text()[:40])  # a half-written file
+    [ranking] = tmp_path.glob("lara-*.json")
+    for path in (broken, ranking):
+        path.write_text(path.read_text()[:40])  # a half-written file
     with caplog.at_level(logging.WARNING):
         run_sweep(graph, CONFIG, DOWNSTREAM_TASKS, tmp_path)
     assert len(counter.cells) == 1
-    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert broken.name in warning and "\n" not in warning
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2 and all("\n" not in w for w in warnings)
+    assert ranking.name in warnings[0] and broken.name in warnings[1]
+    assert _ranking_bytes(tmp_path) == _ranking_bytes(folder)
     assert (tmp_path / "results.csv").read_bytes() == (folder / "results.csv").read_bytes()
     assert _cached(tmp_path / "cells" / broken.name) == _cached(folder / "cells" / broken.name)
 

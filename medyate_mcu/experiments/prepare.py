@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from medyate_mcu.errors import MedyateError
 from medyate_mcu.experiments.cells import PreparedTask, SweepConfig, TaskBackbone, pinned_threads
 from medyate_mcu.graph.ir import Graph
 from medyate_mcu.method.lara import LayerRanking, backbone_fingerprint, compute_lara
@@ -19,6 +21,8 @@ from medyate_mcu.method.trainer import pretrained_for
 from medyate_mcu.planning.memory import Backbone
 from medyate_mcu.quant.calibrate import calibrate, dequantized_graph
 from medyate_mcu.zoo.tasks import TaskData, load_task, proxy_task_for, stratified_sample
+
+LOG = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -51,8 +55,19 @@ def load_inputs(graph: Graph, config: SweepConfig, panel: Sequence[str], task: s
     settings = hashlib.sha256(json.dumps([data_fingerprint(proxy), asdict(config.lara),
                                           threads]).encode()).hexdigest()
     path = output / f"lara-{proxy.name}-{backbone_fingerprint(graph)[:12]}-{settings[:8]}.json"
-    ranking = LayerRanking.load(path, graph) if path.is_file() else None
-    return TaskInputs(task, data, proxy, ranking, path)
+    return TaskInputs(task, data, proxy, _cached_ranking(path, graph), path)
+
+
+def _cached_ranking(path: Path, graph: Graph) -> LayerRanking | None:
+    """The ranking kept at ``path``; None if absent or unreadable (warned: recomputed)."""
+    if not path.is_file():
+        return None
+    try:
+        return LayerRanking.load(path, graph)
+    except MedyateError as error:
+        LOG.warning("warning: %s: recomputing the ranking", error)
+        path.unlink(missing_ok=True)  # the sweep writes the recomputed one there
+        return None
 
 
 def task_backbones(graph: Graph, data: TaskData, config: SweepConfig
