@@ -32,6 +32,9 @@ PROTOTYPES: dict[str, list[type]] = {
     "mdy_conv2d_backward_weight_channel": [ConvP, FloatP, FloatP, ctypes.c_uint16, FloatP],
     "mdy_conv2d_forward_w8": [ConvP, FloatP, I8P, FloatP, FloatP, FloatP, FloatP],
     "mdy_conv2d_backward_input_w8": [ConvP, FloatP, I8P, FloatP, FloatP, ctypes.c_int, FloatP],
+    "mdy_conv2d_backward_weight_channels": [
+        ConvP, FloatP, ctypes.c_uint32, ctypes.POINTER(ctypes.c_uint16), ctypes.c_uint32, FloatP,
+        ctypes.POINTER(ctypes.c_uint32), ctypes.c_uint32],
 }
 # maps of 1..19 pixels (rows x columns)
 MAPS = [(1, 1), (1, 2), (1, 3), (2, 2), (1, 5), (2, 3), (1, 7), (2, 4), (3, 3), (2, 5), (1, 11),
@@ -149,6 +152,45 @@ def test_weight_gradient_matches_the_general_order(lib: ctypes.CDLL) -> None:
                                                    fp(grad))
             expected = weight_grad_reference(dy[rows], x[c], g0)
             assert np.array_equal(bits(grad), bits(expected)), (in_c, out_c, h, w, groups, c)
+
+
+def selected_sets(in_c: int) -> list[list[int]]:
+    """None, one, all, and an unsorted set with gaps (pairs of channels and a lone one)."""
+    unsorted = list(dict.fromkeys([*range(in_c - 1, -1, -2), *range(0, in_c, 3)]))
+    return [[], [in_c - 1], list(range(in_c)), unsorted]
+
+
+def test_multi_channel_weight_gradient_matches_the_general_order(lib: ctypes.CDLL) -> None:
+    """mdy_conv2d_backward_weight_channels (the engine's call: slots in a pool, channels taken
+    two at a time) gives each selected slot the per-channel sum's bits; stride 2 too."""
+    rng = np.random.default_rng(7)
+    first = 5  # the layer's first canonical channel
+    strided = [(3, out_c, 8, 8, 1) for out_c in (1, 4, 9)]
+    for index, (in_c, out_c, h, w, groups) in enumerate([*cases(), *strided]):
+        stride = 2 if index >= len(list(cases())) else 1
+        out_h, out_w = (h + stride - 1) // stride, (w + stride - 1) // stride
+        x, dy = rand(rng, in_c, h * w), rand(rng, out_c, out_h * out_w)
+        cpg, opg = in_c // groups, out_c // groups
+        s = shape(in_c, out_c, h, w, groups, stride, (out_h, out_w))
+        for selected in selected_sets(in_c):
+            size = opg + h * w + 2
+            pool = np.full(size * len(selected) + 3, np.nan, np.float32)
+            offsets = np.array([3 + size * (len(selected) - 1 - j) for j in range(len(selected))],
+                               np.uint32)
+            g0 = rand(rng, len(selected), opg)
+            for j, c in enumerate(selected):
+                pool[offsets[j]:offsets[j] + opg] = g0[j]
+                pool[offsets[j] + opg:offsets[j] + opg + h * w] = x[c]
+            numbers = np.array([first + c for c in selected], np.uint16)
+            lib.mdy_conv2d_backward_weight_channels(
+                s, fp(dy), len(selected), numbers.ctypes.data_as(ctypes.POINTER(ctypes.c_uint16)),
+                first, fp(pool), offsets.ctypes.data_as(ctypes.POINTER(ctypes.c_uint32)), opg)
+            for j, c in enumerate(selected):
+                rows = slice((c // cpg) * opg, (c // cpg + 1) * opg)
+                read = x[c].reshape(h, w)[::stride, ::stride][:out_h, :out_w].reshape(-1)
+                expected = weight_grad_reference(dy[rows], read, g0[j])
+                assert np.array_equal(bits(pool[offsets[j]:offsets[j] + opg]), bits(expected)), \
+                    (in_c, out_c, h, w, groups, stride, selected, c)
 
 
 @pytest.mark.parametrize(("in_hw", "out_hw"), [((7, 9), (4, 5)), ((8, 8), (4, 4)),

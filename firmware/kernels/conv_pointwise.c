@@ -369,6 +369,53 @@ int mdy_conv_pointwise_backward_weight(const mdy_conv_shape_t *s, const float *d
     return 1;
 }
 
+/* Two input channels' gradients at once, over n contiguous pixels (dy rows of stride hw), p in
+   order: ga[0..3] += sum_p dy_m[p] xa[p] and gb[0..3] += sum_p dy_m[p] xb[p], each loaded
+   error serving both channels. */
+static void weight_block4x2(float *ga, float *gb, const float *dy, int32_t hw, const float *xa,
+                            const float *xb, int32_t n)
+{
+    quad_t a = quad_load(ga), b = quad_load(gb);
+    int32_t p;
+    for (p = 0; p + 4 <= n; p += 4) {
+        const quad_t xs = quad_load(xa + p), ys = quad_load(xb + p);
+        quad_t d = quad_load(dy + p);
+        a.v0 = dot4_onto(a.v0, d, xs);
+        b.v0 = dot4_onto(b.v0, d, ys);
+        d = quad_load(dy + hw + p);
+        a.v1 = dot4_onto(a.v1, d, xs);
+        b.v1 = dot4_onto(b.v1, d, ys);
+        d = quad_load(dy + 2 * hw + p);
+        a.v2 = dot4_onto(a.v2, d, xs);
+        b.v2 = dot4_onto(b.v2, d, ys);
+        d = quad_load(dy + 3 * hw + p);
+        a.v3 = dot4_onto(a.v3, d, xs);
+        b.v3 = dot4_onto(b.v3, d, ys);
+    }
+    for (; p < n; ++p) {
+        const quad_t d = column_load(dy + p, hw);
+        a = quad_mac(a, d, xa[p]);  /* dy[m][p] x[p]: commutes */
+        b = quad_mac(b, d, xb[p]);
+    }
+    quad_store(ga, a);
+    quad_store(gb, b);
+}
+
+/* Two selected channels of one group, contiguous maps of hw pixels: slot gradients ga, gb
+   (n_out each) from the group's errors dy (n_out x hw) and input maps xa, xb. */
+static void weight_pair(int32_t n_out, int32_t hw, const float *dy, const float *xa,
+                        const float *xb, float *ga, float *gb)
+{
+    int32_t m = 0;
+    for (; m + 4 <= n_out; m += 4) {
+        weight_block4x2(ga + m, gb + m, dy + m * hw, hw, xa, xb, hw);
+    }
+    if (m < n_out) {
+        mdy_pointwise_backward_weight(n_out - m, 1, hw, dy + m * hw, xa, hw, 1, ga + m);
+        mdy_pointwise_backward_weight(n_out - m, 1, hw, dy + m * hw, xb, hw, 1, gb + m);
+    }
+}
+
 int mdy_conv_pointwise_backward_weights(const mdy_conv_shape_t *s, const float *dy, uint32_t n,
                                         const uint16_t *channels, uint32_t first_channel,
                                         float *pool, const uint32_t *offsets,
@@ -377,12 +424,21 @@ int mdy_conv_pointwise_backward_weights(const mdy_conv_shape_t *s, const float *
     const int32_t cpg = s->in_c / s->groups, opg = s->out_c / s->groups;
     const int32_t out_hw = s->out_h * s->out_w;
     const int32_t row_step = s->stride_h * s->in_w, col_step = s->stride_w;
+    const int contiguous = col_step == 1 && row_step == s->out_w;
     uint32_t j;
     if (!inside(s)) {
         return 0;
     }
     for (j = 0; j < n; ++j) {
         const int32_t c = (int32_t)(channels[j] - first_channel);
+        if (contiguous && j + 1 < n
+            && (int32_t)(channels[j + 1] - first_channel) / cpg == c / cpg) {
+            float *slot = pool + offsets[j], *next = pool + offsets[j + 1];
+            weight_pair(opg, out_hw, dy + (c / cpg) * opg * out_hw, slot + x_offset,
+                        next + x_offset, slot, next);
+            ++j;
+            continue;
+        }
         float *slot = pool + offsets[j];
         mdy_pointwise_backward_weight(opg, s->out_h, s->out_w, dy + (c / cpg) * opg * out_hw,
                                       slot + x_offset, row_step, col_step, slot);
