@@ -78,10 +78,11 @@ static void project_accumulate(const mdy_q8_block_t *b, int32_t e, const int8_t 
         for (i = 0; i + 4 <= hw; i += 4) {
             const int32_t u = mdy_dsp_load4(d + i);
             const int32_t u02 = mdy_dsp_even(u), u13 = mdy_dsp_odd(u);
-            acc_o[i] = __smlabb(u02, w, acc_o[i]);
-            acc_o[i + 1] = __smlabb(u13, w, acc_o[i + 1]);
-            acc_o[i + 2] = __smlatb(u02, w, acc_o[i + 2]);
-            acc_o[i + 3] = __smlatb(u13, w, acc_o[i + 3]);
+            int32_t a0, a1, a2, a3;
+            mdy_dsp_load_pair(acc_o + i, &a0, &a1);
+            mdy_dsp_load_pair(acc_o + i + 2, &a2, &a3);
+            mdy_dsp_store_pair(acc_o + i, __smlabb(u02, w, a0), __smlabb(u13, w, a1));
+            mdy_dsp_store_pair(acc_o + i + 2, __smlatb(u02, w, a2), __smlatb(u13, w, a3));
         }
         for (; i < hw; ++i) {
             acc_o[i] = __smlabb(d[i], w, acc_o[i]);

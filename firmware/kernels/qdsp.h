@@ -55,6 +55,21 @@ static inline int32_t mdy_dsp_high(int32_t a, int32_t b)
     return r;
 }
 
+/* Two consecutive int32 by one LDRD / STRD (p word-aligned; gcc 12 splits the C into two
+   LDR / STR). */
+static inline void mdy_dsp_load_pair(const int32_t *p, int32_t *a, int32_t *b)
+{
+    int32_t lo, hi;
+    __asm__("ldrd %0, %1, [%2]" : "=r"(lo), "=r"(hi) : "r"(p) : "memory");
+    *a = lo;
+    *b = hi;
+}
+
+static inline void mdy_dsp_store_pair(int32_t *p, int32_t a, int32_t b)
+{
+    __asm__("strd %1, %2, [%0]" : : "r"(p), "r"(a), "r"(b) : "memory");
+}
+
 #endif /* __ARM_FEATURE_DSP */
 
 #endif /* MDY_QDSP_H */
