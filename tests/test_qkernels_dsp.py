@@ -174,9 +174,12 @@ def header(cases: list[Call]) -> str:
 
 
 def run_firmware(build: Path, board_name: str, arm_dir: str) -> str:
+    """Builds the firmware from the int8 kernels alone (the project's HAL, linker script and
+    flags; not its model) and runs it."""
+    engine = " ".join(f"medyate/kernels/{name}.c" for name in ("quant", "qconv", "qblock"))
     subprocess.run(["make", "-s", "-C", str(build), "arm", "FIRMWARE_APP=qdsp",
-                    "APP_SOURCES_qdsp=qkernels_dsp_main.c", f"ARM_DIR={arm_dir}"], check=True,
-                   capture_output=True, text=True)
+                    "APP_SOURCES_qdsp=qkernels_dsp_main.c", f"ARM_DIR={arm_dir}",
+                    f"ENGINE={engine}"], check=True, capture_output=True, text=True)
     result = run_qemu(get_board(board_name), build / arm_dir / "medyate_qdsp.elf", cwd=build,
                       timeout=120)
     assert result.status == 0 and not result.fault, result.output[-2000:]
