@@ -240,6 +240,7 @@ def per_channel(lib: ctypes.CDLL, case: Conv, dy: np.ndarray, x: np.ndarray,
 THRESHOLDS = [Conv(3, 8, 8, 3, (3, 3), pads=(1, 1, 1, 1), groups=3),  # 10x10: padded
               Conv(3, 4, 4, 3, (3, 3), pads=(1, 1, 1, 1), groups=3),  # rows of four, stride 1
               Conv(2, 6, 8, 2, (3, 3), (2, 2), (0, 0, 1, 1), 2),  # rows of four, stride 2
+              Conv(2, 7, 8, 2, (3, 3), (2, 2), (1, 1, 1, 1), 2),  # the same, padded left
               Conv(2, 6, 9, 2, (3, 3), (2, 2), (0, 0, 1, 1), 2),  # 9 wide: rows of five
               Conv(2, 6, 7, 2, (3, 3), (2, 2), (1, 1, 1, 1), 2),  # stride 2, both sides
               Conv(3, 8, 9, 3, (3, 3), pads=(1, 1, 1, 1), groups=3),  # 10x11: the geometry

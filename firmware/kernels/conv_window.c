@@ -916,10 +916,12 @@ static void weight_zero_rows(const mdy_conv_shape_t *s, const columns_t *c, cons
     } while (0)
 
 /* Rows of four output pixels with a padding of one column per side (stride 1: windows from
-   input column -1, four input cells c0 .. c3) or on the right only (stride 2: from column 0,
-   eight cells c0 .. c7): whole rows unrolled, each window row's cells loaded once. */
+   input column -1, four input cells c0 .. c3), or stride 2 (eight cells c0 .. c7) padded on
+   the right only (windows from column 0: ROW4 1) or on the left only (from column -1: ROW4 2,
+   the *_2L blocks): whole rows unrolled, each window row's cells loaded once. */
 #define ROW4(SW, out_w, lo, hi) \
-    ((out_w) == 4 && (hi) == 3 && (lo) == ((SW) == 1 ? 1 : 0))
+    ((out_w) != 4 ? 0 : (SW) == 1 ? (lo) == 1 && (hi) == 3 \
+     : (lo) == 0 && (hi) == 3 ? 1 : (lo) == 1 && (hi) == 4 ? 2 : 0)
 
 /* Forward, window row ky (cells r##ky, weights w0 .. w2) into pixels a0 .. a3, each pixel's
    taps kx ascending. */
@@ -941,6 +943,16 @@ static void weight_zero_rows(const mdy_conv_shape_t *s, const columns_t *c, cons
         a3 += c6 * w0; a3 += c7 * w1; \
     } while (0)
 
+#define FORWARD_ROW4_2L(ky) do { \
+        const float c0 = r##ky[0], c1 = r##ky[1], c2 = r##ky[2], c3 = r##ky[3]; \
+        const float c4 = r##ky[4], c5 = r##ky[5], c6 = r##ky[6], c7 = r##ky[7]; \
+        const float w0 = f.t[3 * ky], w1 = f.t[3 * ky + 1], w2 = f.t[3 * ky + 2]; \
+        a0 += c0 * w1; a0 += c1 * w2; \
+        a1 += c1 * w0; a1 += c2 * w1; a1 += c3 * w2; \
+        a2 += c3 * w0; a2 += c4 * w1; a2 += c5 * w2; \
+        a3 += c5 * w0; a3 += c6 * w1; a3 += c7 * w2; \
+    } while (0)
+
 /* Weight gradient, window row ky: pixels d0 .. d3 onto its three accumulators, each taking
    the pixels in order. */
 #define WEIGHT_ROW4_1(ky) do { \
@@ -960,6 +972,16 @@ static void weight_zero_rows(const mdy_conv_shape_t *s, const columns_t *c, cons
         a.t[3 * ky + 2] += d0 * c2; a.t[3 * ky + 2] += d1 * c4; a.t[3 * ky + 2] += d2 * c6; \
     } while (0)
 
+#define WEIGHT_ROW4_2L(ky) do { \
+        const float c0 = r##ky[0], c1 = r##ky[1], c2 = r##ky[2], c3 = r##ky[3]; \
+        const float c4 = r##ky[4], c5 = r##ky[5], c6 = r##ky[6], c7 = r##ky[7]; \
+        a.t[3 * ky] += d1 * c1; a.t[3 * ky] += d2 * c3; a.t[3 * ky] += d3 * c5; \
+        a.t[3 * ky + 1] += d0 * c0; a.t[3 * ky + 1] += d1 * c2; \
+        a.t[3 * ky + 1] += d2 * c4; a.t[3 * ky + 1] += d3 * c6; \
+        a.t[3 * ky + 2] += d0 * c1; a.t[3 * ky + 2] += d1 * c3; \
+        a.t[3 * ky + 2] += d2 * c5; a.t[3 * ky + 2] += d3 * c7; \
+    } while (0)
+
 /* Input error (stride 2), window row ky: the scatter of pixels d0 .. d3 into its eight cells,
    each cell taking the pixels in order. */
 #define INPUT_ROW4_2(ky) do { \
@@ -970,6 +992,17 @@ static void weight_zero_rows(const mdy_conv_shape_t *s, const columns_t *c, cons
         c2 += d1 * w0; c3 += d1 * w1; c4 += d1 * w2; \
         c4 += d2 * w0; c5 += d2 * w1; c6 += d2 * w2; \
         c6 += d3 * w0; c7 += d3 * w1; \
+        r##ky[0] = c0; r##ky[1] = c1; r##ky[2] = c2; r##ky[3] = c3; \
+        r##ky[4] = c4; r##ky[5] = c5; r##ky[6] = c6; r##ky[7] = c7; \
+    } while (0)
+#define INPUT_ROW4_2L(ky) do { \
+        const float w0 = f.t[3 * ky], w1 = f.t[3 * ky + 1], w2 = f.t[3 * ky + 2]; \
+        float c0 = r##ky[0], c1 = r##ky[1], c2 = r##ky[2], c3 = r##ky[3]; \
+        float c4 = r##ky[4], c5 = r##ky[5], c6 = r##ky[6], c7 = r##ky[7]; \
+        c0 += d0 * w1; c1 += d0 * w2; \
+        c1 += d1 * w0; c2 += d1 * w1; c3 += d1 * w2; \
+        c3 += d2 * w0; c4 += d2 * w1; c5 += d2 * w2; \
+        c5 += d3 * w0; c6 += d3 * w1; c7 += d3 * w2; \
         r##ky[0] = c0; r##ky[1] = c1; r##ky[2] = c2; r##ky[3] = c3; \
         r##ky[4] = c4; r##ky[5] = c5; r##ky[6] = c6; r##ky[7] = c7; \
     } while (0)
@@ -1030,9 +1063,15 @@ static void name(const mdy_conv_shape_t *s, const slots_t *job, int32_t lo, int3
             const float *x0 = r0 + first, *x1 = r1 + first, *x2 = r2 + first; \
             if (row4) { \
                 const float d0 = dy[0], d1 = dy[1], d2 = dy[2], d3 = dy[3]; \
-                WEIGHT_ROW4_##SW(0); \
-                WEIGHT_ROW4_##SW(1); \
-                WEIGHT_ROW4_##SW(2); \
+                if (row4 == 1) { \
+                    WEIGHT_ROW4_##SW(0); \
+                    WEIGHT_ROW4_##SW(1); \
+                    WEIGHT_ROW4_##SW(2); \
+                } else { \
+                    WEIGHT_ROW4_2L(0); \
+                    WEIGHT_ROW4_2L(1); \
+                    WEIGHT_ROW4_2L(2); \
+                } \
                 continue; \
             } \
             if (lo) { \
@@ -1165,9 +1204,15 @@ static void name(const mdy_conv_shape_t *s, const plan_t *p, int32_t lo, int32_t
             const float *x0 = r0 + first, *x1 = r1 + first, *x2 = r2 + first; \
             if (row4) { \
                 float a0 = bias, a1 = bias, a2 = bias, a3 = bias; \
-                FORWARD_ROW4_##SW(0); \
-                FORWARD_ROW4_##SW(1); \
-                FORWARD_ROW4_##SW(2); \
+                if (row4 == 1) { \
+                    FORWARD_ROW4_##SW(0); \
+                    FORWARD_ROW4_##SW(1); \
+                    FORWARD_ROW4_##SW(2); \
+                } else { \
+                    FORWARD_ROW4_2L(0); \
+                    FORWARD_ROW4_2L(1); \
+                    FORWARD_ROW4_2L(2); \
+                } \
                 y[0] = a0; \
                 y[1] = a1; \
                 y[2] = a2; \
@@ -1282,9 +1327,15 @@ static void input_edges_2(const mdy_conv_shape_t *s, int32_t lo, int32_t hi, flo
             float *dx0 = r0 + first, *dx1 = r1 + first, *dx2 = r2 + first;
             if (row4) {
                 const float d0 = dy[0], d1 = dy[1], d2 = dy[2], d3 = dy[3];
-                INPUT_ROW4_2(0);
-                INPUT_ROW4_2(1);
-                INPUT_ROW4_2(2);
+                if (row4 == 1) {
+                    INPUT_ROW4_2(0);
+                    INPUT_ROW4_2(1);
+                    INPUT_ROW4_2(2);
+                } else {
+                    INPUT_ROW4_2L(0);
+                    INPUT_ROW4_2L(1);
+                    INPUT_ROW4_2L(2);
+                }
                 continue;
             }
             if (lo) {
