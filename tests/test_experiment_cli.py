@@ -112,3 +112,11 @@ def test_sweep_on_a_user_npz_recommends_by_the_definition(
     assert f"resuming: {len(cells) - 2} of {len(cells)} cells cached" in again.output
     assert again.output.count("] ") == 2  # one log line per computed cell
     assert not (out / "recommendation.json").read_text().count('"fits"')  # no board asked
+    # --fresh: nothing reused, only this run's cells in the cache
+    fresh = CliRunner().invoke(main, [
+        "experiment", "ds-cnn-kws", "--data", str(data), "--budgets", "76kB",
+        "--policies", "medyate,full", "--seeds", "1", "--epochs", "1", "--boards", "none",
+        "--serial", "--fresh", "-o", str(out)])
+    assert fresh.exit_code == 0, fresh.output
+    assert "resuming" not in fresh.output
+    assert len(list((out / "cells").glob("*.json"))) == 2

@@ -72,7 +72,9 @@ def test_never_within_gives_the_best_reachable_with_its_gap() -> None:
     answer = recommend_task(results, "a", BUDGETS, 2.0)
     assert (answer.budget, answer.within) == (200 * K, False)
     assert answer.gap_pp == pytest.approx(10.0)
-    assert "best reachable 200.0 KiB" in markdown(recommend(results, config(["a"])))
+    text = markdown(recommend(results, config(["a"])))
+    assert "best reachable 200.0 KiB" in text
+    assert "Budget (float32): 200.0 KiB (204800 B) (not within 2 pp" in text
 
 
 def test_ties_take_the_smallest_budget() -> None:
@@ -102,7 +104,8 @@ def test_several_tasks_overall_is_the_largest() -> None:
     answer = recommend(results, config(["a", "b"]), 2.0)
     assert [t.budget for t in answer.tasks] == [100 * K, 200 * K]
     assert answer.overall("float32") == 200 * K
-    assert "Overall (float32): 200.0 KiB" in markdown(answer)
+    assert "Overall (float32): 200.0 KiB (204800 B), the largest of the tasks' budgets.\n" \
+        in markdown(answer)
     assert '"overall": {\n    "float32": 204800' in to_json(answer)
     # a task that never runs makes the overall answer none
     with_never = results + runs("c", [0.9, 0.9], {b: [None, None] for b in BUDGETS})

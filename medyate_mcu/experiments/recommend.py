@@ -204,11 +204,13 @@ def markdown(recommendation: Recommendation,
         if overall is None:
             lines += ["", f"Overall ({backbone}): none; a task is infeasible at every budget."]
             continue
+        reached = "" if all(t.within for t in tasks) else \
+            f" (not within {recommendation.within_pp:g} pp for every task: the best reachable)"
         if len(tasks) > 1:
             lines += ["", f"Overall ({backbone}): {format_size(overall)}, the largest of the "
-                      "tasks' budgets."]
+                      f"tasks' budgets{reached}."]
         else:
-            lines += ["", f"Budget ({backbone}): {format_size(overall)}."]
+            lines += ["", f"Budget ({backbone}): {format_size(overall)}{reached}."]
         fits = (boards or {}).get(backbone)
         if fits is not None:
             holding = [f.board for f in fits if f.fits]
