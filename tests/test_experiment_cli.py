@@ -1,6 +1,6 @@
 """`medyate-mcu experiment` on a user's own .npz: bad values refused before anything is written,
-the cache explained in --help, and a small sweep whose recommendation matches its definition
-recomputed from the written CSV."""
+the cache explained in --help, and a small sweep on local Ray whose recommendation matches its
+definition recomputed from the written CSV, resumed serially and run afresh."""
 
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ def test_sweep_on_a_user_npz_recommends_by_the_definition(
     result = CliRunner().invoke(main, [
         "experiment", "ds-cnn-kws", "--data", str(data), "--budgets", "76kB,90kB,200kB",
         "--policies", "medyate,full", "--seeds", "2", "--epochs", "1", "--lr", "0.02",
-        "--within", "1pp", "--boards", "nucleo-f411re", "--serial", "-o", str(out)])
+        "--within", "1pp", "--boards", "nucleo-f411re", "--cpus", "2", "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert "# Recommendation" in result.output
     # the oracle: the definition, on the CSV's rounded accuracies (4 decimals: 0.01 pp, far
@@ -100,7 +100,8 @@ def test_sweep_on_a_user_npz_recommends_by_the_definition(
     (fit,) = answer["boards"]["float32"]
     assert fit["fits"] is (expected < 128 * K)
     assert (out / "recommendation.md").read_text().splitlines()[2] in result.output
-    # resuming: two cells deleted are the only ones recomputed; --fresh recomputes all
+    # resuming, serially, from the cells local Ray computed: two cells deleted are the only ones
+    # recomputed
     cells = sorted((out / "cells").glob("*.json"))
     for cell in cells[:2]:
         cell.unlink()
