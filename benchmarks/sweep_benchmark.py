@@ -8,8 +8,8 @@ Prints each run's wall-clock time, the ratio, whether the two results.csv are by
 and where the time goes: the cells' own seconds (timings.csv) against the wall clock, the rest
 being start-up (imports, data loading, Ray's start), LaRa and the end's imbalance.
 
-Run: .venv/bin/python benchmarks/sweep_benchmark.py   (about 5 minutes on 2 idle cores)
-     [--cpus N] [--keep DIR: keep both output folders there]
+Run: .venv/bin/python benchmarks/sweep_benchmark.py   (about 6 minutes on 2 idle cores)
+     [--cpus N] [--epochs N, default 3] [--keep DIR: keep both output folders there]
 The figure needs an idle machine: other processes on the cores slow both runs unevenly.
 Figures only: nothing here is asserted by the tests.
 """
@@ -30,7 +30,7 @@ from medyate_mcu.zoo import DOWNSTREAM_TASKS, default_model_path
 from medyate_mcu.zoo.tasks import load_task, proxy_task_for
 
 SWEEP = ["--budgets", "150kB,225kB,300kB", "--policies", "medyate,trady,static,classifier,full",
-         "--seeds", "2", "--epochs", "3", "--boards", "none"]
+         "--seeds", "2", "--boards", "none"]
 
 
 def cli() -> list[str]:
@@ -50,11 +50,12 @@ def warm_data_cache() -> None:
         load_task(proxy_task_for(task, graph, DOWNSTREAM_TASKS), graph)
 
 
-def timed_sweep(where: list[str], output: Path) -> float:
+def timed_sweep(where: list[str], epochs: int, output: Path) -> float:
     """Wall-clock seconds of one sweep into ``output`` (its log beside it)."""
     start = time.perf_counter()
     with (output.parent / f"{output.name}.log").open("w") as log:
-        done = subprocess.run([*cli(), "experiment", *SWEEP, *where, "--fresh",
+        done = subprocess.run([*cli(), "experiment", *SWEEP, "--epochs", str(epochs), *where,
+                               "--fresh",
                                "-o", str(output)], stdout=log, stderr=subprocess.STDOUT)
     seconds = time.perf_counter() - start
     if done.returncode != 0:
@@ -69,8 +70,10 @@ def cell_seconds(output: Path) -> tuple[float, int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description="The panel sweep, serial and on local Ray.")
     parser.add_argument("--cpus", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=3,
+                        help="more epochs amortise the fixed costs (start-up, Ray, LaRa)")
     parser.add_argument("--keep", type=Path, default=None)
     args = parser.parse_args()
     folder = args.keep or Path(tempfile.mkdtemp(prefix="medyate-sweep-bench-"))
@@ -78,13 +81,13 @@ def main() -> None:
     try:
         warm_data_cache()
         serial, ray = folder / "serial", folder / "ray"
-        serial_wall = timed_sweep(["--serial"], serial)
-        ray_wall = timed_sweep(["--cpus", str(args.cpus)], ray)
+        serial_wall = timed_sweep(["--serial"], args.epochs, serial)
+        ray_wall = timed_sweep(["--cpus", str(args.cpus)], args.epochs, ray)
         serial_cells, count = cell_seconds(serial)
         ray_cells, _ = cell_seconds(ray)
         same = (serial / "results.csv").read_bytes() == (ray / "results.csv").read_bytes()
-        print(f"sweep: demo model, {', '.join(DOWNSTREAM_TASKS)}; {' '.join(SWEEP)}; "
-              f"{count} cells")
+        print(f"sweep: demo model, {', '.join(DOWNSTREAM_TASKS)}; {' '.join(SWEEP)} --epochs "
+              f"{args.epochs}; {count} cells")
         print(f"serial:          {serial_wall:7.1f} s wall; cells {serial_cells:6.1f} s; "
               f"the rest (start-up, data, LaRa) {serial_wall - serial_cells:5.1f} s")
         print(f"Ray, {args.cpus} CPUs:     {ray_wall:7.1f} s wall; cells {ray_cells:6.1f} s "
