@@ -646,7 +646,8 @@ int mdy_conv3x3_backward_input(const mdy_conv_shape_t *s, const float *dy_o, con
     return 1;
 }
 
-static int input_edges(const mdy_conv_shape_t *s, const float *dy, const float *w, float *dx);
+static int input_edges(const mdy_conv_shape_t *s, const float *dy, const float *w, float *dx,
+                       int fresh);
 
 int mdy_conv3x3_depthwise_backward_input(const mdy_conv_shape_t *s, const float *dy,
                                          const float *w, float *dx)
@@ -657,7 +658,7 @@ int mdy_conv3x3_depthwise_backward_input(const mdy_conv_shape_t *s, const float 
     if (s->groups != s->in_c || s->out_c != s->in_c || !input_plan(s, &p)) {
         return 0;
     }
-    if (!p.gather && input_edges(s, dy, w, dx)) {
+    if (!p.gather && input_edges(s, dy, w, dx, 0)) {
         return 1;
     }
     for (c = 0; c < s->out_c; ++c, dy += out_hw, w += K * K, dx += in_hw) {
@@ -1308,6 +1309,149 @@ static inline float *output_row(float *dx_c, float *trash, int32_t iy, int32_t i
  * row, border pixels unrolled, the interior in blocks of two pixels. Every cell of dx takes
  * the same terms in the same order as in the general loops: the same bits, with no condition.
  */
+/* The columns of a stride-2 row of input_edges_2: interior [lo, hi), the offset first of
+   pixel lo's window, o of the right border pixel's (right: one), row4 (ROW4). */
+typedef struct {
+    int32_t lo, hi, first, o, right, row4, out_w;
+} edge_row_t;
+
+/* One output row (errors dy) scattered into window rows r0 .. r2 (the terms added onto them). */
+#define SCATTER_ROW2(dy, r0, r1, r2) do { \
+    const int32_t lo = e.lo, hi = e.hi, o = e.o; \
+    float *dx0 = r0 + e.first, *dx1 = r1 + e.first, *dx2 = r2 + e.first; \
+    int32_t ox; \
+    if (e.row4) { \
+        const float d0 = dy[0], d1 = dy[1], d2 = dy[2], d3 = dy[3]; \
+        if (e.row4 == 1) { \
+            INPUT_ROW4_2(0); \
+            INPUT_ROW4_2(1); \
+            INPUT_ROW4_2(2); \
+        } else { \
+            INPUT_ROW4_2L(0); \
+            INPUT_ROW4_2L(1); \
+            INPUT_ROW4_2L(2); \
+        } \
+    } else { \
+    if (lo) { \
+        const float d = dy[0]; \
+        r0[0] += d * f.t[1]; r0[1] += d * f.t[2]; \
+        r1[0] += d * f.t[4]; r1[1] += d * f.t[5]; \
+        r2[0] += d * f.t[7]; r2[1] += d * f.t[8]; \
+    } \
+    for (ox = lo; ox + 2 <= hi; ox += 2, dx0 += 4, dx1 += 4, dx2 += 4) { \
+        const float d0 = dy[ox], d1 = dy[ox + 1]; \
+        INPUT2_ROW(0); \
+        INPUT2_ROW(1); \
+        INPUT2_ROW(2); \
+    } \
+    for (; ox < hi; ++ox, dx0 += 2, dx1 += 2, dx2 += 2) { \
+        const float d = dy[ox]; \
+        EACH_ROW(ALL, INPUT_REGISTERS); \
+    } \
+    if (e.right) { \
+        const float d = dy[hi]; \
+        r0[o] += d * f.t[0]; r0[o + 1] += d * f.t[1]; \
+        r1[o] += d * f.t[3]; r1[o + 1] += d * f.t[4]; \
+        r2[o] += d * f.t[6]; r2[o + 1] += d * f.t[7]; \
+    } \
+    } \
+    } while (0)
+
+/* Window row ky (cells dx##ky, carry k##ky: the sum of its first cell so far) of a row no
+   earlier pixel touched: its other cells start at +0, as zeroed. */
+#define INPUT2_FRESH(ky) do { \
+        const float w0 = f.t[3 * ky], w1 = f.t[3 * ky + 1], w2 = f.t[3 * ky + 2]; \
+        float c0 = k##ky, c1 = 0.0f, c2 = 0.0f, c3 = 0.0f, c4 = 0.0f; \
+        c0 += d0 * w0; c1 += d0 * w1; c2 += d0 * w2; \
+        c2 += d1 * w0; c3 += d1 * w1; c4 += d1 * w2; \
+        dx##ky[0] = c0; dx##ky[1] = c1; dx##ky[2] = c2; dx##ky[3] = c3; k##ky = c4; \
+    } while (0)
+#define INPUT1_FRESH(ky) do { \
+        float c0 = k##ky, c1 = 0.0f, c2 = 0.0f; \
+        c0 += d * f.t[3 * ky]; c1 += d * f.t[3 * ky + 1]; c2 += d * f.t[3 * ky + 2]; \
+        dx##ky[0] = c0; dx##ky[1] = c1; k##ky = c2; \
+    } while (0)
+
+/* INPUT_ROW4_2 / INPUT_ROW4_2L on a row no earlier pixel touched: cells start at +0. */
+#define INPUT_ROW4_FRESH(ky, row4) do { \
+        const float w0 = f.t[3 * ky], w1 = f.t[3 * ky + 1], w2 = f.t[3 * ky + 2]; \
+        float c0 = 0.0f, c1 = 0.0f, c2 = 0.0f, c3 = 0.0f, c4 = 0.0f, c5 = 0.0f, c6 = 0.0f; \
+        float c7 = 0.0f; \
+        if (row4 == 1) { \
+            c0 += d0 * w0; c1 += d0 * w1; c2 += d0 * w2; \
+            c2 += d1 * w0; c3 += d1 * w1; c4 += d1 * w2; \
+            c4 += d2 * w0; c5 += d2 * w1; c6 += d2 * w2; \
+            c6 += d3 * w0; c7 += d3 * w1; \
+        } else { \
+            c0 += d0 * w1; c1 += d0 * w2; \
+            c1 += d1 * w0; c2 += d1 * w1; c3 += d1 * w2; \
+            c3 += d2 * w0; c4 += d2 * w1; c5 += d2 * w2; \
+            c5 += d3 * w0; c6 += d3 * w1; c7 += d3 * w2; \
+        } \
+        r##ky[0] = c0; r##ky[1] = c1; r##ky[2] = c2; r##ky[3] = c3; \
+        r##ky[4] = c4; r##ky[5] = c5; r##ky[6] = c6; r##ky[7] = c7; \
+    } while (0)
+
+/*
+ * One output row scattered into r0 (added onto) and r1, r2 (rows no earlier pixel touched:
+ * written, each cell's sum started at +0 as if zeroed, its later terms kept in a register,
+ * cells no window reaches set to +0); in_w cells per row.
+ */
+#define FRESH_ROW2(dy, r0, r1, r2) do { \
+    const int32_t lo = e.lo, hi = e.hi, o = e.o; \
+    float *dx0 = r0 + e.first, *dx1 = r1 + e.first, *dx2 = r2 + e.first; \
+    float k1 = 0.0f, k2 = 0.0f; \
+    int32_t ox, end; \
+    if (e.row4) { \
+        const float d0 = dy[0], d1 = dy[1], d2 = dy[2], d3 = dy[3]; \
+        if (e.row4 == 1) { \
+            INPUT_ROW4_2(0); \
+        } else { \
+            INPUT_ROW4_2L(0); \
+        } \
+        INPUT_ROW4_FRESH(1, e.row4); \
+        INPUT_ROW4_FRESH(2, e.row4); \
+        end = 8; \
+    } else { \
+        if (lo) { \
+            const float d = dy[0]; \
+            r0[0] += d * f.t[1]; r0[1] += d * f.t[2]; \
+            r1[0] = 0.0f + d * f.t[4]; k1 = 0.0f + d * f.t[5]; \
+            r2[0] = 0.0f + d * f.t[7]; k2 = 0.0f + d * f.t[8]; \
+        } \
+        for (ox = lo; ox + 2 <= hi; ox += 2, dx0 += 4, dx1 += 4, dx2 += 4) { \
+            const float d0 = dy[ox], d1 = dy[ox + 1]; \
+            INPUT2_ROW(0); \
+            INPUT2_FRESH(1); \
+            INPUT2_FRESH(2); \
+        } \
+        for (; ox < hi; ++ox, dx0 += 2, dx1 += 2, dx2 += 2) { \
+            const float d = dy[ox]; \
+            dx0[0] += d * f.t[0]; dx0[1] += d * f.t[1]; dx0[2] += d * f.t[2]; \
+            INPUT1_FRESH(1); \
+            INPUT1_FRESH(2); \
+        } \
+        if (e.right) { \
+            const float d = dy[hi]; \
+            r0[o] += d * f.t[0]; r0[o + 1] += d * f.t[1]; \
+            r1[o] = k1 + d * f.t[3]; r1[o + 1] = 0.0f + d * f.t[4]; \
+            r2[o] = k2 + d * f.t[6]; r2[o + 1] = 0.0f + d * f.t[7]; \
+            end = o + 2; \
+        } else {  /* column 2 of the last pixel, at o */ \
+            end = 0; \
+            if (hi > 0 && o >= 0 && o < in_w) { \
+                r1[o] = k1; \
+                r2[o] = k2; \
+                end = o + 1; \
+            } \
+        } \
+    } \
+    for (; end < in_w; ++end) { \
+        r1[end] = 0.0f; \
+        r2[end] = 0.0f; \
+    } \
+    } while (0)
+
 static void input_edges_2(const mdy_conv_shape_t *s, int32_t lo, int32_t hi, float *trash,
                           const float *dy, const float *w, float *dx)
 {
@@ -1364,19 +1508,87 @@ static void input_edges_2(const mdy_conv_shape_t *s, int32_t lo, int32_t hi, flo
     }
 }
 
-/* The depthwise input error by input_edges_2 (stride 2); 0, touching nothing, otherwise. */
-static int input_edges(const mdy_conv_shape_t *s, const float *dy, const float *w, float *dx)
+static void zero_cells(float *v, int32_t n);
+
+static void input_fresh_2(const mdy_conv_shape_t *s, const edge_row_t *edge, float *trash,
+                          const float *dy, const float *w, float *dx)
+{
+    const int fresh = 1;
+    const edge_row_t e = *edge;
+    const int32_t in_h = s->in_h, in_w = s->in_w, out_w = s->out_w, sh = s->stride_h;
+    const int32_t out_h = s->out_h, top = -s->pad_top, in_hw = in_h * in_w;
+    int32_t ch, i;
+    for (ch = 0; ch < s->out_c; ++ch, dx += in_hw, w += K * K) {
+        taps_t f;
+        int32_t oy, iy = top;
+        load_taps(&f, w);
+        for (oy = 0; oy < out_h; ++oy, dy += out_w, iy += sh) {
+            float *r0 = output_row(dx, trash, iy, in_h, in_w);
+            float *r1 = output_row(dx, trash, iy + 1, in_h, in_w);
+            float *r2 = output_row(dx, trash, iy + 2, in_h, in_w);
+            if (fresh && oy > 0 && iy + 2 < in_h) {  /* r0 added onto, r1, r2 new */
+                FRESH_ROW2(dy, r0, r1, r2);
+                continue;
+            }
+            if (fresh) {  /* the first row, or rows past the map: zero the new ones first */
+                for (i = oy == 0 ? 0 : 1; i < K; ++i) {
+                    if (iy + i >= 0 && iy + i < in_h) {
+                        zero_cells(dx + (iy + i) * in_w, in_w);
+                    }
+                }
+            }
+            SCATTER_ROW2(dy, r0, r1, r2);
+        }
+        for (iy += 1; fresh && iy < in_h; ++iy) {  /* rows past every window */
+            if (iy >= 0) {
+                zero_cells(dx + iy * in_w, in_w);
+            }
+        }
+    }
+}
+
+/* The cells of v (n) set to +0. */
+static void zero_cells(float *v, int32_t n)
+{
+    int32_t i;
+    for (i = 0; i + 4 <= n; i += 4) {
+        v[i] = 0.0f;
+        v[i + 1] = 0.0f;
+        v[i + 2] = 0.0f;
+        v[i + 3] = 0.0f;
+    }
+    for (; i < n; ++i) {
+        v[i] = 0.0f;
+    }
+}
+
+/* The depthwise input error by input_edges_2 (stride 2), onto dx or, fresh, overwriting it
+   (each row's cells starting at +0 at their first term, as zeroing dx first); 0, touching
+   nothing, for other shapes. */
+static int input_edges(const mdy_conv_shape_t *s, const float *dy, const float *w, float *dx,
+                       int fresh)
 {
     float trash[ZERO_ROW];
     columns_t c;
-    int32_t i;
-    if (s->stride_w != 2 || !edges(s, &c)) {
+    edge_row_t e;
+    if (s->stride_w != 2 || (fresh && s->stride_h != 2) || !edges(s, &c)) {
         return 0;
     }
-    for (i = 0; i < s->in_w; ++i) {
-        trash[i] = 0.0f;
+    zero_cells(trash, s->in_w);
+    e.lo = c.lo;
+    e.hi = c.hi;
+    e.first = c.lo < c.hi ? c.lo * 2 - s->pad_left : 0;
+    e.o = c.hi * 2 - s->pad_left;
+    e.right = c.hi < s->out_w;
+    e.out_w = s->out_w;
+    e.row4 = ROW4(2, s->out_w, c.lo, c.hi);
+    if (!fresh) {
+        input_edges_2(s, c.lo, c.hi, trash, dy, w, dx);
+    } else if (e.row4) {  /* measured: zeroing first and adding onto is cheaper here */
+        return 0;
+    } else {
+        input_fresh_2(s, &e, trash, dy, w, dx);
     }
-    input_edges_2(s, c.lo, c.hi, trash, dy, w, dx);
     return 1;
 }
 
@@ -1384,8 +1596,9 @@ int mdy_conv3x3_depthwise_backward_input_fresh(const mdy_conv_shape_t *s, const 
                                                const float *w, float *dx)
 {
     input_plan_t p;
-    if (s->groups != s->in_c || s->out_c != s->in_c || !input_plan(s, &p) || !p.gather) {
+    if (s->groups != s->in_c || s->out_c != s->in_c || !input_plan(s, &p)) {
         return 0;
     }
-    return forward_edges(&p.t, &p.p, dy, w, NULL, dx, 1);
+    return p.gather ? forward_edges(&p.t, &p.p, dy, w, NULL, dx, 1)
+                    : input_edges(s, dy, w, dx, 1);
 }
