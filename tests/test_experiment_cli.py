@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from collections import defaultdict
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from arm_support import require_tool
 from click.testing import CliRunner
 
 from medyate_mcu.cli.main import main
+from medyate_mcu.toolchain.compile import default_ranking_path
+from medyate_mcu.zoo import default_model_path
 
 K = 1024
 
@@ -67,6 +70,23 @@ def test_ray_address_from_the_environment(tmp_path: Path) -> None:
 def test_help_explains_the_cache() -> None:
     text = CliRunner().invoke(main, ["experiment", "--help"]).output
     assert "OUTPUT/cells" in text and "--fresh" in text and "ray start --head" in text
+
+
+def test_a_model_without_ranking_checks_boards_with_the_sweeps(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model with no ranking beside it: the board check compiles with the ranking the sweep
+    computed (compile would otherwise run LaRa and write one beside the model)."""
+    monkeypatch.setenv("MEDYATE_CACHE", str(tmp_path / "cache"))
+    model = tmp_path / "mine.onnx"
+    shutil.copy(default_model_path(), model)
+    out = tmp_path / "exp"
+    result = CliRunner().invoke(main, [
+        "experiment", str(model), "--data", "shapes", "--budgets", "300kB", "--policies",
+        "medyate,full", "--seeds", "1", "--epochs", "1", "--train-per-class", "5",
+        "--boards", "nucleo-f411re", "--serial", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "exceeds nucleo-f411re's RAM" in (out / "recommendation.md").read_text()
+    assert not default_ranking_path(model).exists()
 
 
 def test_sweep_on_a_user_npz_recommends_by_the_definition(

@@ -19,6 +19,7 @@ from medyate_mcu.cli.method_commands import K_RULE_OPTION, progress_bar
 from medyate_mcu.errors import MedyateError
 from medyate_mcu.experiments import recommend as rec
 from medyate_mcu.experiments.cells import RunResult, SweepConfig
+from medyate_mcu.experiments.prepare import load_inputs
 from medyate_mcu.graph import Graph
 from medyate_mcu.method.lara import LaraSettings
 from medyate_mcu.method.planner import KRule
@@ -29,7 +30,7 @@ from medyate_mcu.toolchain.compile import DEFAULT_CALIBRATION_SAMPLES, default_r
 from medyate_mcu.units import parse_size
 from medyate_mcu.zoo import DOWNSTREAM_TASKS, SPECS
 from medyate_mcu.zoo.speech import SPEECH_SETS
-from medyate_mcu.zoo.tasks import default_tasks, proxy_task_for
+from medyate_mcu.zoo.tasks import default_tasks
 
 if TYPE_CHECKING:  # the executors import Ray, which the other commands need not load
     from medyate_mcu.experiments.cells import Cell
@@ -179,7 +180,8 @@ def experiment_command(model: Path | None, tasks: str | None, budgets: str, seed
     out = console()
     out.print((output / "results.md").read_text())
     out.print(f"wrote {output}/results.csv, results.md, accuracy_vs_budget.png")
-    _recommendation(model, graph, results, config, margin, board_list, output)
+    _recommendation(model, graph, results, config, margin, board_list, output,
+                    where.threads_per_cell)
 
 
 def _boards(names: str | None) -> list[Board]:
@@ -242,8 +244,8 @@ class _Announcing:
 
 
 def _recommendation(model: Path | None, graph: Graph, results: list[RunResult],
-                    config: SweepConfig, margin: float, boards: list[Board],
-                    output: Path) -> None:
+                    config: SweepConfig, margin: float, boards: list[Board], output: Path,
+                    threads: int) -> None:
     """Print the recommendation and write it to OUTPUT/recommendation.md and .json; one line
     instead when the policies lack medyate or full fine-tuning."""
     out = console()
@@ -261,8 +263,9 @@ def _recommendation(model: Path | None, graph: Graph, results: list[RunResult],
             continue
         task = next(t.task for t in answer.tasks
                     if t.backbone == backbone and t.budget == overall)
-        check = rec.compile_check(model, task, _ranking_file(model, graph, task, config, output),
-                                  backbone, config.alpha, config.k_rule.value)
+        ranking = _ranking_file(model, graph, task, config, output, threads)
+        check = rec.compile_check(model, task, ranking, backbone, config.alpha,
+                                  config.k_rule.value)
         fits[backbone] = rec.board_fits(overall, boards, check)
     text = rec.markdown(answer, fits)
     (output / "recommendation.md").write_text(text)
@@ -272,17 +275,16 @@ def _recommendation(model: Path | None, graph: Graph, results: list[RunResult],
 
 
 def _ranking_file(model: Path | None, graph: Graph, task: str, config: SweepConfig,
-                  output: Path) -> Path:
-    """The ranking `compile` would use: the model's own beside it, else the sweep's for
-    ``task`` (LaRa on compile's proxy)."""
+                  output: Path, threads: int) -> Path:
+    """The ranking `compile` would use: the model's own beside it, else the one the sweep
+    computed for ``task`` (LaRa on compile's proxy)."""
     path = default_ranking_path(model)
     if path.is_file():
         return path
-    proxy = proxy_task_for(task, graph, DOWNSTREAM_TASKS)
-    found = sorted(output.glob(f"**/lara-{proxy}-*.json"))
-    if not found:
-        raise MedyateError(f"no LaRa ranking for {task} in {output} to check the boards with")
-    return found[0]
+    path = load_inputs(graph, config, DOWNSTREAM_TASKS, task, output, threads).ranking_path
+    if not path.is_file():
+        raise MedyateError(f"no LaRa ranking for {task} at {path} to check the boards with")
+    return path
 
 
 E = TypeVar("E", bound=StrEnum)
