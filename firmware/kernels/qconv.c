@@ -91,6 +91,18 @@ static void pointwise_quad(const int8_t *x, int32_t hw, int32_t cpg, const int8_
     acc[2] = a2;
     acc[3] = a3;
 }
+
+/* Four outputs of one channel, out of line: the requantization's fields stay in registers
+   (inlined in the pixel loop, gcc 12 reloads them from the stack for every output). */
+static __attribute__((noinline)) void requant4(const mdy_q8_requant_t *rq, const int32_t acc[4],
+                                               int8_t *y)
+{
+    const mdy_q8_requant_t r = *rq;
+    y[0] = mdy_q8_requant_apply(&r, acc[0]);
+    y[1] = mdy_q8_requant_apply(&r, acc[1]);
+    y[2] = mdy_q8_requant_apply(&r, acc[2]);
+    y[3] = mdy_q8_requant_apply(&r, acc[3]);
+}
 #endif
 
 static void pointwise_forward(const mdy_conv_shape_t *s, const mdy_q8_conv_t *p,
@@ -110,10 +122,7 @@ static void pointwise_forward(const mdy_conv_shape_t *s, const mdy_q8_conv_t *p,
         for (; i + 4 <= hw; i += 4) {
             int32_t acc[4];
             pointwise_quad(x_g + i, hw, cpg, w_o, offset, acc);
-            y_o[i] = mdy_q8_requant_apply(&rq, acc[0]);
-            y_o[i + 1] = mdy_q8_requant_apply(&rq, acc[1]);
-            y_o[i + 2] = mdy_q8_requant_apply(&rq, acc[2]);
-            y_o[i + 3] = mdy_q8_requant_apply(&rq, acc[3]);
+            requant4(&rq, acc, y_o + i);
         }
 #endif
         for (; i < hw; ++i) {
