@@ -779,9 +779,11 @@ int mdy_conv3x3_backward_weight(const mdy_conv_shape_t *s, const float *dy_o,
     return 1;
 }
 
-/* The widest input map whose window rows outside the input a zero row stands for (the stack:
-   4 bytes each). */
+/* The widest input map whose window rows outside the input a zero row stands for. */
 #define ZERO_ROW 64
+
+/* The zero row (read only: in flash, no stack). */
+static const float zero_row[ZERO_ROW];
 
 /* Output columns of the weight gradient from zero rows: interior [lo, hi) and the kx mask
    (bit kx: that window column inside the input) of each border column. */
@@ -1124,14 +1126,10 @@ int mdy_conv3x3_backward_weights(const mdy_conv_shape_t *s, const float *dy, uin
                                  const uint32_t *offsets, uint32_t x_offset)
 {
     const slots_t job = {dy, n, channels, first_channel, pool, offsets, x_offset};
-    float zero[ZERO_ROW];
+    const float *zero = zero_row;
     columns_t c;
-    int32_t i;
     if (!FAST_PATHS || s->k_h != K || s->k_w != K || s->in_w > ZERO_ROW || !columns(s, &c)) {
         return 0;
-    }
-    for (i = 0; i < s->in_w; ++i) {
-        zero[i] = 0.0f;
     }
     if (edges(s, &c)) {
         if (s->stride_w == 1) {
@@ -1278,19 +1276,14 @@ static int edges(const mdy_conv_shape_t *s, columns_t *c)
 static int forward_edges(const mdy_conv_shape_t *s, const plan_t *p, const float *x,
                          const float *w, const float *b, float *y, int rotated)
 {
-    float zero[ZERO_ROW];
     columns_t c;
-    int32_t i;
     if (!edges(s, &c)) {
         return 0;
     }
-    for (i = 0; i < s->in_w; ++i) {
-        zero[i] = 0.0f;
-    }
     if (s->stride_w == 1) {
-        forward_edges_1(s, p, c.lo, c.hi, zero, x, w, b, y, rotated);
+        forward_edges_1(s, p, c.lo, c.hi, zero_row, x, w, b, y, rotated);
     } else {
-        forward_edges_2(s, p, c.lo, c.hi, zero, x, w, b, y, rotated);
+        forward_edges_2(s, p, c.lo, c.hi, zero_row, x, w, b, y, rotated);
     }
     return 1;
 }
