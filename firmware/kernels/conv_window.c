@@ -15,6 +15,19 @@
  * rotated, each dx cell taking the scatter's terms (the output pixels in raster order, that is
  * its taps ky, kx descending) in a register. Every pixel, cell or accumulator still takes its
  * terms in the general loops' order.
+ *
+ * Shapes with at most one border column per side (stride 1 or 2, the masks of a padding of
+ * one: "edges") take whole depthwise layers, and the weight gradients of several selected
+ * channels (mdy_conv3x3_backward_weights, one call per layer), without masks on rows: window
+ * rows in the padding are read from a zero row (forward, weight gradient, the stride-1 gather
+ * overwriting dx) or written to a trash row (stride-2 input error). Reading a zero adds
+ * x * 0 = +-0 (x finite) to a sum that is not -0, which leaves it unchanged; such a sum starts
+ * at a bias or gradient other than -0, or at +0 (dx overwritten), and a round-to-nearest sum
+ * is -0 only when both terms are, so the bits stay the general loops'. A channel whose bias is
+ * -0 or whose filter is not finite takes the masked path; gradient slots and errors are
+ * assumed as conv.h states. Border pixels are unrolled, rows of four pixels unrolled whole;
+ * the stride-2 input error overwriting dx writes each new row (its sums from +0) instead of
+ * zeroing it first.
  */
 #include "conv_window.h"
 
