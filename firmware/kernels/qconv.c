@@ -300,10 +300,12 @@ static void conv3x3_dsp(const mdy_conv_shape_t *s, const mdy_q8_conv_t *p, const
                     depthwise3x3_row(x_g + iy0 * in_w + ix0, in_w, sw, ox_end - ox_lo, k[0],
                                      offset, &rq, y_row + ox);
                     ox = ox_end;
-                } else if (rows_in && ox >= ox_lo && ox < ox_hi && cpg <= PAIRED_CHANNELS) {
-                    y_row[ox] = mdy_q8_requant_apply(&rq, pixel_3x3(
-                        x_g + iy0 * in_w + ix0, in_w, in_h * in_w, cpg, k, offset));
-                    ++ox;
+                } else if (rows_in && ox == ox_lo && ox_hi > ox_lo && cpg <= PAIRED_CHANNELS) {
+                    const int8_t *x_row = x_g + iy0 * in_w + ix0;
+                    for (; ox < ox_hi; ++ox, x_row += sw) {
+                        y_row[ox] = mdy_q8_requant_apply(
+                            &rq, pixel_3x3(x_row, in_w, in_h * in_w, cpg, k, offset));
+                    }
                 } else if (rows_in && ox >= ox_lo && ox < ox_hi) {
                     const int32_t n = sw == 1 && ox + 1 < ox_hi ? 2 : 1;
                     int32_t acc[2];
