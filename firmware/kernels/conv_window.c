@@ -1553,6 +1553,59 @@ static void input_fresh_2(const mdy_conv_shape_t *s, const edge_row_t *edge, flo
     }
 }
 
+/* input_fresh_2 for rows of four pixels (ROW4 row4): each regular output row adds onto its
+   first window row and writes the two new ones whole (eight cells, the rest of a row +0). */
+static void input_fresh4_2(const mdy_conv_shape_t *s, int32_t row4, float *trash,
+                           const float *dy, const float *w, float *dx)
+{
+    const int32_t in_h = s->in_h, in_w = s->in_w, out_h = s->out_h, in_hw = in_h * in_w;
+    int32_t ch, i;
+    for (ch = 0; ch < s->out_c; ++ch, dx += in_hw, w += K * K) {
+        taps_t f;
+        int32_t oy, iy = -s->pad_top;
+        load_taps(&f, w);
+        for (oy = 0; oy < out_h; ++oy, dy += 4, iy += 2) {
+            float *r0 = output_row(dx, trash, iy, in_h, in_w);
+            float *r1 = output_row(dx, trash, iy + 1, in_h, in_w);
+            float *r2 = output_row(dx, trash, iy + 2, in_h, in_w);
+            const float d0 = dy[0], d1 = dy[1], d2 = dy[2], d3 = dy[3];
+            if (oy > 0 && iy + 2 < in_h) {
+                if (row4 == 1) {
+                    INPUT_ROW4_2(0);
+                } else {
+                    INPUT_ROW4_2L(0);
+                }
+                INPUT_ROW4_FRESH(1, row4);
+                INPUT_ROW4_FRESH(2, row4);
+                for (i = 8; i < in_w; ++i) {
+                    r1[i] = 0.0f;
+                    r2[i] = 0.0f;
+                }
+                continue;
+            }
+            for (i = oy == 0 ? 0 : 1; i < K; ++i) {
+                if (iy + i >= 0 && iy + i < in_h) {
+                    zero_cells(dx + (iy + i) * in_w, in_w);
+                }
+            }
+            if (row4 == 1) {
+                INPUT_ROW4_2(0);
+                INPUT_ROW4_2(1);
+                INPUT_ROW4_2(2);
+            } else {
+                INPUT_ROW4_2L(0);
+                INPUT_ROW4_2L(1);
+                INPUT_ROW4_2L(2);
+            }
+        }
+        for (iy += 1; iy < in_h; ++iy) {  /* rows past every window */
+            if (iy >= 0) {
+                zero_cells(dx + iy * in_w, in_w);
+            }
+        }
+    }
+}
+
 /* The cells of v (n) set to +0. */
 static void zero_cells(float *v, int32_t n)
 {
@@ -1590,8 +1643,8 @@ static int input_edges(const mdy_conv_shape_t *s, const float *dy, const float *
     e.row4 = ROW4(2, s->out_w, c.lo, c.hi);
     if (!fresh) {
         input_edges_2(s, c.lo, c.hi, trash, dy, w, dx);
-    } else if (e.row4) {  /* measured: zeroing first and adding onto is cheaper here */
-        return 0;
+    } else if (e.row4) {
+        input_fresh4_2(s, e.row4, trash, dy, w, dx);
     } else {
         input_fresh_2(s, &e, trash, dy, w, dx);
     }
