@@ -1532,7 +1532,7 @@ static void input_fresh_2(const mdy_conv_shape_t *s, const edge_row_t *edge, flo
             float *r0 = output_row(dx, trash, iy, in_h, in_w);
             float *r1 = output_row(dx, trash, iy + 1, in_h, in_w);
             float *r2 = output_row(dx, trash, iy + 2, in_h, in_w);
-            if (fresh && oy > 0 && iy + 2 < in_h) {  /* r0 added onto, r1, r2 new */
+            if (fresh && (oy > 0 || iy < 0) && iy + 2 < in_h) {  /* r0 added onto, r1, r2 new */
                 FRESH_ROW2(dy, r0, r1, r2);
                 continue;
             }
@@ -1569,7 +1569,7 @@ static void input_fresh4_2(const mdy_conv_shape_t *s, int32_t row4, float *trash
             float *r1 = output_row(dx, trash, iy + 1, in_h, in_w);
             float *r2 = output_row(dx, trash, iy + 2, in_h, in_w);
             const float d0 = dy[0], d1 = dy[1], d2 = dy[2], d3 = dy[3];
-            if (oy > 0 && iy + 2 < in_h) {
+            if ((oy > 0 || iy < 0) && iy + 2 < in_h) {
                 if (row4 == 1) {
                     INPUT_ROW4_2(0);
                 } else {
