@@ -6,7 +6,10 @@ data sets come from the on-disk data cache either way (built first if absent, un
 
 Prints each run's wall-clock time, the ratio, whether the two results.csv are byte-identical,
 and where the time goes: the cells' own seconds (timings.csv) against the wall clock, the rest
-being start-up (imports, data loading, Ray's start), LaRa and the end's imbalance.
+being start-up (imports, data loading, Ray's start), LaRa and the end's imbalance. Before and
+after, a control without Ray: the same single-thread PyTorch loop run alone, then in --cpus
+processes at once; alone / concurrent throughput is what parallelism can gain on the machine at
+that moment (about --cpus on idle cores, 1 when other jobs take them).
 
 Run: .venv/bin/python benchmarks/sweep_benchmark.py   (about 6 minutes on 2 idle cores)
      [--cpus N] [--epochs N, default 3] [--keep DIR: keep both output folders there]
@@ -63,6 +66,32 @@ def timed_sweep(where: list[str], epochs: int, output: Path) -> float:
     return seconds
 
 
+CONTROL = """
+import time, torch
+torch.set_num_threads(1)
+net = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 3, padding=1), torch.nn.ReLU(),
+                          torch.nn.Conv2d(32, 32, 3, padding=1), torch.nn.AdaptiveAvgPool2d(1),
+                          torch.nn.Flatten(), torch.nn.Linear(32, 10))
+x, y = torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))
+start = time.perf_counter()
+for _ in range(100):
+    net.zero_grad()
+    torch.nn.functional.cross_entropy(net(x), y).backward()
+print(time.perf_counter() - start)
+"""
+
+
+def parallel_capacity(processes: int) -> float:
+    """Throughput of ``processes`` copies of a single-thread training loop at once, relative
+    to one alone."""
+    alone = float(subprocess.run([sys.executable, "-c", CONTROL], capture_output=True,
+                                 text=True, check=True).stdout)
+    running = [subprocess.Popen([sys.executable, "-c", CONTROL], stdout=subprocess.PIPE,
+                                text=True) for _ in range(processes)]
+    together = [float(p.communicate()[0]) for p in running]
+    return processes * alone / max(together)
+
+
 def cell_seconds(output: Path) -> tuple[float, int]:
     """The cells' own seconds summed (timings.csv) and their count."""
     rows = list(csv.DictReader((output / "timings.csv").open()))
@@ -80,12 +109,14 @@ def main() -> None:
     folder.mkdir(parents=True, exist_ok=True)
     try:
         warm_data_cache()
+        before = parallel_capacity(args.cpus)
         serial, ray = folder / "serial", folder / "ray"
         serial_wall = timed_sweep(["--serial"], args.epochs, serial)
         ray_wall = timed_sweep(["--cpus", str(args.cpus)], args.epochs, ray)
         serial_cells, count = cell_seconds(serial)
         ray_cells, _ = cell_seconds(ray)
         same = (serial / "results.csv").read_bytes() == (ray / "results.csv").read_bytes()
+        after = parallel_capacity(args.cpus)
         print(f"sweep: demo model, {', '.join(DOWNSTREAM_TASKS)}; {' '.join(SWEEP)} --epochs "
               f"{args.epochs}; {count} cells")
         print(f"serial:          {serial_wall:7.1f} s wall; cells {serial_cells:6.1f} s; "
@@ -96,6 +127,8 @@ def main() -> None:
         print(f"speed-up: {serial_wall / ray_wall:.2f}x; per cell on Ray "
               f"{ray_cells / serial_cells:.2f}x the serial time")
         print(f"results.csv byte-identical: {'yes' if same else 'NO'}")
+        print(f"control, {args.cpus} single-thread processes at once vs one alone: "
+              f"{before:.2f}x before, {after:.2f}x after (idle cores: about {args.cpus}x)")
     finally:
         if args.keep is None:
             shutil.rmtree(folder, ignore_errors=True)
