@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import pytest
 from arm_support import require_tool
 
-from medyate_mcu.boards import get_board
+from medyate_mcu.boards import Board, get_board
 from medyate_mcu.errors import MedyateError
 from medyate_mcu.experiments.budget_sweep import RunResult, SweepConfig
 from medyate_mcu.experiments.recommend import (
@@ -147,3 +147,30 @@ def test_board_check_is_compiles() -> None:
     assert not refused[0].fits and "exceeds nucleo-f411re's RAM" in refused[0].reason
     tight = board_fits(125 * K, [get_board("nucleo-f411re")], check)
     assert not tight[0].fits and "does not fit nucleo-f411re" in tight[0].reason
+
+
+def test_boards_markdown_says_no_and_how_a_fit_was_checked() -> None:
+    def check(board: Board, budget: int) -> str:
+        if board.ram_bytes < budget:
+            raise MedyateError(f"exceeds {board.name}'s RAM")
+        return "" if board.name == "nrf52840-dk" else "only the RAM was compared"
+
+    boards = [get_board(name) for name in ("nucleo-f411re", "nrf52840-dk", "stm32f746g-disco")]
+    fits = board_fits(200 * K, boards, check)
+    assert [f.fits for f in fits] == [False, True, True]
+    results = runs("a", [0.9, 0.9], {b: [0.9, 0.9] for b in BUDGETS})
+    text = markdown(recommend(results, config(["a"])), {"float32": fits})
+    assert "Boards that hold it (`compile --board` check): nrf52840-dk, stm32f746g-disco." in text
+    assert "- nucleo-f411re: no (exceeds nucleo-f411re's RAM)" in text
+    assert "- stm32f746g-disco: yes, but only the RAM was compared" in text
+    assert "nrf52840-dk: yes" not in text
+
+
+def test_board_check_without_the_arm_toolchain_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without arm-none-eabi-gcc, compile compares the budget with the RAM only, and says so:
+    the fit carries that note."""
+    monkeypatch.setattr("medyate_mcu.toolchain.compile.shutil.which", lambda _: None)
+    check = compile_check(None, "digits", default_ranking_path(None), "float32", DEFAULT_ALPHA,
+                          "closest")
+    (fit,) = board_fits(150 * K, [get_board("stm32f746g-disco")], check)
+    assert fit.fits and "arm-none-eabi-gcc is not installed" in fit.reason

@@ -127,14 +127,16 @@ def recommend(results: Sequence[RunResult], config: SweepConfig,
         for backbone in config.backbones for task in config.tasks))
 
 
-BoardCheck = Callable[[Board, int], None]  # raises MedyateError when the board cannot hold it
+# raises MedyateError when the board cannot hold the budget; else a note on how it was checked
+# ("" when fully)
+BoardCheck = Callable[[Board, int], str]
 
 
 @dataclass(frozen=True)
 class BoardFit:
     board: str
     fits: bool
-    reason: str  # why not, or "" when it fits
+    reason: str  # why not; when it fits, how the check fell short ("" when it did not)
 
 
 def board_fits(budget: int, boards: Sequence[Board], check: BoardCheck) -> list[BoardFit]:
@@ -142,11 +144,11 @@ def board_fits(budget: int, boards: Sequence[Board], check: BoardCheck) -> list[
     fits = []
     for board in boards:
         try:
-            check(board, budget)
+            note = check(board, budget)
         except MedyateError as exc:
             fits.append(BoardFit(board.name, False, str(exc)))
         else:
-            fits.append(BoardFit(board.name, True, ""))
+            fits.append(BoardFit(board.name, True, note))
     return fits
 
 
@@ -156,15 +158,17 @@ def compile_check(model: Path | None, data: str, ranking: Path, backbone: str,
     RAM, and with arm-none-eabi-gcc the stack and the rest of a built image
     (:mod:`medyate_mcu.toolchain.auto_budget`); its project goes to a scratch folder."""
 
-    def check(board: Board, budget: int) -> None:
+    def check(board: Board, budget: int) -> str:
         scratch = Path(tempfile.mkdtemp(prefix="medyate-fit-"))
+        said: list[str] = []
         try:
             compile_project(CompileOptions(model=model, budget=budget, board=board.name,
                                            ranking=ranking, data=data, embed=0, alpha=alpha,
                                            k_rule=k_rule, backbone=backbone),
-                            scratch / "project", say=lambda _: None)
+                            scratch / "project", say=said.append)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+        return " ".join(line.removeprefix("note: ") for line in said if line.startswith("note:"))
 
     return check
 
@@ -216,7 +220,8 @@ def markdown(recommendation: Recommendation,
             holding = [f.board for f in fits if f.fits]
             lines.append(f"Boards that hold it (`compile --board` check): "
                          f"{', '.join(holding) if holding else 'none'}.")
-            lines += [f"- {f.board}: no ({f.reason})" for f in fits if not f.fits]
+            lines += [f"- {f.board}: no ({f.reason})" if not f.fits else
+                      f"- {f.board}: yes, but {f.reason}" for f in fits if f.reason]
     return "\n".join(lines) + "\n"
 
 
