@@ -11,7 +11,9 @@ import pytest
 from PIL import Image
 
 from medyate_mcu.errors import MedyateError
-from medyate_mcu.zoo.tasks import load_task
+from medyate_mcu.graph import load_onnx
+from medyate_mcu.zoo import bundled_model_path
+from medyate_mcu.zoo.tasks import load_task, proxy_task_for
 from medyate_mcu.zoo.userdata import UserDataError, load_user_data
 
 KWS = (1, 49, 10)
@@ -183,3 +185,15 @@ def test_other_errors(tmp_path: Path) -> None:
     _image(tmp_path / "imgs" / "b" / "x.png")
     with pytest.raises(UserDataError, match=r"this model takes 6×128 \(give an \.npz"):
         load_user_data(tmp_path / "imgs", SENSOR)
+
+
+def test_a_keyword_model_ranks_user_data_on_speech() -> None:
+    """A model pre-trained on a keyword set ranks a user's data on the other keyword set: an
+    image task resized to 49x10 MFCCs would say nothing about which speech layers to train."""
+    path = bundled_model_path("ds-cnn-kws")
+    assert path is not None
+    graph = load_onnx(path)
+    assert graph.metadata["medyate.source_task"] == "kws"
+    assert proxy_task_for("my-words.npz", graph) == "kws-newvoice"
+    assert proxy_task_for("kws-newvoice", graph) == "kws"
+    assert proxy_task_for("digits", graph) == "greek"  # a panel task keeps the panel's rule

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -54,7 +55,8 @@ def load_inputs(graph: Graph, config: SweepConfig, panel: Sequence[str], task: s
     data = load_task(task, graph, seed=0, train_per_class=config.train_per_class)
     settings = hashlib.sha256(json.dumps([data_fingerprint(proxy), asdict(config.lara),
                                           threads]).encode()).hexdigest()
-    path = output / f"lara-{proxy.name}-{backbone_fingerprint(graph)[:12]}-{settings[:8]}.json"
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", proxy.name)  # a user's path: one file name
+    path = output / f"lara-{name}-{backbone_fingerprint(graph)[:12]}-{settings[:8]}.json"
     return TaskInputs(task, data, proxy, _cached_ranking(path, graph), path)
 
 

@@ -215,14 +215,16 @@ def default_tasks(graph: Graph) -> tuple[str, ...]:
 def proxy_task_for(target: str | None, graph: Graph | None = None,
                    panel: tuple[str, ...] = DOWNSTREAM_TASKS) -> str:
     """The LaRa proxy for ``target``: the next downstream task of the panel after it (never the
-    target itself); for a keyword set, the other keyword set; for other data, the panel's first
-    task if the model takes images, else (no panel task has the model's shape) the target's own
-    training split (docs/decisions.md)."""
+    target itself); for a keyword set, the other keyword set; for other data, the keyword set a
+    keyword model was not pre-trained on, the panel's first task if the model takes images, else
+    (no panel task has the model's shape) the target's own training split (docs/decisions.md)."""
     if target in panel:
         return panel[(panel.index(target) + 1) % len(panel)]
     if target in SPEECH_SETS:
-        others = [name for name in SPEECH_SETS if name != target]
-        return others[0]
+        return next(name for name in SPEECH_SETS if name != target)
+    source = graph.metadata.get("medyate.source_task") if graph is not None else None
+    if source in SPEECH_SETS:  # speech data of the user's: rank on speech, not on images
+        return next(name for name in SPEECH_SETS if name != source)
     shape = sample_shape(graph) if graph is not None else (3, 32, 32)
     if target is not None and (len(shape) != 3 or shape[0] not in (1, 3)):
         return target
