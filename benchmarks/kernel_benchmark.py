@@ -25,6 +25,7 @@ Figures only: nothing here is asserted by the tests.
 
 from __future__ import annotations
 
+import argparse
 import re
 import shutil
 import subprocess
@@ -186,7 +187,11 @@ def measure(board_name: str, root: Path) -> dict:
 
 
 def main() -> None:
-    if sys.argv[1:] == ["--int8"]:
+    parser = argparse.ArgumentParser(
+        description="Cortex-M kernels under QEMU -icount: float kernels and the demo's step and "
+                    "inference (sections 1-2), the paper-scale int8 forward (section 3).")
+    parser.add_argument("--int8", action="store_true", help="run section 3 alone")
+    if parser.parse_args().int8:
         int8_section()
         return
     with tempfile.TemporaryDirectory(prefix="medyate-kernel-bench-") as folder:
