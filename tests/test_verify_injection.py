@@ -61,16 +61,16 @@ INJECTIONS = {
                           "epoch 1 norms"),
     "epoch loss x (1 + 1e-4)": (ENGINE, "s->loss_sum += sample_loss;",
                                 "s->loss_sum += sample_loss * 1.0001f;", "epoch 1 loss"),
-    "classifier weight gradient x 1.001": ("medyate/kernels/linear.c", "gw_o[i] += d * x[i];",
-                                           "gw_o[i] += d * x[i] * 1.001f;",
+    # the blocked classifier kernels (linear.c): rows 0 and 4 of the demo's ten take the block path
+    "classifier weight gradient x 1.001": ("medyate/kernels/linear.c", "g0[i] += d0 * v;",
+                                           "g0[i] += d0 * v * 1.001f;",
                                            "one-sample gradients (selected slices, classifier)"),
-    "logits x (1 + 1e-4)": ("medyate/kernels/linear.c", "y[o] = acc;", "y[o] = acc * 1.0001f;",
+    "logits x (1 + 1e-4)": ("medyate/kernels/linear.c", "y[o] = a0;", "y[o] = a0 * 1.0001f;",
                             "forward (logits)"),
-    # the C's mask threshold moved from 0 to 1e-3: masks of pre-activations in (0, 1e-3] flip,
-    # most of them far beyond any rounding of the forward pass
-    "ReLU masks flipped up to 1e-3": ("medyate/kernels/activation.c",
-                                      "const int pass = v > 0.0f &&",
-                                      "const int pass = v > 1e-3f &&",
+    # the C's mask threshold moved from 0 to 1e-3 (bits 0x3a83126f): masks of pre-activations in
+    # (0, 1e-3] flip, most of them far beyond any rounding of the forward pass; outputs unchanged
+    "ReLU masks flipped up to 1e-3": ("medyate/kernels/activation.c", "        return 1u;",
+                                      "        return u > 0x3a83126fu;",
                                       "epoch 1 activation decisions C / ref"),
 }
 
@@ -135,10 +135,11 @@ def test_an_injected_error_fails_within_one_epoch(name: str, demo_build: Path,
 
 def test_flips_within_the_rounding_bound_pass_with_the_c_decisions_replayed(
         demo_build: Path, tmp_path: Path) -> None:
-    """The C's mask threshold moved to 1e-6: the few pre-activations in (0, 1e-6] flip, all
-    within the bound; the reference replays those steps with the C masks and matches."""
+    """The C's mask threshold moved to 1e-6 (bits 0x358637bd): the few pre-activations in
+    (0, 1e-6] flip, all within the bound; the reference replays those steps with the C masks
+    and matches."""
     build = injected(demo_build, tmp_path, "medyate/kernels/activation.c",
-                     "const int pass = v > 0.0f &&", "const int pass = v > 1e-6f &&")
+                     "        return 1u;", "        return u > 0x358637bdu;")
     checks = by_name(verify_build(Project.open(build), epochs=1, samples=SAMPLES))
     assert all(c.ok for c in checks.values()), [c for c in checks.values() if not c.ok]
     decisions = checks["epoch 1 activation decisions C / ref"].measured
