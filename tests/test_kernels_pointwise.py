@@ -6,7 +6,8 @@ channels ascending; input gradient: output channels ascending onto dx; weight gr
 ascending onto the gradient), each product and sum rounded once to float32 as the C does under
 -ffp-contract=off. Equality is exact (the bit patterns), so the tolerance is zero; a changed
 summation order is caught (test_a_changed_order_is_caught). Sizes cover every tail of the
-4 x 4 blocks: out_c 1..9, pixels 1..19, in_c 1..7, groups 1 and 2. Autograd checks of the same
+4 x 4 blocks: out_c 1..9, pixels 1..19, in_c 1..7, groups 1 and 2, and of the forward's
+6-channel blocks (out_c 6..26, 48, 160 on 4, 8, 16 pixels). Autograd checks of the same
 kernels stay in test_kernels_c.py.
 """
 
@@ -123,6 +124,18 @@ def test_forward_matches_the_general_order(lib: ctypes.CDLL) -> None:
                                    None if b is None else fp(b), fp(y))
             expected = forward_reference(x, wt, b, groups)
             assert np.array_equal(bits(y), bits(expected)), (in_c, out_c, h, w, groups)
+
+
+def test_six_channel_blocks_match_the_general_order(lib: ctypes.CDLL) -> None:
+    """The forward's blocks of six output channels (pixel counts a multiple of 4), then none,
+    two or one block of four and the odd channel: out_c 6..26 and the demo's 48, 160."""
+    rng = np.random.default_rng(7)
+    for out_c, (h, w), in_c in itertools.product([*range(6, 27), 48, 160],
+                                                 [(2, 2), (2, 4), (4, 4)], (1, 3, 16)):
+        x, wt, b = rand(rng, in_c, h * w), rand(rng, out_c, in_c), rand(rng, out_c)
+        y = np.full((out_c, h * w), np.nan, np.float32)
+        lib.mdy_conv2d_forward(shape(in_c, out_c, h, w, 1), fp(x), fp(wt), fp(b), fp(y))
+        assert np.array_equal(bits(y), bits(forward_reference(x, wt, b, 1))), (in_c, out_c, h)
 
 
 def test_input_gradient_matches_the_general_order(lib: ctypes.CDLL) -> None:
