@@ -11,6 +11,7 @@
 #include <stddef.h>
 
 #include "conv_pointwise.h"
+#include "conv_stem.h"
 
 #include "conv_window.h"
 #include "quant.h"
@@ -144,6 +145,9 @@ static void forward(const mdy_conv_shape_t *s, const float *x, const float *w, c
         return;
     }
     if (w8 == NULL && mdy_conv3x3_depthwise_forward(s, x, w, b, y)) {
+        return;
+    }
+    if (w8 == NULL && mdy_conv3x3_stride2_forward(s, x, w, b, y)) {
         return;
     }
     for (o = 0; o < s->out_c; ++o) {
