@@ -25,6 +25,25 @@ static inline quad_t quad_load(const float *p)
     return q;
 }
 
+/* Four consecutive floats in four registers: on the Cortex-M FPU one VLDM instead of four VLDRs
+   (gcc does not merge them), the same loads. */
+static inline quad_t quad_load4(const float *p)
+{
+#if defined(__arm__) && defined(__ARM_FP) && defined(__GNUC__) && !defined(__clang__)
+    register float v0 __asm__("s0"), v1 __asm__("s1"), v2 __asm__("s2"), v3 __asm__("s3");
+    quad_t q;
+    __asm__("vldmia %4, {s0-s3}" : "=t"(v0), "=t"(v1), "=t"(v2), "=t"(v3)
+            : "r"(p), "m"(*(const float (*)[4])p));
+    q.v0 = v0;
+    q.v1 = v1;
+    q.v2 = v2;
+    q.v3 = v3;
+    return q;
+#else
+    return quad_load(p);
+#endif
+}
+
 static inline quad_t quad_splat(float v)
 {
     quad_t q;
@@ -113,7 +132,7 @@ static void forward_block4(int32_t cpg, int32_t hw, const float *x, const float 
         a.q2 = quad_splat(bias.v2);
         a.q3 = quad_splat(bias.v3);
         for (ic = 0; ic < cpg; ++ic, x_p += hw) {
-            a = block_mac(a, quad_load(x_p), w0[ic], w1[ic], w2[ic], w3[ic]);
+            a = block_mac(a, quad_load4(x_p), w0[ic], w1[ic], w2[ic], w3[ic]);
         }
         block_store(y + p, hw, a.q0, a.q1, a.q2, a.q3);
     }
@@ -145,7 +164,7 @@ static void forward_block6(int32_t cpg, int32_t hw, const float *x, const float 
         quad_t a4 = quad_splat(b != NULL ? b[4] : 0.0f), a5 = quad_splat(b != NULL ? b[5] : 0.0f);
         const float *x_p = x + p;
         for (ic = 0; ic < cpg; ++ic, x_p += hw) {
-            const quad_t xs = quad_load(x_p);
+            const quad_t xs = quad_load4(x_p);
             a0 = quad_mac(a0, xs, w0[ic]);
             a1 = quad_mac(a1, xs, w1[ic]);
             a2 = quad_mac(a2, xs, w2[ic]);
