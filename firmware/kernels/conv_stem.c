@@ -14,6 +14,13 @@
 #else
 #define FAST_PATHS 1
 #endif
+/* The nine cells of a block's input row by one VLDM on the Cortex-M FPU (gcc never merges the
+   VLDRs): the same loads, so the same values. Elsewhere plain loads. */
+#if defined(__arm__) && defined(__ARM_FP) && defined(__GNUC__) && !defined(__clang__)
+#define VLDM 1
+#else
+#define VLDM 0
+#endif
 
 /* The pixels (ox or oy) in [*lo, *hi) whose three taps all lie inside an input of `size`. */
 static void inside(int32_t out, int32_t size, int32_t pad, int32_t *lo, int32_t *hi)
@@ -60,9 +67,19 @@ static void pixel4(const mdy_conv_shape_t *s, const float *x, const float *w_o, 
     y_o[3 * out_hw] = a3;
 }
 
+/* w0, w1, w2 = w[0..2] (one VLDM on the Cortex-M FPU, as the cells). */
+#if VLDM
+#define TAPS3(w) \
+    register float w0 __asm__("s9"), w1 __asm__("s10"), w2 __asm__("s11"); \
+    __asm__("vldmia %3, {s9-s11}" : "=t"(w0), "=t"(w1), "=t"(w2) \
+            : "r"(w), "m"(*(const float (*)[3])(w)));
+#else
+#define TAPS3(w) const float w0 = (w)[0], w1 = (w)[1], w2 = (w)[2];
+#endif
+
 /* a += the three taps w[0..2] over the cells c[0..8] of pixels 0..3 (stride 2). */
 #define ROW4(a, w) do { \
-        const float w0 = (w)[0], w1 = (w)[1], w2 = (w)[2]; \
+        TAPS3(w) \
         a##0 += c0 * w0; a##0 += c1 * w1; a##0 += c2 * w2; \
         a##1 += c2 * w0; a##1 += c3 * w1; a##1 += c4 * w2; \
         a##2 += c4 * w0; a##2 += c5 * w1; a##2 += c6 * w2; \
@@ -89,8 +106,18 @@ static void block(const mdy_conv_shape_t *s, const float *x, const float *w, con
     for (ic = 0; ic < s->in_c; ++ic) {
         for (ky = ky_lo; ky < ky_hi; ++ky) {
             const float *r = x_0 + ic * in_hw + ky * in_w, *w_r = w + (ic * K + ky) * K;
+#if VLDM
+            register float c0 __asm__("s0"), c1 __asm__("s1"), c2 __asm__("s2");
+            register float c3 __asm__("s3"), c4 __asm__("s4"), c5 __asm__("s5");
+            register float c6 __asm__("s6"), c7 __asm__("s7"), c8 __asm__("s8");
+            __asm__("vldmia %9, {s0-s8}"
+                    : "=t"(c0), "=t"(c1), "=t"(c2), "=t"(c3), "=t"(c4), "=t"(c5), "=t"(c6),
+                      "=t"(c7), "=t"(c8)
+                    : "r"(r), "m"(*(const float (*)[9])r));
+#else
             const float c0 = r[0], c1 = r[1], c2 = r[2], c3 = r[3], c4 = r[4], c5 = r[5];
             const float c6 = r[6], c7 = r[7], c8 = r[8];
+#endif
             ROW4(a, w_r);
             ROW4(b, w_r + taps);
             ROW4(d, w_r + 2 * taps);
