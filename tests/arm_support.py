@@ -51,3 +51,16 @@ def compile_for(model: Path | None, board: str, budget: str, out: Path,
     compile_project(CompileOptions(model=model, budget=parse_size(budget), board=board,
                                    data=TASK, embed=samples, epochs=epochs, batch_size=8), out)
     return out
+
+
+def kernel_firmware_folder(folder: Path, board: str, files: dict[str, str],
+                           sources: list[Path]) -> Path:
+    """A demo project for ``board`` (64 kB engine: the HAL, linker script and flags of a kernel
+    test's firmware) with ``files`` written (name -> text) and ``sources`` copied beside it."""
+    compile_project(CompileOptions(budget=parse_size("64kB"), board=board), folder,
+                    say=lambda _: None)
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    for source in sources:
+        shutil.copy2(source, folder)
+    return folder

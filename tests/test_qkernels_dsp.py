@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from arm_support import require_tool
+from arm_support import kernel_firmware_folder, require_tool
 from test_kernels_c import CONV_CASES, KERNELS, Conv
 from test_qblock import BLOCKS, DEPTHWISE, Block, random_block, reference_block
 from test_qblock import PROFILES as BLOCK_PROFILES
@@ -33,8 +33,6 @@ from medyate_mcu.boards import get_board
 from medyate_mcu.quant import int_reference as ref
 from medyate_mcu.quant.lowering import QConvParams
 from medyate_mcu.run.qemu import run_qemu
-from medyate_mcu.toolchain.compile import CompileOptions, compile_project
-from medyate_mcu.units import parse_size
 
 HERE = Path(__file__).resolve().parent
 BOARDS = ("qemu-mps2-an386", "qemu-mps2-an500")
@@ -215,12 +213,9 @@ def builds(tmp_path_factory: pytest.TempPathFactory, cases: list[Call]) -> dict[
     require_tool("qemu-system-arm")
     folders: dict[str, Path] = {}
     for board_name in BOARDS:
-        folder = tmp_path_factory.mktemp(board_name) / "build"
-        compile_project(CompileOptions(budget=parse_size("64kB"), board=board_name), folder,
-                        say=lambda _: None)
-        (folder / "qdsp_cases.h").write_text(header(cases))
-        shutil.copy2(HERE / "qkernels_dsp_main.c", folder)
-        folders[board_name] = folder
+        folders[board_name] = kernel_firmware_folder(
+            tmp_path_factory.mktemp(board_name) / "build", board_name,
+            {"qdsp_cases.h": header(cases)}, [HERE / "qkernels_dsp_main.c"])
     return folders
 
 
