@@ -668,8 +668,11 @@ def test_all_finite(lib: ctypes.CDLL) -> None:
             y[where] = bad
             assert lib.mdy_all_finite(20, fp(y)) == 0
             assert lib.mdy_all_finite(where, fp(y)) == 1  # only the first n are read
-    huge = np.array([np.finfo(np.float32).max, -np.finfo(np.float32).max], dtype=np.float32)
-    assert lib.mdy_all_finite(2, fp(huge)) == 1
+    huge = np.array([np.finfo(np.float32).max, -np.finfo(np.float32).max, -0.0, 1e-45, -1e-40,
+                     np.finfo(np.float32).tiny], dtype=np.float32)
+    assert lib.mdy_all_finite(6, fp(huge)) == 1
+    signed_nan = np.array([1.0, -np.nan], dtype=np.float32)  # a NaN with the sign bit set
+    assert np.signbit(signed_nan[1]) and lib.mdy_all_finite(2, fp(signed_nan)) == 0
 
 
 # ---------------------------------------------------------------------------------------------
