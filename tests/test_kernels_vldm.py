@@ -1,6 +1,7 @@
 """The float forward's Cortex-M load paths (VLDM by inline asm, compiled only for gcc on an ARM
 FPU: the pointwise blocks' input quads in conv_pointwise.c, the stem's input cells and filter
-taps in conv_stem.c) against the host's general loops, under QEMU.
+taps in conv_stem.c, the depthwise interior's input cells in conv_window.c) against the host's
+general loops, under QEMU.
 
 The host build cannot run those loads, so the cases run in a firmware
 (tests/kernels_vldm_main.c) on the emulated Cortex-M4 (qemu-mps2-an386) and Cortex-M7
@@ -8,10 +9,10 @@ The host build cannot run those loads, so the cases run in a firmware
 built with MDY_CONV_WINDOW_OFF (conv.c's general loops), same summation order, so the
 tolerance is zero (bit patterns; a NaN made by the arithmetic is each FPU's default NaN, whose
 sign differs between x86 and the Cortex-M, so NaNs compare as NaNs). Cases: pointwise blocks
-of six and four channels (hw a multiple of 4 and not), the demo stem and odd stems (the
-overlapping block, padded rows and columns), no bias; inputs over several binades with NaN,
-+-0, +-inf, 6 and denormals. Guard words around the output must survive; an injected one-ulp
-change of one output is caught.
+of six and four channels (hw a multiple of 4 and not), depthwise 3x3 strides 1 and 2, the demo
+stem and odd stems (the overlapping block, padded rows and columns), no bias; inputs over
+several binades with NaN, +-0, +-inf, 6 and denormals. Guard words around the output must
+survive; an injected one-ulp change of one output is caught.
 """
 
 from __future__ import annotations
@@ -38,7 +39,10 @@ STEM = ((3, 3), (2, 2), (1, 1, 1, 1))
 CONVS = [Conv(16, 4, 4, 48, (1, 1)), Conv(24, 2, 6, 10, (1, 1)), Conv(3, 3, 5, 16, (1, 1)),
          Conv(40, 4, 4, 160, (1, 1)), Conv(5, 4, 4, 7, (1, 1)),
          Conv(3, 32, 32, 16, *STEM), Conv(3, 11, 11, 8, *STEM), Conv(8, 13, 10, 12, *STEM),
-         Conv(2, 5, 16, 4, (3, 3), (2, 2), (2, 1, 2, 1))]
+         Conv(2, 5, 16, 4, (3, 3), (2, 2), (2, 1, 2, 1)),
+         Conv(5, 16, 16, 5, *STEM, groups=5), Conv(6, 8, 8, 6, (3, 3), pads=(1, 1, 1, 1),
+                                                   groups=6),
+         Conv(4, 9, 11, 4, (3, 3), pads=(1, 1, 1, 1), groups=4)]
 
 
 def words(values: np.ndarray) -> str:

@@ -319,7 +319,16 @@ static inline row_t row_at(const mdy_conv_shape_t *s, const geom_t *g, int32_t o
 
 /* Stride 1: the five cells c0 .. c4 of an input row into pixels ox .. ox + 2 (accumulators
    p0 .. p2) with window row ky. */
+#if defined(__arm__) && defined(__ARM_FP) && defined(__GNUC__) && !defined(__clang__)
+/* On the Cortex-M FPU one VLDM into s0-s4 (gcc never merges VLDRs): the same loads. */
+#define CELLS(x) \
+    register float c0 __asm__("s0"), c1 __asm__("s1"), c2 __asm__("s2"), c3 __asm__("s3"); \
+    register float c4 __asm__("s4"); \
+    __asm__("vldmia %5, {s0-s4}" : "=t"(c0), "=t"(c1), "=t"(c2), "=t"(c3), "=t"(c4) \
+            : "r"(x), "m"(*(const float (*)[5])(x)));
+#else
 #define CELLS(x) const float c0 = (x)[0], c1 = (x)[1], c2 = (x)[2], c3 = (x)[3], c4 = (x)[4];
+#endif
 #define ADD3(p, ky) \
     p##0 += c0 * f.t[3 * ky]; p##0 += c1 * f.t[3 * ky + 1]; p##0 += c2 * f.t[3 * ky + 2]; \
     p##1 += c1 * f.t[3 * ky]; p##1 += c2 * f.t[3 * ky + 1]; p##1 += c3 * f.t[3 * ky + 2]; \
@@ -363,7 +372,7 @@ static void forward_pairs(const mdy_conv_shape_t *s, const float *x_c, const tap
 
 /* Stride 2, interior: window row ky of pixels ox, ox + 1 (a0, a1), which share a cell. */
 #define FORWARD2_ROW(ky) do { \
-        const float c0 = x##ky[0], c1 = x##ky[1], c2 = x##ky[2], c3 = x##ky[3], c4 = x##ky[4]; \
+        CELLS(x##ky) \
         const float w0 = f.t[3 * ky], w1 = f.t[3 * ky + 1], w2 = f.t[3 * ky + 2]; \
         a0 += c0 * w0; a0 += c1 * w1; a0 += c2 * w2; \
         a1 += c2 * w0; a1 += c3 * w1; a1 += c4 * w2; \
