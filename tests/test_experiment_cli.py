@@ -16,6 +16,7 @@ from arm_support import require_tool
 from click.testing import CliRunner
 
 from medyate_mcu.cli.main import main
+from medyate_mcu.experiments import prepare
 from medyate_mcu.toolchain.compile import default_ranking_path
 from medyate_mcu.zoo import default_model_path
 
@@ -93,6 +94,9 @@ def test_sweep_on_a_user_npz_recommends_by_the_definition(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     require_tool("arm-none-eabi-gcc")
     monkeypatch.setenv("MEDYATE_CACHE", str(tmp_path / "cache"))
+    # LaRa ranks on the user's own split here: the keyword model's default proxy (kws-newvoice,
+    # tests/test_zoo_userdata.py) would synthesize 1,080 clips; this test is about the sweep
+    monkeypatch.setattr(prepare, "proxy_task_for", lambda target, graph, panel: target)
     data = user_npz(tmp_path / "mine.npz")
     out = tmp_path / "exp"
     result = CliRunner().invoke(main, [

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import shutil
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -236,6 +237,9 @@ class _Announcing:
     @property
     def threads(self) -> int:
         return self.inner.threads
+
+    def session(self) -> AbstractContextManager[None]:
+        return self.inner.session()
 
     def run(self, graph: Graph, config: SweepConfig, jobs: Sequence[TaskJob],
             on_ranking: OnRanking) -> Iterator[tuple[Cell, RunResult]]:

@@ -42,28 +42,30 @@ def run_sweep(graph: Graph, config: SweepConfig, panel: Sequence[str], output: P
     executor = executor or SerialExecutor()
     output.mkdir(parents=True, exist_ok=True)
     cache = CellCache(output / "cells")
-    model = graph_fingerprint(graph)
     cells = cells_of(config)
-    inputs = {task: load_inputs(graph, config, panel, task, output, executor.threads)
-              for task in config.tasks}
-    keys = {cell: cell_key(model, inputs[cell.task], config, cell, executor.threads)
-            for cell in cells}
     results: dict[Cell, RunResult] = {}
-    for cell in cells:
-        cached = cache.load(keys[cell])
-        if cached is not None:
-            results[cell] = cached
-            if on_run:
-                on_run(cached, len(results), len(cells))
-    jobs = [TaskJob(inputs[task], tuple(c for c in cells if c.task == task and c not in results))
-            for task in config.tasks]
-    with closing(executor.run(graph, config, [job for job in jobs if job.cells],
-                              _save_ranking)) as finished:
-        for cell, result in finished:
-            cache.store(keys[cell], result)
-            results[cell] = result
-            if on_run:
-                on_run(result, len(results), len(cells))
+    with executor.session():  # Ray starts while the data loads
+        model = graph_fingerprint(graph)
+        inputs = {task: load_inputs(graph, config, panel, task, output, executor.threads)
+                  for task in config.tasks}
+        keys = {cell: cell_key(model, inputs[cell.task], config, cell, executor.threads)
+                for cell in cells}
+        for cell in cells:
+            cached = cache.load(keys[cell])
+            if cached is not None:
+                results[cell] = cached
+                if on_run:
+                    on_run(cached, len(results), len(cells))
+        jobs = [TaskJob(inputs[task],
+                        tuple(c for c in cells if c.task == task and c not in results))
+                for task in config.tasks]
+        with closing(executor.run(graph, config, [job for job in jobs if job.cells],
+                                  _save_ranking)) as finished:
+            for cell, result in finished:
+                cache.store(keys[cell], result)
+                results[cell] = result
+                if on_run:
+                    on_run(result, len(results), len(cells))
     ordered = [results[cell] for cell in cells]
     write_csv(ordered, output / "results.csv")
     write_timings(ordered, output / "timings.csv")

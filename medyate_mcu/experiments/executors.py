@@ -10,6 +10,7 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -20,6 +21,7 @@ from medyate_mcu.experiments.cells import Cell, PreparedTask, RunResult, SweepCo
 from medyate_mcu.experiments.prepare import TaskInputs, prepare_task
 from medyate_mcu.graph.ir import Graph
 from medyate_mcu.method.lara import LayerRanking
+from medyate_mcu.method.policies import Policy
 from medyate_mcu.planning.memory import Backbone
 
 START_TIMEOUT = 60.0  # seconds for Ray to start or connect before giving up
@@ -38,10 +40,14 @@ OnRanking = Callable[[TaskJob, LayerRanking], None]
 
 
 class Executor(Protocol):
-    """Runs the cells of ``jobs``; ``threads`` is each cell's thread count (part of the key)."""
+    """Runs the cells of ``jobs``; ``threads`` is each cell's thread count (part of the key).
+    ``session()`` spans a whole sweep: an executor may start its workers there, while the sweep
+    loads its data, and stops them when it ends."""
 
     @property
     def threads(self) -> int: ...
+
+    def session(self) -> AbstractContextManager[None]: ...
 
     def run(self, graph: Graph, config: SweepConfig, jobs: Sequence[TaskJob],
             on_ranking: OnRanking) -> Iterator[tuple[Cell, RunResult]]: ...
@@ -52,6 +58,9 @@ class SerialExecutor:
     """Every task and cell in this process, in the canonical order (for debugging)."""
 
     threads: int = 1
+
+    def session(self) -> AbstractContextManager[None]:
+        return nullcontext()
 
     def run(self, graph: Graph, config: SweepConfig, jobs: Sequence[TaskJob],
             on_ranking: OnRanking) -> Iterator[tuple[Cell, RunResult]]:
@@ -68,8 +77,13 @@ def _prepare(graph: Graph, config: SweepConfig, inputs: TaskInputs,
     return prepared.ranking, prepared
 
 
+def _warm_up() -> None:
+    """Nothing: a worker running it has imported this module, hence torch and the trainer."""
+
+
 _prepare_remote = ray.remote(_prepare)
 _cell_remote = ray.remote(run_cell)
+_warm_up_remote = ray.remote(num_cpus=1)(_warm_up)
 
 
 class RayExecutor:
@@ -82,21 +96,32 @@ class RayExecutor:
         self.address = address or os.environ.get("RAY_ADDRESS") or None
         self.cpus = cpus
         self.threads_per_cell = threads_per_cell
+        self._session: _RaySession | None = None
 
     @property
     def threads(self) -> int:
         return self.threads_per_cell
 
+    @contextmanager
+    def session(self) -> Iterator[None]:
+        """Ray starts (or is joined) in the background while the sweep loads its data, and its
+        workers import the trainer; Ray is shut down at the end if this session started it."""
+        if not ray.is_initialized():
+            self._begin()
+        try:
+            yield
+        finally:
+            if self._session is not None:
+                self._disconnect()
+
     def run(self, graph: Graph, config: SweepConfig, jobs: Sequence[TaskJob],
             on_ranking: OnRanking) -> Iterator[tuple[Cell, RunResult]]:
         if not jobs:
             return
-        started = self._connect()
-        try:
+        with nullcontext() if self._session is not None or ray.is_initialized() \
+                else self.session():
+            self._wait()
             yield from self._run(graph, config, jobs, on_ranking)
-        finally:
-            if started:
-                self._disconnect()
 
     def _run(self, graph: Graph, config: SweepConfig, jobs: Sequence[TaskJob],
              on_ranking: OnRanking) -> Iterator[tuple[Cell, RunResult]]:
@@ -107,7 +132,7 @@ class RayExecutor:
             ranking, prepared = _prepare_remote.options(num_cpus=threads, num_returns=2).remote(
                 graph_ref, config, ray.put(job.inputs), threads)
             pending[ranking] = job
-            for cell in sorted(job.cells, key=_lighter):  # the slow int8 cells start first
+            for cell in sorted(job.cells, key=_cost):  # the slowest first: no lone tail
                 pending[_cell_remote.options(num_cpus=threads).remote(
                     prepared, cell, config, threads)] = cell
         while pending:
@@ -118,32 +143,33 @@ class RayExecutor:
             else:
                 yield what, _get(ref)
 
-    def _connect(self) -> bool:
-        """Start or join Ray within :data:`START_TIMEOUT`; True if this call started it."""
-        if ray.is_initialized():
-            return False
+    def _begin(self) -> None:
+        """Start or join Ray in a thread of its own (:class:`_RaySession`)."""
         if self.address:
             _check_reachable(self.address)
             options: dict[str, Any] = {"address": self.address}
         else:
             options = {"address": "local", "num_cpus": self.cpus or os.cpu_count() or 1,
                        "include_dashboard": False}  # "local": never another user's Ray
-        where = f"the Ray cluster at {self.address}" if self.address else "a local Ray"
         self._session = _RaySession(options)
-        try:
-            failure = self._session.start()
-        except BaseException:  # Ctrl-C while Ray starts
-            self._disconnect()
-            raise
+        self._session.start()
+
+    def _wait(self) -> None:
+        """Wait for the session's start (at most :data:`START_TIMEOUT`); one line if it failed."""
+        if self._session is None:  # an existing Ray of the caller's
+            return
+        where = f"the Ray cluster at {self.address}" if self.address else "a local Ray"
+        failure = self._session.outcome()
         if failure is not None:
-            self._disconnect()
             raise MedyateError(f"could not start or join {where}: {failure}")
-        return True
 
     def _disconnect(self) -> None:
-        if self._session.ready.is_set():  # a start still hanging is left to its daemon thread
+        session, self._session = self._session, None
+        if session is None:
+            return
+        if session.ready.is_set():  # a start still hanging is left to its daemon thread
             ray.shutdown()
-        self._session.stop()
+        session.stop()
 
 
 class _RaySession(threading.Thread):
@@ -157,10 +183,10 @@ class _RaySession(threading.Thread):
         self.ready = threading.Event()
         self.done = threading.Event()
         self.failure: str | None = None
+        self.warm_up: list[Any] = []  # a task per CPU: the workers import while the data loads
 
-    def start(self) -> str | None:  # type: ignore[override]
-        """None once Ray runs, else why not (one line)."""
-        super().start()
+    def outcome(self) -> str | None:
+        """None once Ray runs, else why not (one line), waiting at most :data:`START_TIMEOUT`."""
         if not self.ready.wait(START_TIMEOUT):
             return f"no answer within {START_TIMEOUT:.0f} s"
         return self.failure
@@ -168,7 +194,9 @@ class _RaySession(threading.Thread):
     def run(self) -> None:
         try:
             ray.init(**self.options, log_to_driver=False, logging_level=logging.ERROR)
-        except Exception as exc:  # reported by start()
+            cpus = int(ray.cluster_resources().get("CPU", 1))
+            self.warm_up = [_warm_up_remote.remote() for _ in range(cpus)]  # imports, now
+        except Exception as exc:  # reported by outcome()
             self.failure = _first_line(exc)
             if "InvalidAuthToken" in str(exc.__cause__ or ""):
                 self.failure += (" (the cluster wants its authentication token: set "
@@ -184,9 +212,12 @@ class _RaySession(threading.Thread):
         self.done.set()
 
 
-def _lighter(cell: Cell) -> bool:
-    """Sort key submitting int8 cells (the numpy integer reference, the slowest) first."""
-    return cell.backbone != Backbone.INT8.value
+def _cost(cell: Cell) -> int:
+    """Sort key submitting the slowest cells first: int8 ones (the numpy integer reference, up
+    to 20x a float32 cell), then full fine-tuning (every layer), then the rest."""
+    if cell.backbone == Backbone.INT8.value:
+        return 0
+    return 1 if cell.policy == Policy.FULL.value else 2
 
 
 def _get(ref: Any) -> Any:
