@@ -12,8 +12,8 @@ processes at once; alone / concurrent throughput is what parallelism can gain on
 that moment (about --cpus on idle cores, 1 when other jobs take them).
 
 Run: .venv/bin/python benchmarks/sweep_benchmark.py   (about 9 minutes on 2 idle cores)
-     [--cpus N] [--epochs N, default 8: the panel sweep's 15
-     halved, so the fixed costs weigh as little as in a real sweep] [--keep DIR: keep both output folders there]
+     [--cpus N] [--epochs N, default 8: the panel sweep's 15 halved, so the fixed costs weigh
+     little, as in a real sweep] [--keep DIR: keep both output folders there]
 The figure needs an idle machine: other processes on the cores slow both runs unevenly.
 Figures only: nothing here is asserted by the tests.
 """
