@@ -1,5 +1,5 @@
 """Sweep benchmark: the same panel sweep (bundled demo model, the three downstream panel tasks,
-budgets 150/225/300 kB, policies medyate, trady, static, classifier and full, 2 seeds, 8 epochs:
+budgets 150/225/300 kB, policies medyate, trady, static, classifier and full, 2 seeds, 5 epochs:
 78 cells) run by `medyate-mcu experiment --serial` and on a local Ray of 2 CPUs
 (`--cpus 2`), each from scratch in its own output folder (its LaRa rankings included); the panel
 data sets come from the on-disk data cache either way (built first if absent, untimed).
@@ -11,9 +11,9 @@ after, a control without Ray: the same single-thread PyTorch loop run alone, the
 processes at once; alone / concurrent throughput is what parallelism can gain on the machine at
 that moment (about --cpus on idle cores, 1 when other jobs take them).
 
-Run: .venv/bin/python benchmarks/sweep_benchmark.py   (about 9 minutes on 2 idle cores)
-     [--cpus N] [--epochs N, default 8: the panel sweep's 15 halved, so the fixed costs weigh
-     little, as in a real sweep] [--keep DIR: keep both output folders there]
+Run: .venv/bin/python benchmarks/sweep_benchmark.py   (about 6 minutes on 2 idle cores)
+     [--cpus N] [--epochs N, default 5: more amortise the fixed costs, as
+     the panel sweep's 15 do] [--keep DIR: keep both output folders there]
 The figure needs an idle machine: other processes on the cores slow both runs unevenly.
 Figures only: nothing here is asserted by the tests.
 """
@@ -102,7 +102,7 @@ def cell_seconds(output: Path) -> tuple[float, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description="The panel sweep, serial and on local Ray.")
     parser.add_argument("--cpus", type=int, default=2)
-    parser.add_argument("--epochs", type=int, default=8,
+    parser.add_argument("--epochs", type=int, default=5,
                         help="more epochs amortise the fixed costs (start-up, Ray, LaRa)")
     parser.add_argument("--keep", type=Path, default=None)
     args = parser.parse_args()
