@@ -209,14 +209,23 @@ def test_generated_model_compiles_with_the_kernel_headers(
     assert result.returncode == 0, result.stderr
 
 
+# conv_stem.h: the stem's forward, tried first by mdy_conv2d_forward; the stem's errors go
+# through conv.h's general backward kernels (and conv_window.h's 3x3 paths)
+FAST_FORWARDS = {"mdy_conv3x3_stride2_forward": "mdy_conv2d_backward_input"}
+
+
 def test_kernel_names_pair_forward_and_backward() -> None:
     """Every mdy_<op>_forward a kernel header declares has its mdy_<op>_backward (whole, or
     split as _backward_input / _backward_weight...) in the same header; the int8 kernels
-    (mdy_q8_*) are forward only: the int8 region passes no error (docs/quantization.md §5)."""
+    (mdy_q8_*) are forward only: the int8 region passes no error (docs/quantization.md §5).
+    A forward-only fast path internal to conv.c (FAST_FORWARDS) has its backward in conv.h."""
+    conv = set(re.findall(r"\b(mdy_\w+)\s*\(", (KERNELS / "conv.h").read_text()))
+    for path, backward in FAST_FORWARDS.items():
+        assert backward in conv, f"{path}: its backward {backward} is not in conv.h"
     for header in sorted(KERNELS.glob("*.h")):
         declared = set(re.findall(r"\b(mdy_\w+)\s*\(", header.read_text()))
-        for forward in (n for n in declared
-                        if n.endswith("_forward") and not n.startswith("mdy_q8_")):
+        for forward in (n for n in declared if n.endswith("_forward")
+                        and not n.startswith("mdy_q8_") and n not in FAST_FORWARDS):
             op = forward.removesuffix("_forward")
             assert any(n == f"{op}_backward" or n.startswith(f"{op}_backward_")
                        for n in declared), f"{header.name}: {forward} has no backward"
