@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -91,12 +92,40 @@ def test_serial_sweep_writes_every_cell_in_canonical_order(serial) -> None:
     assert len(list((folder / "cells").glob("*.json"))) == TOTAL
 
 
-def test_local_ray_gives_the_same_bytes_and_resumes(graph: Graph, serial,
-                                                    tmp_path: Path) -> None:
+def _driver_prepares(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The tasks the driver prepares while Ray starts (:class:`executors._LocalPreparation`),
+    the first one held until Ray has started: the driver prepares exactly that one."""
+    tasks: list[str] = []
+    stopped = threading.Event()
+    stop = executors._LocalPreparation.stop
+
+    def stopping(self: executors._LocalPreparation) -> None:
+        stop(self)
+        stopped.set()
+
+    def held(graph: Graph, config: SweepConfig, inputs: prepare.TaskInputs, threads: int):
+        tasks.append(inputs.task)
+        assert stopped.wait(executors.START_TIMEOUT), "Ray never started"
+        return prepare.prepare_task(graph, config, inputs, threads)
+
+    monkeypatch.setattr(executors._LocalPreparation, "stop", stopping)
+    monkeypatch.setattr(executors, "prepare_task", held)
+    return tasks
+
+
+def _ray_prepares(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every task prepared by a Ray task (the driver prepares none while Ray starts)."""
+    monkeypatch.setattr(executors._LocalPreparation, "start", lambda self: None)
+
+
+def test_local_ray_gives_the_same_bytes_and_resumes(graph: Graph, serial, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """Interrupted after its first cell (Ray shut down), then resumed: only the other cells run,
-    and the CSV and the LaRa ranking are the serial sweep's bytes."""
+    and the CSV and the LaRa ranking are the serial sweep's bytes. The first run's task is
+    prepared by the driver while Ray starts, the resumed run's by a Ray task."""
     folder, results = serial
     seen: list[int] = []
+    prepared_here = _driver_prepares(monkeypatch)
 
     def interrupt(result: RunResult, done: int, total: int) -> None:
         seen.append(done)
@@ -106,6 +135,8 @@ def test_local_ray_gives_the_same_bytes_and_resumes(graph: Graph, serial,
         run_sweep(graph, CONFIG, DOWNSTREAM_TASKS, tmp_path, interrupt, RayExecutor(cpus=2))
     assert not ray.is_initialized()
     assert seen == [1] and len(list((tmp_path / "cells").glob("*.json"))) == 1
+    assert prepared_here == ["digits"]
+    _ray_prepares(monkeypatch)
     progress: list[tuple[int, int]] = []
     resumed = run_sweep(graph, CONFIG, DOWNSTREAM_TASKS, tmp_path,
                         lambda r, done, total: progress.append((done, total)),
@@ -166,13 +197,17 @@ def _accepts(port: int) -> bool:
 
 
 def test_ray_cluster_gives_the_same_bytes(graph: Graph, serial, ray_cluster: str,
-                                          tmp_path: Path) -> None:
+                                          tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every step on the cluster: the ranking too (computed by a Ray task)."""
     folder, results = serial
+    _ray_prepares(monkeypatch)
     swept = run_sweep(graph, CONFIG, DOWNSTREAM_TASKS, tmp_path,
                       executor=RayExecutor(address=ray_cluster))
     assert not ray.is_initialized()  # the driver disconnected
     assert _comparable(swept) == _comparable(results)
     assert (tmp_path / "results.csv").read_bytes() == (folder / "results.csv").read_bytes()
+    assert _ranking_bytes(tmp_path) == _ranking_bytes(folder)
 
 
 def test_serial_resume_computes_only_the_missing_cells(graph: Graph, serial, tmp_path: Path,

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from medyate_mcu.experiments.cells import Cell, RunResult, SweepConfig
-from medyate_mcu.experiments.prepare import TaskInputs, data_fingerprint
+from medyate_mcu.experiments.prepare import TaskInputs
 from medyate_mcu.graph.ir import Graph
 from medyate_mcu.outputs import write_text_atomic
 
@@ -41,8 +41,8 @@ def cell_key(model: str, inputs: TaskInputs, config: SweepConfig, cell: Cell,
     """The cache key of ``cell``: ``model`` (:func:`graph_fingerprint`), the task's and its
     proxy's data, every setting that changes a result, the thread count and the cell."""
     payload = {
-        "format": CACHE_FORMAT, "model": model, "data": data_fingerprint(inputs.data),
-        "proxy": [inputs.proxy.name, data_fingerprint(inputs.proxy)],
+        "format": CACHE_FORMAT, "model": model, "data": inputs.data_hash,
+        "proxy": [inputs.proxy.name, inputs.proxy_hash],
         "train": asdict(config.train) | {"seed": None}, "lara": asdict(config.lara),
         "alpha": repr(config.alpha), "k_rule": config.k_rule.value,
         "calibration_samples": config.calibration_samples,

@@ -120,21 +120,36 @@ class RayExecutor:
             return
         with nullcontext() if self._session is not None or ray.is_initialized() \
                 else self.session():
-            self._wait()
-            yield from self._run(graph, config, jobs, on_ranking)
+            starting = self._session is not None and not self._session.ready.is_set()
+            local = _LocalPreparation(graph, config, jobs, self.threads_per_cell)
+            if starting:  # the driver prepares tasks while Ray starts, instead of waiting
+                local.start()
+            try:
+                self._wait()
+            finally:
+                local.stop()
+            yield from self._run(graph, config, jobs, on_ranking, local)
 
     def _run(self, graph: Graph, config: SweepConfig, jobs: Sequence[TaskJob],
-             on_ranking: OnRanking) -> Iterator[tuple[Cell, RunResult]]:
+             on_ranking: OnRanking, local: _LocalPreparation
+             ) -> Iterator[tuple[Cell, RunResult]]:
         threads = self.threads_per_cell
         graph_ref = ray.put(graph)
         pending: dict[Any, TaskJob | Cell] = {}
-        for job in jobs:  # every task's preparation in parallel, its cells as soon as it is done
-            ranking, prepared = _prepare_remote.options(num_cpus=threads, num_returns=2).remote(
-                graph_ref, config, ray.put(job.inputs), threads)
-            pending[ranking] = job
+
+        def submit_cells(job: TaskJob, prepared: Any) -> None:
             for cell in sorted(job.cells, key=_cost):  # the slowest first: no lone tail
                 pending[_cell_remote.options(num_cpus=threads).remote(
                     prepared, cell, config, threads)] = cell
+
+        for job in jobs[local.claimed:]:  # each preparation in parallel, then its cells
+            ranking, prepared = _prepare_remote.options(num_cpus=threads, num_returns=2).remote(
+                graph_ref, config, ray.put(job.inputs), threads)
+            pending[ranking] = job
+            submit_cells(job, prepared)
+        for job, prepared in zip(jobs, local.results(), strict=False):  # the driver's
+            on_ranking(job, prepared.ranking)
+            submit_cells(job, ray.put(prepared))
         while pending:
             [ref], _ = ray.wait(list(pending), num_returns=1)
             what = pending.pop(ref)
@@ -210,6 +225,50 @@ class _RaySession(threading.Thread):
 
     def stop(self) -> None:
         self.done.set()
+
+
+class _LocalPreparation(threading.Thread):
+    """Prepares the first tasks in the driver while Ray starts: the ``claimed`` first ones,
+    each begun before :meth:`stop` (the thread's threads pinned as on a worker: same bits)."""
+
+    def __init__(self, graph: Graph, config: SweepConfig, jobs: Sequence[TaskJob],
+                 threads: int) -> None:
+        super().__init__(daemon=True, name="prepare-while-ray-starts")
+        self.graph, self.config, self.jobs, self.threads = graph, config, jobs, threads
+        self.claimed = 0
+        self.prepared: list[PreparedTask] = []
+        self.failure: BaseException | None = None
+        self._lock = threading.Lock()
+        self._stopped = False
+
+    def run(self) -> None:
+        try:
+            while self._claim():
+                job = self.jobs[self.claimed - 1]
+                self.prepared.append(prepare_task(self.graph, self.config, job.inputs,
+                                                  self.threads))
+        except BaseException as exc:  # re-raised by results()
+            self.failure = exc
+
+    def _claim(self) -> bool:
+        with self._lock:
+            if self._stopped or self.claimed == len(self.jobs):
+                return False
+            self.claimed += 1
+            return True
+
+    def stop(self) -> None:
+        """No task is begun after this; the one under way finishes."""
+        with self._lock:
+            self._stopped = True
+
+    def results(self) -> list[PreparedTask]:
+        """The claimed tasks, prepared (waits for the last one)."""
+        if self.is_alive():
+            self.join()
+        if self.failure is not None:
+            raise self.failure
+        return self.prepared
 
 
 def _cost(cell: Cell) -> int:

@@ -10,6 +10,7 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,15 @@ class TaskInputs:
     proxy: TaskData
     ranking: LayerRanking | None  # None: to compute
     ranking_path: Path
+
+    @cached_property
+    def data_hash(self) -> str:
+        """:func:`data_fingerprint` of the task's data, hashed once for all its cells' keys."""
+        return data_fingerprint(self.data)
+
+    @cached_property
+    def proxy_hash(self) -> str:
+        return data_fingerprint(self.proxy)
 
 
 def data_fingerprint(data: TaskData) -> str:
