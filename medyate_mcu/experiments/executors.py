@@ -273,10 +273,14 @@ class _LocalPreparation(threading.Thread):
 
 def _cost(cell: Cell) -> int:
     """Sort key submitting the slowest cells first: int8 ones (the numpy integer reference, up
-    to 20x a float32 cell), then full fine-tuning (every layer), then the rest."""
+    to 20x a float32 cell), then full fine-tuning (every layer), then the conv-training
+    policies, the classifier alone last (half their time: the cores idle at most that long
+    while the last cell finishes)."""
     if cell.backbone == Backbone.INT8.value:
         return 0
-    return 1 if cell.policy == Policy.FULL.value else 2
+    if cell.policy == Policy.FULL.value:
+        return 1
+    return 3 if cell.policy == Policy.CLASSIFIER.value else 2
 
 
 def _get(ref: Any) -> Any:
