@@ -4,16 +4,19 @@ budgets 150/225/300 kB, policies medyate, trady, static, classifier and full, 2 
 (`--cpus 2`), each from scratch in its own output folder (its LaRa rankings included); the panel
 data sets come from the on-disk data cache either way (built first if absent, untimed).
 
-Prints each run's wall-clock time, the ratio, whether the two results.csv are byte-identical,
+The machine's speed drifts by several percent over minutes (one core's alone more than two's
+together), so each of --rounds (default 2) runs both, in alternating order (serial, Ray, Ray,
+serial): a drift then weighs on both sides alike, and the speed-up is the ratio of the sums.
+Prints the wall-clock times, the ratio, whether every results.csv is byte-identical,
 and where the time goes: the cells' own seconds (timings.csv) against the wall clock, the rest
 being start-up (imports, data loading, Ray's start), LaRa and the end's imbalance. Before and
 after, a control without Ray: the same single-thread PyTorch loop run alone, then in --cpus
 processes at once; alone / concurrent throughput is what parallelism can gain on the machine at
 that moment (about --cpus on idle cores, 1 when other jobs take them).
 
-Run: .venv/bin/python benchmarks/sweep_benchmark.py   (about 6 minutes on 2 idle cores)
+Run: .venv/bin/python benchmarks/sweep_benchmark.py   (about 11 minutes on 2 idle cores)
      [--cpus N] [--epochs N, default 5: more amortise the fixed costs, as
-     the panel sweep's 15 do] [--keep DIR: keep both output folders there]
+     the panel sweep's 15 do] [--rounds N, default 2] [--keep DIR: keep the output folders]
 The figure needs an idle machine: other processes on the cores slow both runs unevenly.
 Figures only: nothing here is asserted by the tests.
 """
@@ -104,30 +107,43 @@ def main() -> None:
     parser.add_argument("--cpus", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=5,
                         help="more epochs amortise the fixed costs (start-up, Ray, LaRa)")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="serial then Ray, Ray then serial, ... (drift cancels out)")
     parser.add_argument("--keep", type=Path, default=None)
     args = parser.parse_args()
     folder = args.keep or Path(tempfile.mkdtemp(prefix="medyate-sweep-bench-"))
     folder.mkdir(parents=True, exist_ok=True)
+    modes = {"serial": ["--serial"], "ray": ["--cpus", str(args.cpus)]}
     try:
         warm_data_cache()
         before = parallel_capacity(args.cpus)
-        serial, ray = folder / "serial", folder / "ray"
-        serial_wall = timed_sweep(["--serial"], args.epochs, serial)
-        ray_wall = timed_sweep(["--cpus", str(args.cpus)], args.epochs, ray)
-        serial_cells, count = cell_seconds(serial)
-        ray_cells, _ = cell_seconds(ray)
-        same = (serial / "results.csv").read_bytes() == (ray / "results.csv").read_bytes()
+        walls: dict[str, list[float]] = {"serial": [], "ray": []}
+        cells: dict[str, list[float]] = {"serial": [], "ray": []}
+        csvs: set[bytes] = set()
+        count = 0
+        for round_ in range(args.rounds):
+            for mode in ("serial", "ray") if round_ % 2 == 0 else ("ray", "serial"):
+                output = folder / f"{mode}{round_}"
+                walls[mode].append(timed_sweep(modes[mode], args.epochs, output))
+                seconds, count = cell_seconds(output)
+                cells[mode].append(seconds)
+                csvs.add((output / "results.csv").read_bytes())
         after = parallel_capacity(args.cpus)
+        serial_wall, ray_wall = sum(walls["serial"]), sum(walls["ray"])
+        serial_cells, ray_cells = sum(cells["serial"]), sum(cells["ray"])
         print(f"sweep: demo model, {', '.join(DOWNSTREAM_TASKS)}; {' '.join(SWEEP)} --epochs "
-              f"{args.epochs}; {count} cells")
+              f"{args.epochs}; {count} cells; {args.rounds} rounds (serial and Ray, in "
+              "alternating order); sums over the rounds")
         print(f"serial:          {serial_wall:7.1f} s wall; cells {serial_cells:6.1f} s; "
               f"the rest (start-up, data, LaRa) {serial_wall - serial_cells:5.1f} s")
         print(f"Ray, {args.cpus} CPUs:     {ray_wall:7.1f} s wall; cells {ray_cells:6.1f} s "
               f"(/{args.cpus} = {ray_cells / args.cpus:5.1f} s); the rest (start-up, data, "
               f"Ray, LaRa, the end's imbalance) {ray_wall - ray_cells / args.cpus:5.1f} s")
-        print(f"speed-up: {serial_wall / ray_wall:.2f}x; per cell on Ray "
-              f"{ray_cells / serial_cells:.2f}x the serial time")
-        print(f"results.csv byte-identical: {'yes' if same else 'NO'}")
+        rounds = ", ".join(f"{s:.1f}/{r:.1f} s = {s / r:.2f}x"
+                           for s, r in zip(walls["serial"], walls["ray"], strict=True))
+        print(f"speed-up: {serial_wall / ray_wall:.2f}x (rounds, serial/Ray: {rounds}); per "
+              f"cell on Ray {ray_cells / serial_cells:.2f}x the serial time")
+        print(f"results.csv byte-identical in every run: {'yes' if len(csvs) == 1 else 'NO'}")
         print(f"control, {args.cpus} single-thread processes at once vs one alone: "
               f"{before:.2f}x before, {after:.2f}x after (idle cores: about {args.cpus}x)")
     finally:
