@@ -44,8 +44,10 @@ kws-demo: install
 lint: install
 	$(BIN)/ruff check medyate_mcu tests tools
 
+# pytest-xdist: one worker per core (at most 4; most tests are one single-threaded compiler, QEMU
+# or trainer, so 2 cores halve the time). One file: `$(BIN)/pytest -q tests/test_x.py`.
 test: lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n auto --maxprocesses=4
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .ruff_cache
