@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
+
 from medyate_mcu.errors import MedyateError
 
 OWNED_FILES = ".medyate_files"  # what the command wrote into a folder, one path a line
@@ -53,8 +55,8 @@ def _make_parent(path: Path) -> None:
 def atomic_file(path: Path) -> Iterator[Path]:
     """Yields a temporary path beside ``path``; what was written there replaces ``path`` when
     the block ends normally, and is removed otherwise."""
-    _make_parent(path)
-    temporary = path.with_name(f".{path.name}.partial")
+    _make_parent(path)  # a name of this process and thread: concurrent writers never collide
+    temporary = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.partial")
     try:
         yield temporary
         temporary.replace(path)
@@ -69,6 +71,13 @@ def atomic_file(path: Path) -> Iterator[Path]:
 def write_text_atomic(path: Path, text: str) -> None:
     with atomic_file(path) as temporary:
         temporary.write_text(text)
+
+
+def write_npz_atomic(path: Path, compress: bool = True, **arrays: np.ndarray) -> None:
+    """``np.savez_compressed`` (``np.savez`` if not ``compress``) as :func:`atomic_file`."""
+    save = np.savez_compressed if compress else np.savez
+    with atomic_file(path) as temporary, temporary.open("wb") as handle:
+        save(handle, **arrays)
 
 
 @contextmanager

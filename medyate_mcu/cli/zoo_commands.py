@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from medyate_mcu.errors import MedyateError
+from medyate_mcu.outputs import write_npz_atomic
 
 
 def _fail(exc: MedyateError) -> click.ClickException:
@@ -180,23 +181,6 @@ def evaluate_command(model_path: Path | None, tasks: tuple[str, ...], epochs: in
         Console().print(f"wrote {output}")
 
 
-def _write_npz_atomically(output: Path, **arrays: object) -> None:
-    """``np.savez`` to a temporary file beside ``output``, then renamed over it."""
-    import os
-
-    import numpy as np
-
-    output.parent.mkdir(parents=True, exist_ok=True)
-    partial = output.with_name(f".{output.name}.{os.getpid()}.tmp")
-    try:
-        with partial.open("wb") as handle:
-            np.savez(handle, **arrays)
-        partial.replace(output)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-
-
 @zoo.command("kws", short_help="Write the keyword-spotting set as an .npz for --data.")
 @click.option("--out", "output", type=click.Path(dir_okay=False, path_type=Path),
               default=Path("kws.npz"), show_default=True,
@@ -227,8 +211,9 @@ def kws_command(output: Path, voice: str, part: str, small: bool, seed: int) -> 
     x = np.concatenate([p.x for p in parts[part]])
     y = np.concatenate([p.y for p in parts[part]])
     try:
-        _write_npz_atomically(output, x=x, y=y, class_names=np.array(split.train.class_names))
-    except OSError as exc:
-        raise click.ClickException(f"cannot write {output}: {exc.strerror or exc}") from None
+        write_npz_atomic(output, compress=False, x=x, y=y,
+                         class_names=np.array(split.train.class_names))
+    except MedyateError as exc:  # the folder or the disk (one line)
+        raise _fail(exc) from None
     Console().print(f"wrote {output}: {len(y)} samples of {name} ({part}), x {x.dtype} "
                     f"{'×'.join(map(str, x.shape))}, {len(split.train.class_names)} classes")

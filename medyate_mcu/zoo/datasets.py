@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from medyate_mcu.errors import MedyateError
+from medyate_mcu.outputs import write_npz_atomic
 from medyate_mcu.zoo import glyphs, shapes
 from medyate_mcu.zoo.render import Jitter, colourize, place
 
@@ -239,9 +240,5 @@ def build(name: str, *, seed: int = 0, train_per_class: int | None = None,
         train = _sample_split(spec, train_pc, size, seed, 0)
         test = _sample_split(spec, test_pc, size, seed, 1)
     if cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(f".{os.getpid()}.tmp.npz")
-        np.savez_compressed(partial, x_train=train.x, y_train=train.y, x_test=test.x,
-                            y_test=test.y)
-        partial.replace(path)
+        write_npz_atomic(path, x_train=train.x, y_train=train.y, x_test=test.x, y_test=test.y)
     return Split(name, train, test)

@@ -18,7 +18,6 @@ the order or the parallelism of the build; built sets are cached as ``.npz``.
 from __future__ import annotations
 
 import io
-import os
 import shutil
 import subprocess
 import time
@@ -33,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from medyate_mcu.errors import MedyateError
+from medyate_mcu.outputs import write_npz_atomic
 from medyate_mcu.zoo.datasets import Dataset, Split, cache_dir
 from medyate_mcu.zoo.mfcc import MFCC, mfcc
 from medyate_mcu.zoo.progress import make_progress
@@ -276,8 +276,5 @@ def build_speech(name: str, seed: int = 0, train_per_class: int | None = None,
                            for stream, count in ((0, train_pc), (1, test_pc)))
         else:
             train, test = _with_progress(name, seed, train_pc, test_pc, pool)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(f".{os.getpid()}.tmp.npz")
-    np.savez_compressed(partial, x_train=train.x, y_train=train.y, x_test=test.x, y_test=test.y)
-    partial.replace(path)
+    write_npz_atomic(path, x_train=train.x, y_train=train.y, x_test=test.x, y_test=test.y)
     return Split(name, train, test)
