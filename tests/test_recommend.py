@@ -137,7 +137,8 @@ def test_parse_within_refuses(text: str) -> None:
 def test_board_check_is_compiles() -> None:
     """100 KiB fits the 128 KiB nucleo-f411re with the stack and the application (a built
     image, as `compile --board` measures it); 200 KiB exceeds its RAM, and 125 KiB its RAM less
-    the rest of the image: both refused with compile's message."""
+    the rest of the image: both refused with compile's message. Three boards checked at once
+    (threads) each get their own answer, in their order."""
     require_tool("arm-none-eabi-gcc")
     check = compile_check(None, "digits", default_ranking_path(None), "float32", DEFAULT_ALPHA,
                           "closest")
@@ -145,8 +146,12 @@ def test_board_check_is_compiles() -> None:
     assert fits[0].fits, fits
     refused = board_fits(200 * K, [get_board("nucleo-f411re")], check)
     assert not refused[0].fits and "exceeds nucleo-f411re's RAM" in refused[0].reason
-    tight = board_fits(125 * K, [get_board("nucleo-f411re")], check)
-    assert not tight[0].fits and "does not fit nucleo-f411re" in tight[0].reason
+    names = ("nucleo-f411re", "nrf52840-dk", "qemu-netduinoplus2")
+    tight = board_fits(125 * K, [get_board(name) for name in names], check)
+    assert [fit.board for fit in tight] == list(names)
+    assert [fit.fits for fit in tight] == [False, True, False], tight
+    assert "does not fit nucleo-f411re" in tight[0].reason
+    assert "does not fit qemu-netduinoplus2" in tight[2].reason
 
 
 def test_boards_markdown_says_no_and_how_a_fit_was_checked() -> None:

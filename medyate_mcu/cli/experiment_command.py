@@ -101,8 +101,8 @@ def check_tasks(tasks: tuple[str, ...]) -> None:
                    "over seeds) is within this many percentage points of full fine-tuning's.")
 @click.option("--boards", default=None,
               help="Comma-separated boards the recommended budget is checked against, by "
-                   "`compile --board`'s check (about 10 s a board with room for it) [default: "
-                   "every board; 'none' skips the check].")
+                   "`compile --board`'s check (an image built per board, a board a core at "
+                   "once) [default: every board; 'none' skips the check].")
 @click.option("--serial", is_flag=True,
               help="Run the cells one after another in this process, without Ray (debugging).")
 @click.option("--address", envvar="RAY_ADDRESS", default=None,
