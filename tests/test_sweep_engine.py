@@ -146,6 +146,10 @@ def test_local_ray_gives_the_same_bytes_and_resumes(graph: Graph, serial, tmp_pa
     assert _comparable(resumed) == _comparable(results)
     assert (tmp_path / "results.csv").read_bytes() == (folder / "results.csv").read_bytes()
     assert _ranking_bytes(tmp_path) == _ranking_bytes(folder)
+    started: list[bool] = []  # run again, every cell cached: no Ray is started for nothing
+    monkeypatch.setattr(executors._RaySession, "start", lambda self: started.append(True))
+    again = run_sweep(graph, CONFIG, DOWNSTREAM_TASKS, tmp_path, executor=RayExecutor(cpus=2))
+    assert started == [] and _comparable(again) == _comparable(results)
 
 
 @pytest.fixture

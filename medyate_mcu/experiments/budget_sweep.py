@@ -7,7 +7,7 @@ resumes), then the CSV, Markdown table and PNG plot are written (see report)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from contextlib import closing
+from contextlib import closing, nullcontext
 from pathlib import Path
 
 from medyate_mcu.experiments.cache import CellCache, cell_key, graph_fingerprint
@@ -44,28 +44,29 @@ def run_sweep(graph: Graph, config: SweepConfig, panel: Sequence[str], output: P
     cache = CellCache(output / "cells")
     cells = cells_of(config)
     results: dict[Cell, RunResult] = {}
-    with executor.session():  # Ray starts while the data loads
-        model = graph_fingerprint(graph)
-        inputs = {task: load_inputs(graph, config, panel, task, output, executor.threads)
-                  for task in config.tasks}
-        keys = {cell: cell_key(model, inputs[cell.task], config, cell, executor.threads)
-                for cell in cells}
-        for cell in cells:
-            cached = cache.load(keys[cell])
-            if cached is not None:
-                results[cell] = cached
-                if on_run:
-                    on_run(cached, len(results), len(cells))
-        jobs = [TaskJob(inputs[task],
-                        tuple(c for c in cells if c.task == task and c not in results))
-                for task in config.tasks]
-        with closing(executor.run(graph, config, [job for job in jobs if job.cells],
-                                  _save_ranking)) as finished:
-            for cell, result in finished:
-                cache.store(keys[cell], result)
-                results[cell] = result
-                if on_run:
-                    on_run(result, len(results), len(cells))
+    model = graph_fingerprint(graph)
+    inputs = {task: load_inputs(graph, config, panel, task, output, executor.threads)
+              for task in config.tasks}
+    keys = {cell: cell_key(model, inputs[cell.task], config, cell, executor.threads)
+            for cell in cells}
+    for cell in cells:
+        cached = cache.load(keys[cell])
+        if cached is not None:
+            results[cell] = cached
+            if on_run:
+                on_run(cached, len(results), len(cells))
+    jobs = [TaskJob(inputs[task], tuple(c for c in cells if c.task == task and c not in results))
+            for task in config.tasks]
+    jobs = [job for job in jobs if job.cells]
+    # Ray starts only with cells to compute (a finished sweep run again does not wait 10 s for
+    # it), while the driver prepares the first tasks
+    with executor.session() if jobs else nullcontext(), \
+            closing(executor.run(graph, config, jobs, _save_ranking)) as finished:
+        for cell, result in finished:
+            cache.store(keys[cell], result)
+            results[cell] = result
+            if on_run:
+                on_run(result, len(results), len(cells))
     ordered = [results[cell] for cell in cells]
     write_csv(ordered, output / "results.csv")
     write_timings(ordered, output / "timings.csv")

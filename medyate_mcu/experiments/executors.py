@@ -41,8 +41,8 @@ OnRanking = Callable[[TaskJob, LayerRanking], None]
 
 class Executor(Protocol):
     """Runs the cells of ``jobs``; ``threads`` is each cell's thread count (part of the key).
-    ``session()`` spans a whole sweep: an executor may start its workers there, while the sweep
-    loads its data, and stops them when it ends."""
+    ``session()`` spans the computing of a sweep's cells (entered only when some are not
+    cached): an executor may start its workers there and stops them when it ends."""
 
     @property
     def threads(self) -> int: ...
@@ -104,8 +104,9 @@ class RayExecutor:
 
     @contextmanager
     def session(self) -> Iterator[None]:
-        """Ray starts (or is joined) in the background while the sweep loads its data, and its
-        workers import the trainer; Ray is shut down at the end if this session started it."""
+        """Ray starts (or is joined) in the background while the driver prepares the first
+        tasks, and its workers import the trainer; Ray is shut down at the end if this session
+        started it."""
         if not ray.is_initialized():
             self._begin()
         try:
@@ -198,7 +199,7 @@ class _RaySession(threading.Thread):
         self.ready = threading.Event()
         self.done = threading.Event()
         self.failure: str | None = None
-        self.warm_up: list[Any] = []  # a task per CPU: the workers import while the data loads
+        self.warm_up: list[Any] = []  # a task per CPU: the workers import the trainer early
 
     def outcome(self) -> str | None:
         """None once Ray runs, else why not (one line), waiting at most :data:`START_TIMEOUT`."""
